@@ -1,0 +1,3 @@
+"""ImageNet-DG: a few-shot domain-generalisation benchmark built from ImageNet and its variants."""
+
+__version__ = "0.1.0"

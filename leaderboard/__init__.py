@@ -1,0 +1,1 @@
+"""Result records, their aggregation and the leaderboard table."""
