@@ -2,10 +2,172 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import click
+
+from imagenet_dg.errors import ImageNetDGError
+
+logger = logging.getLogger("imagenet_dg")
+
+RELEASE_OPTIONS = {
+    "imagenet": "ILSVRC-2012 train (the folder holding train/, or train/ itself)",
+    "imagenet-val": "ILSVRC-2012 val, flat or in wnid folders (the folder holding val/, or val/ itself)",
+    "imagenet-a": "ImageNet-A (imagenet-a/)",
+    "imagenet-r": "ImageNet-R (imagenet-r/)",
+    "imagenet-sketch": "ImageNet-Sketch (sketch/)",
+    "imagenetv2": "ImageNetV2 MatchedFrequency (imagenetv2-matched-frequency-format-val/)",
+}
+DEFAULT_MINI_DIR = "mini-releases"
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.replace(",", " ").split())
+    except ValueError:
+        raise click.BadParameter(f"expected integers separated by commas, got {text!r}") from None
+
+
+def release_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --root, --mini-dir and one option per release to ``command``."""
+    for domain, help_text in reversed(RELEASE_OPTIONS.items()):
+        command = click.option(
+            f"--{domain}", f"release_{domain.replace('-', '_')}",
+            type=click.Path(file_okay=False, path_type=Path), help=help_text,
+        )(command)
+    command = click.option(
+        "--mini-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(DEFAULT_MINI_DIR),
+        show_default=True, help="Where the miniature releases are made when no release is given.",
+    )(command)
+    command = click.option(
+        "--root", type=click.Path(file_okay=False, path_type=Path),
+        help="A folder searched for the usual release folder names (and the combined ImageNet/ tree).",
+    )(command)
+    return command
+
+
+def _scan(kwargs: dict[str, Any], domains: tuple[str, ...]):
+    from imagenet_dg.mini import make_mini_releases
+    from imagenet_dg.releases import scan_releases
+
+    explicit = {d: kwargs.pop(f"release_{d.replace('-', '_')}") for d in RELEASE_OPTIONS}
+    root = kwargs.pop("root")
+    mini_dir = kwargs.pop("mini_dir")
+    given = {d: p for d, p in explicit.items() if p is not None}
+    if not given and root is None:
+        mini = make_mini_releases(mini_dir)
+        click.echo(f"No release given: using the miniature releases in {mini.root}", err=True)
+        return scan_releases(dict(mini.paths), domains=domains)
+    return scan_releases(given, root=root, domains=domains)
+
+
+def _errors_to_exit(function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except ImageNetDGError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+
+    return wrapper
 
 
 @click.group()
 @click.version_option(package_name="imagenet-dg")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Log progress in detail.")
+def main(verbose: bool) -> None:
     """ImageNet-DG: build the benchmark, evaluate methods, print the leaderboard."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+@main.command()
+@release_options
+@click.option("--out", type=click.Path(path_type=Path), default=Path("imagenet-dg"), show_default=True,
+              help="Output folder (a Hugging Face dataset layout).")
+@click.option("--tasks", default="a,i,r", show_default=True, help="Tasks to build, comma-separated.")
+@click.option("--shots", default="16", show_default=True, help="Shots per class, comma-separated (1,2,4,8,16).")
+@click.option("--seeds", default="1,2,3", show_default=True, help="Few-shot seeds, comma-separated.")
+@click.option("--embed-images", is_flag=True, help="Embed the image bytes (check the releases' terms first).")
+@click.option("--verify", is_flag=True, help="Open every selected image and report defects.")
+@click.option("--on-bad-image", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
+              help="With --verify: stop with the list, or exclude unusable images and record them.")
+@click.option("--workers", type=int, default=None, help="Parallel workers for --verify (default: all cores).")
+@click.option("--overwrite", is_flag=True, help="Replace an output folder holding another build.")
+@_errors_to_exit
+def build(out: Path, tasks: str, shots: str, seeds: str, embed_images: bool, verify: bool, on_bad_image: str,
+          workers: int | None, overwrite: bool, **releases: Any) -> None:
+    """Build ImageNet-DG from local copies of the official releases."""
+    from imagenet_dg.build import BuildOptions
+    from imagenet_dg.build import build as run_build
+
+    options = BuildOptions(
+        tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
+        shots=_int_list(shots), seeds=_int_list(seeds), embed_images=embed_images, verify=verify,
+        on_bad_image=on_bad_image, workers=workers,
+    )
+    scans = _scan(releases, options.domains())
+    result = run_build(scans, out, options, overwrite=overwrite, on_config=lambda c: logger.info("wrote %s", c))
+    if result.health is not None:
+        click.echo(result.health.format(), err=True)
+    state = "already up to date" if result.up_to_date else "built"
+    click.echo(f"{result.out}: {state}, {len(result.manifest['configs'])} configurations, "
+               f"content hash {result.manifest['content_hash']}")
+
+
+@main.command()
+@release_options
+@_errors_to_exit
+def stats(**releases: Any) -> None:
+    """Print the task statistics (SPEC section 2) of the releases found."""
+    from imagenet_dg.protocol import task_statistics
+
+    scans = _scan(releases, tuple(RELEASE_OPTIONS))
+    table = task_statistics({d: s.table for d, s in scans.items()})
+    click.echo(table.to_string(index=False))
+
+
+@main.command("make-mini")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path(DEFAULT_MINI_DIR),
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_errors_to_exit
+def make_mini(out: Path, seed: int) -> None:
+    """Write miniature synthetic copies of the six releases in their official layouts."""
+    from imagenet_dg.mini import make_mini_releases
+
+    mini = make_mini_releases(out, seed=seed)
+    for domain, path in mini.paths.items():
+        click.echo(f"{domain}\t{path}")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--repo-id", required=True, help="Hub dataset repository, e.g. my-org/imagenet-dg.")
+@click.option("--public", is_flag=True, help="Create the repository public (default: private).")
+@click.option("--revision", default=None, help="Branch to push to.")
+@click.option("--token", envvar="HF_TOKEN", default=None, show_envvar=True,
+              help="Hub token (default: the saved login). Never printed.")
+@click.option("--allow-embedded-images", is_flag=True, help="Publish a build that embeds images.")
+@click.option("--dry-run", is_flag=True, help="List what would be sent and stop.")
+@_errors_to_exit
+def push(folder: Path, repo_id: str, public: bool, revision: str | None, token: str | None,
+         allow_embedded_images: bool, dry_run: bool) -> None:
+    """Publish a built FOLDER to the Hugging Face Hub."""
+    from imagenet_dg.hub import push as run_push
+    from imagenet_dg.hub import upload_plan
+
+    plan = upload_plan(folder, allow_embedded_images)
+    if dry_run:
+        for file in plan:
+            click.echo(f"{file.size:>12,}  {file.path}")
+        click.echo(f"{len(plan)} files, {sum(f.size for f in plan):,} bytes -> datasets/{repo_id} (dry run)")
+        return
+    url = run_push(folder, repo_id, private=not public, revision=revision, token=token,
+                   allow_embedded_images=allow_embedded_images)
+    click.echo(url)
