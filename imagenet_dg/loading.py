@@ -1,0 +1,324 @@
+"""From manifest rows to PyTorch datasets over the user's own copies of the releases.
+
+A manifest names each image by a POSIX path relative to the root folder of its domain's release; the user
+says where each release lives (domain id -> root folder). Every path is checked to stay inside its root, so
+a manifest from elsewhere cannot make a loader read other files of the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch.utils.data
+
+from imagenet_dg.errors import ImageNetDGError, ManifestError, PathEscapeError, ReleaseNotFoundError
+from imagenet_dg.images import open_image
+from imagenet_dg.manifests import MANIFEST_FILE, read_manifest, split_pattern
+
+ROW_COLUMNS = ("path", "domain", "label")
+"""Columns :func:`labeled_images` reads; other columns are ignored."""
+
+SPLIT_NAMES = ("expert", "guide", "test")
+"""The splits of a task configuration; each split's rows carry its name in the ``pool`` column."""
+
+
+def resolve_path(root: str | os.PathLike[str], relative: str) -> Path:
+    """``root / relative`` as an absolute path, guaranteed to lie inside ``root``.
+
+    ``relative`` must be a normalised POSIX path relative to ``root``: not empty, not absolute, no
+    backslash, no ``.``, ``..`` or empty component. After following symbolic links it must still be inside
+    ``root`` (itself followed through links). Raises :class:`~imagenet_dg.errors.PathEscapeError` otherwise.
+    """
+    base = Path(root).absolute()
+    return _resolve_inside(base, base.resolve(), relative)
+
+
+def _resolve_inside(base: Path, real_base: Path, relative: object) -> Path:
+    """:func:`resolve_path` with the root already made absolute (``base``) and resolved (``real_base``)."""
+
+    def refuse(why: str) -> PathEscapeError:
+        return PathEscapeError(
+            f"manifest path {relative!r} under root {base}: {why}; expected a normalised POSIX path inside the "
+            "root. The manifest is damaged or was not written by imagenet-dg: rebuild or re-download it."
+        )
+
+    if not isinstance(relative, str):
+        raise refuse(f"expected a string, found {type(relative).__name__}")
+    if not relative:
+        raise refuse("the path is empty")
+    if "\\" in relative:
+        raise refuse("it contains a backslash")
+    if "\x00" in relative:
+        raise refuse("it contains a NUL character")
+    if posixpath.isabs(relative):
+        raise refuse("it is absolute")
+    parts = relative.split("/")
+    if ".." in parts:
+        raise refuse("it climbs out with '..'")
+    if "." in parts or "" in parts:
+        raise refuse("it is not normalised (a '.' or empty component)")
+    candidate = base / relative
+    try:
+        real = candidate.resolve()
+    except (OSError, RuntimeError) as error:  # RuntimeError: a symbolic-link loop, on Python < 3.13
+        raise refuse(f"it cannot be resolved ({error})") from None
+    if not real.is_relative_to(real_base):
+        raise refuse(f"it resolves, through a symbolic link, to {real}, outside the root")
+    return candidate
+
+
+@dataclass(frozen=True)
+class LabeledImages:
+    """A fixed list of labelled image files of one domain (or several)."""
+
+    paths: tuple[Path, ...]
+    """Absolute paths, already checked to lie inside their release roots."""
+    labels: tuple[int, ...]
+    domains: tuple[str, ...]
+    """Domain id of each image."""
+
+    def __post_init__(self) -> None:
+        if not len(self.paths) == len(self.labels) == len(self.domains):
+            raise ImageNetDGError(
+                f"LabeledImages needs one label and one domain per path; got {len(self.paths)} paths, "
+                f"{len(self.labels)} labels and {len(self.domains)} domains"
+            )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, domain: str) -> LabeledImages:
+        """The images of ``domain``, in their order here. A domain with no image here is an error."""
+        keep = [i for i, d in enumerate(self.domains) if d == domain]
+        if not keep:
+            present = ", ".join(sorted(set(self.domains))) or "none"
+            raise ImageNetDGError(f"no images of domain {domain!r} here; the domains present are: {present}")
+        return LabeledImages(
+            paths=tuple(self.paths[i] for i in keep),
+            labels=tuple(self.labels[i] for i in keep),
+            domains=tuple(self.domains[i] for i in keep),
+        )
+
+    def select(self, indices: Sequence[int]) -> LabeledImages:
+        """The images at ``indices``, in that order."""
+        return LabeledImages(
+            paths=tuple(self.paths[i] for i in indices),
+            labels=tuple(self.labels[i] for i in indices),
+            domains=tuple(self.domains[i] for i in indices),
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[LabeledImages]) -> LabeledImages:
+        """The images of ``parts`` one after the other (for instance every source domain, pooled)."""
+        return LabeledImages(
+            paths=tuple(p for part in parts for p in part.paths),
+            labels=tuple(label for part in parts for label in part.labels),
+            domains=tuple(d for part in parts for d in part.domains),
+        )
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """``(transform(image), label)`` for each image of a :class:`LabeledImages`, in its order.
+
+    Images are opened with :func:`imagenet_dg.images.open_image` (RGB, whatever the file's defects); without
+    a transform the item is the PIL image itself.
+    """
+
+    def __init__(self, images: LabeledImages, transform: Callable[[Any], Any] | None = None) -> None:
+        self.images = images
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = open_image(self.images.paths[index])
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.images.labels[index]
+
+
+def labeled_images(rows: pd.DataFrame, roots: Mapping[str, str | os.PathLike[str]]) -> LabeledImages:
+    """The images of manifest ``rows`` (columns path, domain, label), located under ``roots``, in row order.
+
+    ``roots`` maps each domain id to the root folder of its release, the folder the manifest's paths are
+    relative to. Every path is checked with :func:`resolve_path`; a domain without a root, or a root that is
+    not a folder, is an error naming them.
+    """
+    missing_columns = [c for c in ROW_COLUMNS if c not in rows.columns]
+    if missing_columns:
+        raise ManifestError(
+            f"manifest rows lack the column(s) {', '.join(missing_columns)}; expected at least "
+            f"{', '.join(ROW_COLUMNS)}, found {', '.join(map(str, rows.columns)) or 'none'}"
+        )
+    domains = [str(d) for d in rows["domain"]]
+    needed = sorted(set(domains))
+    unrooted = [d for d in needed if d not in roots]
+    if unrooted:
+        raise ReleaseNotFoundError(
+            f"no release root given for the domain(s) {', '.join(unrooted)}; the manifest's paths are relative "
+            "to each domain's release root, so give one per domain: "
+            f"roots={{{', '.join(f'{d!r}: <folder>' for d in unrooted)}}}, or on the command line "
+            f"{' '.join(f'--{d} <folder>' for d in unrooted)} (roots given: {', '.join(sorted(roots)) or 'none'})"
+        )
+    bases: dict[str, tuple[Path, Path]] = {}
+    for domain in needed:
+        base = Path(roots[domain]).absolute()
+        if not base.is_dir():
+            raise ReleaseNotFoundError(
+                f"the release root of domain {domain!r}, {base}, is not a folder; give the folder its manifest "
+                "paths are relative to"
+            )
+        bases[domain] = (base, base.resolve())
+    try:
+        labels = tuple(int(label) for label in rows["label"])
+    except (TypeError, ValueError) as error:
+        raise ManifestError(f"manifest labels must be integers ({error})") from None
+    paths = tuple(_resolve_inside(*bases[d], p) for d, p in zip(domains, rows["path"]))
+    return LabeledImages(paths=paths, labels=labels, domains=tuple(domains))
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """What a method trains and is scored on: one leave-one-domain-out task."""
+
+    name: str
+    """The configuration name, e.g. ``a-16shot-seed1``."""
+    class_names: tuple[str, ...]
+    """Readable names in label order (they may repeat: classes are keyed by index)."""
+    class_ids: tuple[str, ...]
+    """wnids (or class folder names of the other suites) in label order."""
+    target: str
+    """Target domain id."""
+    sources: tuple[str, ...]
+    """Source domain ids."""
+    expert: Mapping[str, LabeledImages]
+    """Source domain -> its expert-pool sample."""
+    guide: Mapping[str, LabeledImages]
+    """Source domain -> its guide-pool sample."""
+    test: LabeledImages
+    """The target's test split."""
+
+
+def task_data_from_frames(
+    name: str,
+    splits: Mapping[str, pd.DataFrame],
+    roots: Mapping[str, str | os.PathLike[str]],
+    class_ids: Sequence[str],
+    class_names: Sequence[str],
+    target: str,
+    sources: Sequence[str],
+) -> TaskData:
+    """The :class:`TaskData` of split tables ``splits`` (keys expert, guide, test; columns path, domain,
+    label, pool), checked for consistency: sources only in expert and guide, each source present in both,
+    only the target in test, every row's pool equal to its split's name, labels within the class list.
+    """
+    where = f"task {name}"
+    if len(class_ids) != len(class_names):
+        raise ManifestError(f"{where}: {len(class_ids)} class ids but {len(class_names)} class names")
+    if target in sources:
+        raise ManifestError(f"{where}: the target {target!r} is also listed among the sources")
+    missing_splits = [s for s in SPLIT_NAMES if s not in splits]
+    if missing_splits:
+        raise ManifestError(f"{where}: missing the split(s) {', '.join(missing_splits)}")
+    images: dict[str, LabeledImages] = {}
+    for split in SPLIT_NAMES:
+        frame = splits[split]
+        allowed = {target} if split == "test" else set(sources)
+        if "pool" not in frame.columns:
+            raise ManifestError(f"{where}: split {split} lacks the column pool")
+        wrong_pool = sorted({str(p) for p in frame["pool"]} - {split})
+        if wrong_pool:
+            raise ManifestError(f"{where}: split {split} holds rows of pool(s) {', '.join(wrong_pool)}")
+        found = images[split] = labeled_images(frame, roots)
+        strangers = sorted(set(found.domains) - allowed)
+        if strangers:
+            raise ManifestError(
+                f"{where}: split {split} holds images of {', '.join(strangers)}; expected only "
+                f"{', '.join(sorted(allowed))}"
+            )
+        out_of_range = sorted({label for label in found.labels if not 0 <= label < len(class_ids)})
+        if out_of_range:
+            raise ManifestError(
+                f"{where}: split {split} has labels {out_of_range[:5]} outside 0..{len(class_ids) - 1}"
+            )
+    by_source: dict[str, dict[str, LabeledImages]] = {}
+    for split in ("expert", "guide"):
+        empty = [s for s in sources if s not in images[split].domains]
+        if empty:
+            raise ManifestError(f"{where}: split {split} has no images of the source(s) {', '.join(empty)}")
+        by_source[split] = {s: images[split].subset(s) for s in sources}
+    return TaskData(
+        name=name,
+        class_names=tuple(class_names),
+        class_ids=tuple(class_ids),
+        target=target,
+        sources=tuple(sources),
+        expert=MappingProxyType(by_source["expert"]),
+        guide=MappingProxyType(by_source["guide"]),
+        test=images["test"],
+    )
+
+
+def load_task(
+    manifest_dir: str | os.PathLike[str], config: str, roots: Mapping[str, str | os.PathLike[str]]
+) -> TaskData:
+    """The task configuration ``config`` of the built dataset folder ``manifest_dir``, over the releases
+    under ``roots`` (domain id -> release root folder).
+
+    Reads ``manifest.json`` for the task's classes and domains, and the parquet shards
+    ``data/<config>/<split>-*.parquet`` of the splits expert, guide and test.
+    """
+    folder = Path(manifest_dir)
+    manifest = read_manifest(folder)
+    configs = manifest["configs"]
+    if config not in configs:
+        raise ManifestError(
+            f"{folder / MANIFEST_FILE}: no configuration {config!r}; it holds {', '.join(sorted(configs)) or 'none'}"
+        )
+    entry = configs[config]
+    try:
+        target = str(entry["target"])
+        sources = [str(s) for s in entry["sources"]]
+        class_ids = [str(c["wnid"]) for c in entry["classes"]]
+        class_names = [str(c["name"]) for c in entry["classes"]]
+    except (KeyError, TypeError) as error:
+        raise ManifestError(
+            f"{folder / MANIFEST_FILE}: configuration {config!r} lacks {error}; expected target, sources and "
+            'classes as [{"wnid": ..., "name": ...}, ...]'
+        ) from None
+    splits = {split: _read_split(folder, config, split) for split in SPLIT_NAMES}
+    return task_data_from_frames(config, splits, roots, class_ids, class_names, target, sources)
+
+
+def _read_split(folder: Path, config: str, split: str) -> pd.DataFrame:
+    """The rows of one split: its shards in name order, only the columns loading needs."""
+    pattern = split_pattern(config, split)
+    shards = sorted(folder.glob(pattern))
+    if not shards:
+        raise ManifestError(
+            f"{folder / pattern}: no parquet file of split {split!r} of configuration {config!r}; the dataset "
+            "folder is incomplete: build or download it again"
+        )
+    columns = [*ROW_COLUMNS, "pool"]
+    tables = []
+    for shard in shards:
+        try:
+            present = set(pq.read_schema(shard).names)
+            lacking = [c for c in columns if c not in present]
+            if lacking:
+                raise ManifestError(f"{shard}: lacks the column(s) {', '.join(lacking)}; expected {', '.join(columns)}")
+            # Only the needed columns: shards with embedded images are mostly image bytes.
+            tables.append(pq.read_table(shard, columns=columns))
+        except (pa.ArrowException, OSError) as error:
+            raise ManifestError(f"{shard}: not a readable parquet file ({error})") from None
+    return pa.concat_tables(tables).to_pandas()
