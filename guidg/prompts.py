@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from guidg.backbone import TextEncoder
+from guidg.shared_prefix import encode_shared_prefix, supports_shared_prefix
 from imagenet_dg.errors import ImageNetDGError
 
 CLASS_POSITIONS = ("end", "middle", "front")
@@ -81,6 +82,7 @@ class PromptLearner(nn.Module):
         init: str | None = None,
         class_position: str = "end",
         generator: torch.Generator | None = None,
+        share_prefix: bool = True,
     ) -> None:
         """Build prompts for ``class_names``.
 
@@ -138,6 +140,7 @@ class PromptLearner(nn.Module):
         self.class_position = class_position
         self.class_names: tuple[str, ...] = tuple(class_names)
         self.init = init
+        self.share_prefix = share_prefix
 
         token_ids = full[:, : self.cut_length].to(device)
         self.register_buffer("token_ids", token_ids, persistent=False)
@@ -173,9 +176,21 @@ class PromptLearner(nn.Module):
         values = self.ctx.to(self.token_embeddings.dtype).unsqueeze(0).expand(classes, -1, -1)
         return self.token_embeddings.index_put((rows, self.ctx_positions), values)
 
+    @property
+    def shares_prefix(self) -> bool:
+        """Whether :meth:`forward` runs the class-independent prefix ([SOS] and the context) only once."""
+        return self.share_prefix and self.class_position == "end" and supports_shared_prefix(self.text)
+
     def forward(self) -> torch.Tensor:
         """L2-normalised text features (C, embed_dim), float32, of all classes at once; differentiable in ctx."""
-        return F.normalize(self.text(self.prompt_embeddings(), self.eos_positions), dim=-1)
+        if self.shares_prefix:
+            start = 1 + self.n_ctx
+            prefix = torch.cat([self.token_embeddings[0, :1], self.ctx.to(self.token_embeddings.dtype)])
+            suffix = self.token_embeddings[:, start:]
+            features = encode_shared_prefix(self.text, prefix, suffix, self.eos_positions)
+        else:
+            features = self.text(self.prompt_embeddings(), self.eos_positions)
+        return F.normalize(features, dim=-1)
 
     def context_state(self) -> dict[str, torch.Tensor]:
         """What a saved expert needs besides the backbone and class names: the context vectors, on CPU."""

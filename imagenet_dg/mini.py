@@ -390,7 +390,7 @@ def _encode(image: Image.Image, quirk: str | None) -> bytes:
     if quirk == "broken-exif":
         return _jpeg(image, exif=_BROKEN_EXIF)
     if quirk == "near-black":
-        return _jpeg(Image.eval(image, lambda v: v * 7 // 100))
+        return _jpeg(Image.eval(image, lambda v: v // 128))
     return _jpeg(image)
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from imagenet_dg.domains import DOMAINS
 from imagenet_dg.errors import ImageNetDGError, OutputExistsError
+from imagenet_dg.health import NEAR_BLACK_LUMINANCE
 from imagenet_dg.mini import MiniReleases, make_mini_releases
 from imagenet_dg.releases import discover_releases, scan_domain
 from imagenet_dg.taxonomy import imagenetv2_labels, load_taxonomy, val_labels
@@ -199,7 +200,7 @@ def test_train_holds_a_jpeg_with_broken_exif(mini_set):
 def test_sketch_holds_a_near_black_image(mini_set):
     path = mini_set.quirks["near-black"]
     assert path.parent.parent == mini_set.paths["imagenet-sketch"]
-    assert pixels(path).mean() < 0.1
+    assert pixels(path).mean() < NEAR_BLACK_LUMINANCE / 255
     others = [p for p in path.parent.iterdir() if p != path]
     assert all(pixels(p).mean() > 0.7 for p in others)
 

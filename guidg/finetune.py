@@ -1,0 +1,270 @@
+"""Fine-tuning the image encoder: GuiDG step 2 (expert-guided, SPEC 6.3) and the ERM / CLIPood / UEO baselines.
+
+Each step draws ``batch_per_domain`` images, with replacement, from every source domain's guide-pool sample,
+augments them, and minimises the loss of the base method over the heads: the experts' text features weighed
+by CMAttn (GuiDG), or the single zero-shot classifier (the baselines). AdamW on every image-encoder parameter
+(and CMAttn), cosine schedule, then weight averaging: CLIPood's Beta moving average, or WiSE-FT for ERM and UEO.
+
+Every random draw is a pure function of (seed, step, domain, slot), so a run resumed from a checkpoint ends
+exactly where an uninterrupted run ends, whatever the number of loading workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from imagenet_dg.errors import ImageNetDGError
+from imagenet_dg.images import open_image
+from imagenet_dg.loading import LabeledImages
+from guidg.averaging import BetaMovingAverage, wise_ft
+from guidg.backbone import Backbone
+from guidg.checkpoints import fingerprint, load_module_state, load_training_state, save_training_state
+from guidg.cmattn import CMAttn
+from guidg.divergence import check_finite
+from guidg.losses import BASES, guided_loss, single_head_loss
+from guidg.presets import FinetuneConfig
+from guidg.schedule import cosine_lambda
+from guidg.seeding import derive_seed, generator
+from guidg.transforms import SeededTransform, finetune_train_transform
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "finetune-state.pt"
+
+
+@dataclass(frozen=True)
+class StepItem:
+    """One image of one training step."""
+
+    step: int
+    domain: int
+    index: int
+    augment_seed: int
+
+
+class StepSampler(Sampler[list[StepItem]]):
+    """Yields, for each step from ``start`` to ``total``, the images of that step: ``per_domain`` from each pool."""
+
+    def __init__(self, pool_sizes: Sequence[int], per_domain: int, seed: int, total: int, start: int = 0) -> None:
+        if any(n == 0 for n in pool_sizes):
+            raise ImageNetDGError("every source domain needs at least one training image; one pool is empty")
+        self.pool_sizes = list(pool_sizes)
+        self.per_domain = per_domain
+        self.seed = seed
+        self.total = total
+        self.start = start
+
+    def items(self, step: int) -> list[StepItem]:
+        """The images of ``step`` (independent of every other step)."""
+        items = []
+        for domain, size in enumerate(self.pool_sizes):
+            indices = torch.randint(size, (self.per_domain,), generator=generator(self.seed, "draw", step, domain))
+            for slot, index in enumerate(indices.tolist()):
+                items.append(StepItem(step, domain, index, derive_seed(self.seed, "augment", step, domain, slot)))
+        return items
+
+    def __iter__(self) -> Iterator[list[StepItem]]:
+        for step in range(self.start, self.total):
+            yield self.items(step)
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+
+class PoolImages(Dataset):
+    """Images of the source pools, loaded and augmented with the seed carried by each :class:`StepItem`."""
+
+    def __init__(self, pools: Sequence[LabeledImages], transform: Callable) -> None:
+        self.pools = list(pools)
+        self.transform = SeededTransform(transform)
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.pools)
+
+    def __getitem__(self, item: StepItem) -> tuple[Tensor, int, int]:
+        pool = self.pools[item.domain]
+        image = open_image(pool.paths[item.index])
+        return self.transform(image, item.augment_seed), pool.labels[item.index], item.domain
+
+
+@dataclass
+class FinetuneResult:
+    """What step 2 (or a fine-tuning baseline) produced."""
+
+    visual_state: dict[str, Tensor]
+    """Final image-encoder weights, after weight averaging, on CPU."""
+    cmattn_state: dict[str, Tensor] | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
+    resumed_from: int = 0
+
+
+def _visual_state(module: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def finetune_image_encoder(
+    backbone: Backbone,
+    pools: Sequence[LabeledImages],
+    heads: Tensor,
+    config: FinetuneConfig,
+    *,
+    base: str,
+    guided: bool,
+    seed: int,
+    method: str,
+    run_dir: str | os.PathLike[str] | None = None,
+    num_workers: int = 0,
+    stop_at_step: int | None = None,
+    log_every: int = 50,
+) -> FinetuneResult:
+    """Fine-tune ``backbone``'s image encoder on the source ``pools`` (one per source domain).
+
+    ``heads`` is (d, C, D): the experts' text features when ``guided`` (CMAttn weighs them), otherwise a
+    single classifier (1, C, D). ``base`` is ``erm``, ``clipood`` or ``ueo``. With ``run_dir``, the training
+    state is saved every ``config.checkpoint_every`` steps and a rerun resumes from it. ``stop_at_step`` ends
+    the run early after saving (what an interruption leaves behind). The backbone's image encoder holds the
+    final weights afterwards.
+    """
+    if base not in BASES:
+        raise ImageNetDGError(f"unknown base method {base!r}; expected one of {', '.join(BASES)}")
+    if not guided and heads.shape[0] != 1:
+        raise ImageNetDGError("an unguided fine-tuning trains against exactly one classifier head")
+    device = backbone.device
+    visual = backbone.model.visual
+    heads = F.normalize(heads.detach().float(), dim=-1).to(device)
+    total = config.epochs * config.steps_per_epoch
+    pretrained = _visual_state(visual)
+
+    cmattn = None
+    if guided:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(seed, "cmattn-init"))
+            cmattn = CMAttn(heads.shape[-1], heads.shape[1], heads.shape[0], config.heads, config.routing)
+        cmattn.to(device)
+    parameters = list(visual.parameters()) + (list(cmattn.parameters()) if cmattn is not None else [])
+    for p in visual.parameters():
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(total, config.warmup_steps))
+    average = BetaMovingAverage(visual, total, config.bma_beta) if base == "clipood" else None
+
+    run_fingerprint = fingerprint(
+        {
+            "method": method,
+            "base": base,
+            "guided": guided,
+            "seed": seed,
+            "config": config,
+            "backbone": backbone.spec.describe(),
+            "pools": [[str(p) for p in pool.paths] for pool in pools],
+            "labels": [list(pool.labels) for pool in pools],
+            "heads": heads.cpu().double().sum().item(),
+        }
+    )
+    checkpoint = Path(run_dir) / CHECKPOINT_FILE if run_dir is not None else None
+    start, history = 0, []
+    if checkpoint is not None:
+        state = load_training_state(checkpoint, run_fingerprint)
+        if state is not None:
+            load_module_state(visual, state["visual"])
+            if cmattn is not None:
+                load_module_state(cmattn, state["cmattn"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if average is not None:
+                average.load_state_dict(state["average"])
+            start, history = int(state["step"]), list(state["history"])
+            logger.info("%s: resuming fine-tuning at step %d of %d", method, start, total)
+
+    def save(step: int) -> None:
+        if checkpoint is None:
+            return
+        save_training_state(
+            checkpoint,
+            {
+                "fingerprint": run_fingerprint,
+                "step": step,
+                "visual": _visual_state(visual),
+                "cmattn": cmattn.state_dict() if cmattn is not None else {},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "average": average.state_dict() if average is not None else {},
+                "history": history,
+            },
+        )
+
+    transform = finetune_train_transform(backbone.image_size, config.randaugment)
+    sampler = StepSampler([len(p) for p in pools], config.batch_per_domain, seed, total, start)
+    loader = DataLoader(
+        PoolImages(pools, transform),
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    visual.train()
+    step = start
+    for images, labels, _domains in loader:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with backbone.autocast():
+            features = F.normalize(visual(images).float(), dim=-1)
+        if cmattn is not None:
+            weights = cmattn(features, heads)
+            loss = guided_loss(features, heads, weights, labels, base, config.clipood_lambda, config.ueo_coef)
+        else:
+            loss = single_head_loss(features, heads[0], labels, base, config.clipood_lambda, config.ueo_coef)
+        check_finite(loss.total, step, method)
+        optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        if average is not None:
+            average.update(visual)
+        if step % log_every == 0 or step == total:
+            record = {"step": step, "loss": loss.total.item(), "ce": loss.ce.item()}
+            if cmattn is not None:
+                record["weights"] = [round(w, 4) for w in weights.mean(0).tolist()]
+            history.append(record)
+            logger.info("%s: step %d/%d loss %.4f", method, step, total, record["loss"])
+        if config.wise_mode == "per-epoch" and average is None and step % config.steps_per_epoch == 0:
+            load_module_state(visual, wise_ft(pretrained, _visual_state(visual), config.wise_alpha))
+        if step % config.checkpoint_every == 0 or step == stop_at_step:
+            save(step)
+        if step == stop_at_step:
+            break
+    visual.eval()
+    for p in visual.parameters():
+        p.requires_grad_(False)
+
+    if step < total:
+        return FinetuneResult(_visual_state(visual), _cmattn_state(cmattn), history, step, start)
+    if average is not None:
+        final = _visual_state(average.module)
+    elif config.wise_mode == "end":
+        final = wise_ft(pretrained, _visual_state(visual), config.wise_alpha)
+    else:
+        final = _visual_state(visual)
+    load_module_state(visual, final)
+    return FinetuneResult(final, _cmattn_state(cmattn), history, step, start)
+
+
+def _cmattn_state(cmattn: CMAttn | None) -> dict[str, Tensor] | None:
+    return None if cmattn is None else {k: v.detach().cpu().clone() for k, v in cmattn.state_dict().items()}
+
+
+def restore_visual(backbone: Backbone, state: dict[str, Any]) -> None:
+    """Put ``state`` into the backbone's image encoder."""
+    load_module_state(backbone.model.visual, state)
