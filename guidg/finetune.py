@@ -126,7 +126,6 @@ def finetune_image_encoder(
     run_dir: str | os.PathLike[str] | None = None,
     num_workers: int = 0,
     stop_at_step: int | None = None,
-    log_every: int = 50,
 ) -> FinetuneResult:
     """Fine-tune ``backbone``'s image encoder on the source ``pools`` (one per source domain).
 
@@ -233,7 +232,7 @@ def finetune_image_encoder(
         step += 1
         if average is not None:
             average.update(visual)
-        if step % log_every == 0 or step == total:
+        if step % config.steps_per_epoch == 0 or step == total:
             record = {"step": step, "loss": loss.total.item(), "ce": loss.ce.item()}
             if cmattn is not None:
                 record["weights"] = [round(w, 4) for w in weights.mean(0).tolist()]

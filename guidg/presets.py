@@ -116,7 +116,7 @@ PRESETS: Mapping[str, MethodConfig] = MappingProxyType(
                 n_ctx=4, lr=2e-2, batch_size=16, epochs=10, schedule_steps=200, eval_every=5, cached_views=2
             ),
             finetune=FinetuneConfig(
-                batch_per_domain=8, lr=1e-3, weight_decay=0.0, epochs=3, steps_per_epoch=15, checkpoint_every=10
+                batch_per_domain=8, lr=3e-3, weight_decay=0.0, epochs=4, steps_per_epoch=25, checkpoint_every=25
             ),
             eval=EvalConfig(batch_size=36),
         ),

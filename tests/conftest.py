@@ -30,3 +30,33 @@ def mini_scans(mini_releases: MiniReleases) -> dict[str, DomainScan]:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def mini_benchmark(mini_scans, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ImageNet-DG built from the miniature releases: task a, 16 shots, seed 1."""
+    from imagenet_dg.build import BuildOptions, build
+
+    out = tmp_path_factory.mktemp("benchmark") / "imagenet-dg"
+    build(mini_scans, out, BuildOptions(tasks=("a",), shots=(16,), seeds=(1,)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def mini_task(mini_benchmark: Path, mini_releases: MiniReleases):
+    """The TaskData of task a (16 shots, seed 1) of the miniature benchmark."""
+    from imagenet_dg.loading import load_task
+
+    return load_task(mini_benchmark, "a-16shot-seed1", dict(mini_releases.paths))
+
+
+@pytest.fixture
+def tiny_backbone():
+    """A fresh tiny CLIP with random weights drawn under a fixed seed (fine-tuning changes it in place)."""
+    import torch
+
+    from guidg.backbone import TINY_SPEC, load_backbone
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return load_backbone(TINY_SPEC)

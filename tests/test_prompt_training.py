@@ -1,0 +1,60 @@
+"""Learning a CoOp prompt: the feature cache, checkpoint selection, and reduction of the training loss."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from guidg.presets import PromptConfig
+from guidg.prompt_training import train_prompt
+from imagenet_dg.loading import LabeledImages
+
+CONFIG = PromptConfig(n_ctx=4, lr=2e-2, batch_size=16, epochs=6, schedule_steps=100, eval_every=2, cached_views=2)
+
+
+def pooled(pools: dict[str, LabeledImages]) -> LabeledImages:
+    return LabeledImages.concat(list(pools.values()))
+
+
+def test_cached_features_train_exactly_like_encoding_every_step_without_augmentation(mini_task, tiny_backbone) -> None:
+    train, select = pooled(mini_task.expert), pooled(mini_task.guide)
+    cached = train_prompt(tiny_backbone, mini_task.class_names, train, select, CONFIG, seed=3, method="t", augment=False)
+    plain_config = dataclasses.replace(CONFIG, cached_views=0)
+    plain = train_prompt(tiny_backbone, mini_task.class_names, train, select, plain_config, seed=3, method="t", augment=False)
+    torch.testing.assert_close(cached.context["ctx"], plain.context["ctx"], rtol=1e-4, atol=1e-5)
+    assert [h["loss"] for h in cached.history] == pytest.approx([h["loss"] for h in plain.history], rel=1e-4)
+
+
+def test_prompt_learning_reduces_the_training_loss(mini_task, tiny_backbone) -> None:
+    result = train_prompt(
+        tiny_backbone, mini_task.class_names, pooled(mini_task.expert), None, CONFIG, seed=1, method="t"
+    )
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    assert result.n_trainable == 4 * tiny_backbone.text.width
+
+
+def test_the_selected_checkpoint_is_the_best_evaluated_one(mini_task, tiny_backbone) -> None:
+    result = train_prompt(
+        tiny_backbone, mini_task.class_names, pooled(mini_task.expert), pooled(mini_task.guide), CONFIG,
+        seed=1, method="t",
+    )
+    evaluated = {h["epoch"]: h["select_accuracy"] for h in result.history if "select_accuracy" in h}
+    assert sorted(evaluated) == [2, 4, 6]
+    assert result.best_accuracy == max(evaluated.values())
+    assert result.best_epoch == min(e for e, a in evaluated.items() if a == result.best_accuracy)
+
+
+def test_same_seed_same_prompt_other_seed_other_prompt(mini_task, tiny_backbone) -> None:
+    train = pooled(mini_task.expert)
+    runs = [train_prompt(tiny_backbone, mini_task.class_names, train, None, CONFIG, seed=s, method="t") for s in (1, 1, 2)]
+    assert torch.equal(runs[0].context["ctx"], runs[1].context["ctx"])
+    assert not torch.equal(runs[0].context["ctx"], runs[2].context["ctx"])
+
+
+def test_text_features_are_normalised_per_class(mini_task, tiny_backbone) -> None:
+    result = train_prompt(tiny_backbone, mini_task.class_names, pooled(mini_task.expert), None, CONFIG, seed=1, method="t")
+    assert result.text_features.shape == (len(mini_task.class_names), tiny_backbone.embed_dim)
+    torch.testing.assert_close(result.text_features.norm(dim=-1), torch.ones(len(mini_task.class_names)))
