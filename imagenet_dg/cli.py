@@ -51,9 +51,9 @@ def release_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _scan(kwargs: dict[str, Any], domains: tuple[str, ...]):
+def _release_paths(kwargs: dict[str, Any]) -> tuple[dict[str, Path], Path | None]:
+    """The release folders given on the command line, and the root to search; the miniature set if none."""
     from imagenet_dg.mini import make_mini_releases
-    from imagenet_dg.releases import scan_releases
 
     explicit = {d: kwargs.pop(f"release_{d.replace('-', '_')}") for d in RELEASE_OPTIONS}
     root = kwargs.pop("root")
@@ -62,8 +62,15 @@ def _scan(kwargs: dict[str, Any], domains: tuple[str, ...]):
     if not given and root is None:
         mini = make_mini_releases(mini_dir)
         click.echo(f"No release given: using the miniature releases in {mini.root}", err=True)
-        return scan_releases(dict(mini.paths), domains=domains)
-    return scan_releases(given, root=root, domains=domains)
+        return dict(mini.paths), None
+    return given, root
+
+
+def _scan(kwargs: dict[str, Any], domains: tuple[str, ...]):
+    from imagenet_dg.releases import scan_releases
+
+    paths, root = _release_paths(kwargs)
+    return scan_releases(paths, root=root, domains=domains)
 
 
 def _errors_to_exit(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -83,7 +90,10 @@ def _errors_to_exit(function: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("-v", "--verbose", is_flag=True, help="Log progress in detail.")
 def main(verbose: bool) -> None:
     """ImageNet-DG: build the benchmark, evaluate methods, print the leaderboard."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    # Our own progress at INFO; other libraries (open_clip logs every model build at INFO) only from WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    for name in ("imagenet_dg", "guidg", "leaderboard"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 @main.command()
@@ -171,3 +181,72 @@ def push(folder: Path, repo_id: str, public: bool, revision: str | None, token: 
     url = run_push(folder, repo_id, private=not public, revision=revision, token=token,
                    allow_embedded_images=allow_embedded_images)
     click.echo(url)
+
+
+@main.command()
+@release_options
+@click.option("--benchmark", type=click.Path(path_type=Path), default=Path("imagenet-dg"), show_default=True,
+              help="A folder built by 'imagenet-dg build'.")
+@click.option("--configs", default=None, help="Configurations to run, comma-separated (default: all of them).")
+@click.option("--method", required=True,
+              help="zeroshot, zeroshot-ensemble, coop, erm, clipood, ueo, guidg (with --base) or guidg+<base>.")
+@click.option("--base", type=click.Choice(["erm", "clipood", "ueo"]), default="erm", show_default=True,
+              help="Base fine-tuning method under GuiDG.")
+@click.option("--model", default="ViT-B-16", show_default=True, help="open_clip architecture.")
+@click.option("--pretrained", default="openai", show_default=True,
+              help="open_clip pretrained tag, a local checkpoint file, or 'none' for random weights.")
+@click.option("--preset", default="paper", show_default=True, help="Hyperparameter preset (see guidg.presets).")
+@click.option("--routing", type=click.Choice(["batch", "sample"]), default=None, help="CMAttn routing.")
+@click.option("--wise-ft", "wise_mode", type=click.Choice(["end", "per-epoch"]), default=None,
+              help="When WiSE-FT interpolates (ERM and UEO bases).")
+@click.option("--seed", type=int, default=None, help="Training seed (default: the configuration's few-shot seed).")
+@click.option("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda when available).")
+@click.option("--workers", type=int, default=0, show_default=True, help="Image-loading worker processes.")
+@click.option("--runs", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
+              help="Folder of run folders; finished runs are not repeated.")
+@_errors_to_exit
+def evaluate(benchmark: Path, configs: str | None, method: str, base: str, model: str, pretrained: str,
+             preset: str, routing: str | None, wise_mode: str | None, seed: int | None, device: str | None,
+             workers: int, runs: Path, **releases: Any) -> None:
+    """Train METHOD on benchmark configurations and score it on each target."""
+    from guidg.backbone import BackboneSpec
+    from guidg.presets import get_preset
+    from guidg.run import RunSpec, execute
+    from imagenet_dg.manifests import read_manifest
+    from imagenet_dg.releases import locate_releases
+    from leaderboard.records import collect
+    from leaderboard.table import render_markdown
+
+    name = f"guidg+{base}" if method == "guidg" else method
+    hparams = get_preset(preset)
+    changes = {k: v for k, v in (("routing", routing), ("wise_mode", wise_mode)) if v is not None}
+    if changes:
+        hparams = hparams.replace(finetune=changes)
+    manifest = read_manifest(benchmark)
+    chosen = [c.strip() for c in configs.split(",")] if configs else list(manifest["configs"])
+    unknown = [c for c in chosen if c not in manifest["configs"]]
+    if unknown:
+        raise ImageNetDGError(f"{benchmark} has no configuration {', '.join(unknown)}; it has {', '.join(manifest['configs'])}")
+    domains = sorted({d for c in chosen for d in (manifest["configs"][c]["target"], *manifest["configs"][c]["sources"])})
+    paths, root = _release_paths(releases)
+    roots = locate_releases(paths, root=root, domains=domains)
+    backbone = BackboneSpec(model, None if pretrained.lower() == "none" else pretrained)
+    for config in chosen:
+        spec = RunSpec(benchmark, config, name, backbone, preset, hparams,
+                       manifest["configs"][config]["seed"] if seed is None else seed)
+        record = execute(spec, roots, runs, device=device, num_workers=workers)
+        click.echo(f"{record['method']}\t{config}\t{record['target']}\t{record['accuracy']:.2f}")
+    records = collect(runs)
+    click.echo(render_markdown(records[records["method"] == name]))
+
+
+@main.command()
+@click.option("--runs", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("runs"),
+              show_default=True)
+@_errors_to_exit
+def leaderboard(runs: Path) -> None:
+    """Print the leaderboard table of every finished run under RUNS."""
+    from leaderboard.records import collect
+    from leaderboard.table import render_markdown
+
+    click.echo(render_markdown(collect(runs)), nl=False)

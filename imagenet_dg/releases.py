@@ -402,29 +402,22 @@ def _expectations(domain: str) -> list[str]:
     ]
 
 
-def scan_domain(domain: str, path: str | os.PathLike[str]) -> DomainScan:
-    """Every image of ``domain``'s release at ``path``, recognising which official layout it has.
+def locate_domain(domain: str, path: str | os.PathLike[str]) -> tuple[Layout, Path]:
+    """The layout of ``domain``'s release at ``path`` and the folder its paths are relative to (its root).
 
     ``path`` is the folder that directly holds the class folders (or the flat val files), or any folder above
     it along its official name (``/data/ILSVRC2012`` for ``/data/ILSVRC2012/train``, ``/data/ImageNet`` or
     ``/data`` for ``/data/ImageNet/a``). ``path`` itself is tried first, then the official names under it.
-    Raises ReleaseNotFoundError saying what each layout expects and what was found, when none is recognised.
+    Only the top of the release is looked at. Raises ReleaseNotFoundError saying what each layout expects and
+    what was found, when none is recognised.
     """
     get_domain(domain)
     path = _absolute(path)
     candidates = [path, *_official_folders(domain, path)]
     for folder in candidates:
         layout = _recognise(domain, folder)
-        if layout is None:
-            continue
-        table = layout.read(folder)
-        if table.empty:
-            raise ReleaseNotFoundError(
-                f"{folder} looks like layout {layout.id!r} of domain {domain!r} but holds no image files "
-                f"({', '.join(IMAGE_EXTENSIONS)}). Expected {layout.expected}; check that the release was "
-                "extracted completely."
-            )
-        return DomainScan(domain=domain, layout=layout.id, root=folder, table=table)
+        if layout is not None:
+            return layout, folder
     looked = [f"  - {path}: {_contents(path)}"]
     looked += [f"  - {c}: {_contents(c)}" for c in candidates[1:] if c.exists()]
     absent = [str(c.relative_to(path)) for c in candidates[1:] if not c.exists()]
@@ -442,6 +435,19 @@ def scan_domain(domain: str, path: str | os.PathLike[str]) -> DomainScan:
             ]
         )
     )
+
+
+def scan_domain(domain: str, path: str | os.PathLike[str]) -> DomainScan:
+    """Every image of ``domain``'s release at ``path`` (located as :func:`locate_domain` does)."""
+    layout, folder = locate_domain(domain, path)
+    table = layout.read(folder)
+    if table.empty:
+        raise ReleaseNotFoundError(
+            f"{folder} looks like layout {layout.id!r} of domain {domain!r} but holds no image files "
+            f"({', '.join(IMAGE_EXTENSIONS)}). Expected {layout.expected}; check that the release was "
+            "extracted completely."
+        )
+    return DomainScan(domain=domain, layout=layout.id, root=folder, table=table)
 
 
 def _is_class_folder_name(name: str) -> bool:
@@ -489,17 +495,13 @@ def discover_releases(root: str | os.PathLike[str]) -> dict[str, Path]:
     return found
 
 
-def scan_releases(
+def _requested(
     paths: Mapping[str, str | os.PathLike[str] | None],
-    root: str | os.PathLike[str] | None = None,
-    domains: Iterable[str] | None = None,
-) -> dict[str, DomainScan]:
-    """Scan of every requested domain (default: all six), in the order requested.
-
-    A path given in ``paths`` wins; a domain without one is looked for under ``root`` with
-    ``discover_releases``. Problems are collected over all domains and raised together as one
-    ReleaseNotFoundError saying, for each domain not found or not recognised, what was expected and where.
-    """
+    root: str | os.PathLike[str] | None,
+    domains: Iterable[str] | None,
+    action: Callable[[str, str | os.PathLike[str]], object],
+) -> dict[str, object]:
+    """``action(domain, path)`` for every requested domain, problems collected and raised together."""
     for domain in paths:
         get_domain(domain)
     wanted = list(DOMAINS) if domains is None else list(dict.fromkeys(domains))
@@ -512,7 +514,7 @@ def scan_releases(
             discovered = discover_releases(root)
         except ReleaseNotFoundError as error:
             root_problem = str(error)
-    scans: dict[str, DomainScan] = {}
+    results: dict[str, object] = {}
     problems: list[str] = []
     for domain in wanted:
         given = paths.get(domain)
@@ -535,7 +537,7 @@ def scan_releases(
             )
             continue
         try:
-            scans[domain] = scan_domain(domain, given if given is not None else discovered[domain])
+            results[domain] = action(domain, given if given is not None else discovered[domain])
         except ReleaseNotFoundError as error:
             problems.append(f"domain {domain!r} ({DOMAINS[domain].release}): {error}")
     if problems:
@@ -544,4 +546,28 @@ def scan_releases(
             + "\n\n".join(problems)
             + "\n\nGive each release's folder explicitly, or a root that holds them under their official names."
         )
-    return scans
+    return results
+
+
+def scan_releases(
+    paths: Mapping[str, str | os.PathLike[str] | None],
+    root: str | os.PathLike[str] | None = None,
+    domains: Iterable[str] | None = None,
+) -> dict[str, DomainScan]:
+    """Scan of every requested domain (default: all six), in the order requested.
+
+    A path given in ``paths`` wins; a domain without one is looked for under ``root`` with
+    ``discover_releases``. Problems are collected over all domains and raised together as one
+    ReleaseNotFoundError saying, for each domain not found or not recognised, what was expected and where.
+    """
+    return _requested(paths, root, domains, scan_domain)  # type: ignore[return-value]
+
+
+def locate_releases(
+    paths: Mapping[str, str | os.PathLike[str] | None],
+    root: str | os.PathLike[str] | None = None,
+    domains: Iterable[str] | None = None,
+) -> dict[str, Path]:
+    """The root folder of every requested domain's release, found as :func:`scan_releases` finds them,
+    without listing the images (what loading images from a manifest needs)."""
+    return {d: located[1] for d, located in _requested(paths, root, domains, locate_domain).items()}  # type: ignore[index]
