@@ -553,7 +553,8 @@ def child_main(arguments: Sequence[str]) -> None:
 
 
 def run_measurement(tree: Path, work: Path) -> dict[str, object]:
-    """``measure`` in a fresh Python process; adds its wall time and its peak RSS as the kernel counts it."""
+    """``measure`` in a fresh Python process; adds the process's wall time and its peak RSS as the kernel
+    counts it (``ru_maxrss`` of that child alone)."""
     out = work / "imagenet-dg"
     result_file = work / "measure.json"
     code = (
@@ -561,17 +562,17 @@ def run_measurement(tree: Path, work: Path) -> dict[str, object]:
     )
     command = [sys.executable, "-c", code, str(Path(__file__).resolve().parent), str(tree), str(out),
                str(result_file)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    completed = subprocess.run(command, check=False)
+    process = subprocess.Popen(command)
+    # wait4 gives this one child's resource usage (RUSAGE_CHILDREN would keep the largest child so far).
+    _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if completed.returncode != 0:
-        raise ScaleTreeError(f"the measuring process failed with exit status {completed.returncode} (see above)")
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise ScaleTreeError(f"the measuring process failed with exit status {process.returncode} (see above)")
     result = json.loads(result_file.read_text(encoding="utf-8"))
     result["process_wall_s"] = wall
-    # RUSAGE_CHILDREN keeps the largest child so far; a reading that did not grow cannot be told apart.
-    result["child_maxrss_bytes"] = after * 1024 if after > before else None
+    result["child_maxrss_bytes"] = usage.ru_maxrss * 1024  # Linux counts ru_maxrss in KiB
     shutil.rmtree(out, ignore_errors=True)
     result_file.unlink()
     return result

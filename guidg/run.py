@@ -150,8 +150,9 @@ def execute(
         "environment": _environment(torch_device),
         "details": {k: v for k, v in trained.record.items() if k != "history"},
     }
-    write_text_atomic(folder / RESULTS_FILE, json.dumps(record, sort_keys=True) + "\n")
+    text = json.dumps(record, sort_keys=True)
+    write_text_atomic(folder / RESULTS_FILE, text + "\n")
     write_text_atomic(folder / DONE_FILE, "")
     logger.info("%s on %s: %.2f%% on %s", spec.method, spec.config, record["accuracy"], task.target)
-    return record
+    return json.loads(text)  # the record exactly as a later reader of the file sees it
 
