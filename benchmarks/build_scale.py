@@ -411,17 +411,19 @@ def _fill_folder(folder: Path, names: Sequence[str], sources: list[tuple[str, in
     return len(names)
 
 
-def _reusable(tree: Path, digest: str) -> bool:
+def _reusable(tree: Path, digest: str, mode: str) -> bool:
     """Whether ``tree`` holds a complete tree of this construction; ScaleTreeError if it is another folder."""
     markers = tree / MARKER_DIR
     for marker in (COMPLETE_MARKER, STARTED_MARKER):
         file = markers / marker
         if file.is_file():
-            recorded = json.loads(file.read_text(encoding="utf-8")).get("construction_sha256")
-            if recorded != digest:
+            recorded = json.loads(file.read_text(encoding="utf-8"))
+            if recorded.get("construction_sha256") != digest:
                 raise ScaleTreeError(
                     f"{tree} holds a scale tree of another construction or file mode ({file} records "
-                    f"{recorded}, this run makes {digest}). Remove {tree} or pass another --tree."
+                    f"construction version {recorded.get('construction_version')}, mode {recorded.get('mode')!r}; "
+                    f"this run makes version {CONSTRUCTION_VERSION}, mode {mode!r}). "
+                    f"Remove {tree} or pass another --tree."
                 )
             return marker == COMPLETE_MARKER
     if tree.exists() and any(tree.iterdir()):
@@ -464,7 +466,7 @@ def make_tree(tree: Path, *, hardlink: bool = False, workers: int = 4,
     record: dict[str, object] = {"construction_version": CONSTRUCTION_VERSION, "construction_sha256": digest,
                                  "mode": mode, "files": total,
                                  "images": {d: sum(c.values()) for d, c in counts.items()}}
-    if _reusable(tree, digest):
+    if _reusable(tree, digest, mode):
         progress(f"reusing the complete scale tree in {tree} ({total:,} files)")
         return record
     markers = tree / MARKER_DIR
@@ -659,10 +661,19 @@ def _tree_folder(given: Path | None) -> _TreeFolder:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Make or reuse the tree, measure, compare, report; 0 when every check and target passes."""
+    """Make or reuse the tree, measure, compare, report; 0 when every check and target passes, 1 when one
+    fails, 2 when the tree cannot be made or the measurement cannot run."""
     arguments = _parser().parse_args(argv)
     if arguments.runs < 1:
-        raise SystemExit("--runs must be at least 1")
+        _parser().error("--runs must be at least 1")
+    try:
+        return _benchmark(arguments)
+    except ScaleTreeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _benchmark(arguments: argparse.Namespace) -> int:
     tree = _tree_folder(arguments.tree)
     try:
         record = make_tree(tree.path, hardlink=arguments.hardlink, workers=arguments.workers)

@@ -8,6 +8,7 @@ prompt learning needs (SPEC 6.1).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -223,6 +224,16 @@ class TextEncoder(nn.Module):
         return self(self.embed_tokens(tokens), positions)
 
 
+def _embed_dim(model: nn.Module) -> int:
+    output_dim = getattr(getattr(model, "visual", None), "output_dim", None)
+    if isinstance(output_dim, int):
+        return output_dim
+    with torch.no_grad():
+        size = _image_size(model)
+        device = next(model.parameters()).device
+        return int(model.encode_image(torch.zeros(1, 3, size, size, device=device)).shape[-1])
+
+
 def _image_size(model: nn.Module) -> int:
     size = open_clip.get_model_preprocess_cfg(model).get("size")
     if isinstance(size, (tuple, list)):
@@ -250,9 +261,14 @@ class Backbone:
         self.eval_transform = eval_transform
         self.device = device
         self.spec = spec
-        self.text = TextEncoder(model)
-        self.embed_dim: int = self.text.embed_dim
+        self.embed_dim: int = _embed_dim(model)
         self.image_size: int = _image_size(model)
+
+    @functools.cached_property
+    def text(self) -> TextEncoder:
+        """The text tower in pieces, for prompt learning; built on first use, so that models whose text tower
+        cannot be prompted still serve zero-shot classification and image fine-tuning."""
+        return TextEncoder(self.model)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bf16 autocast on CUDA; on other devices nothing changes and computation stays fp32."""
@@ -270,8 +286,8 @@ class Backbone:
         """L2-normalised float32 features (N, embed_dim) of texts, tokenized with the model's tokenizer."""
         tokens = self.tokenizer(list(texts)).to(self.device)
         with self.autocast():
-            features = self.text.encode_tokens(tokens)
-        return F.normalize(features, dim=-1)
+            features = self.model.encode_text(tokens)
+        return F.normalize(features.float(), dim=-1)
 
 
 def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Backbone:

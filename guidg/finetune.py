@@ -11,6 +11,7 @@ exactly where an uninterrupted run ends, whatever the number of loading workers.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -168,7 +169,7 @@ def finetune_image_encoder(
             "backbone": backbone.spec.describe(),
             "pools": [[str(p) for p in pool.paths] for pool in pools],
             "labels": [list(pool.labels) for pool in pools],
-            "heads": heads.cpu().double().sum().item(),
+            "heads": hashlib.sha256(heads.cpu().numpy().tobytes()).hexdigest(),
         }
     )
     checkpoint = Path(run_dir) / CHECKPOINT_FILE if run_dir is not None else None

@@ -10,11 +10,8 @@ import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 from guidg.backbone import Backbone
+from guidg.losses import LOGIT_SCALE
 from imagenet_dg.errors import ImageNetDGError
-
-LOGIT_SCALE = 100.0
-"""exp(logit_scale) of the pretrained CLIP models."""
-
 
 class TemplateSetError(ImageNetDGError):
     """A zero-shot classifier was asked for a template set that is not defined."""

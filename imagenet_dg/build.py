@@ -9,6 +9,7 @@ resumes from there. An existing output is never replaced unless asked to.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -200,8 +201,6 @@ def _staging_folder(out: Path) -> Path:
 
 
 def _open_staging(out: Path, fingerprint: str) -> _Staging:
-    import json
-
     folder = _staging_folder(out)
     if folder.exists():
         try:
