@@ -32,7 +32,7 @@ from guidg.backbone import Backbone
 from guidg.checkpoints import fingerprint, load_module_state, load_training_state, save_training_state
 from guidg.cmattn import CMAttn
 from guidg.divergence import check_finite
-from guidg.losses import BASES, guided_loss, single_head_loss
+from guidg.losses import BASES, GuidedLoss, guided_loss, single_head_loss
 from guidg.presets import FinetuneConfig
 from guidg.schedule import cosine_lambda
 from guidg.seeding import derive_seed, generator
@@ -96,6 +96,31 @@ class PoolImages(Dataset):
         pool = self.pools[item.domain]
         image = open_image(pool.paths[item.index])
         return self.transform(image, item.augment_seed), pool.labels[item.index], item.domain
+
+
+def train_step(
+    backbone: Backbone,
+    cmattn: CMAttn | None,
+    heads: Tensor,
+    images: Tensor,
+    labels: Tensor,
+    base: str,
+    config: FinetuneConfig,
+    optimizer: torch.optim.Optimizer,
+) -> tuple[GuidedLoss, Tensor | None]:
+    """One optimisation step of the image encoder (and CMAttn): returns the loss and CMAttn's weights."""
+    with backbone.autocast():
+        features = F.normalize(backbone.model.visual(images).float(), dim=-1)
+    weights = None
+    if cmattn is not None:
+        weights = cmattn(features, heads)
+        loss = guided_loss(features, heads, weights, labels, base, config.clipood_lambda, config.ueo_coef)
+    else:
+        loss = single_head_loss(features, heads[0], labels, base, config.clipood_lambda, config.ueo_coef)
+    optimizer.zero_grad(set_to_none=True)
+    loss.total.backward()
+    optimizer.step()
+    return loss, weights
 
 
 @dataclass
@@ -215,20 +240,15 @@ def finetune_image_encoder(
     )
     visual.train()
     step = start
+    pending: tuple[int, Tensor] | None = None
     for images, labels, _domains in loader:
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        with backbone.autocast():
-            features = F.normalize(visual(images).float(), dim=-1)
-        if cmattn is not None:
-            weights = cmattn(features, heads)
-            loss = guided_loss(features, heads, weights, labels, base, config.clipood_lambda, config.ueo_coef)
-        else:
-            loss = single_head_loss(features, heads[0], labels, base, config.clipood_lambda, config.ueo_coef)
-        check_finite(loss.total, step, method)
-        optimizer.zero_grad(set_to_none=True)
-        loss.total.backward()
-        optimizer.step()
+        loss, weights = train_step(backbone, cmattn, heads, images, labels, base, config, optimizer)
+        # Checking the previous step's loss lets the device run ahead instead of waiting at every step.
+        if pending is not None:
+            check_finite(pending[1], pending[0], method)
+        pending = (step, loss.total.detach())
         scheduler.step()
         step += 1
         if average is not None:
@@ -242,9 +262,12 @@ def finetune_image_encoder(
         if config.wise_mode == "per-epoch" and average is None and step % config.steps_per_epoch == 0:
             load_module_state(visual, wise_ft(pretrained, _visual_state(visual), config.wise_alpha))
         if step % config.checkpoint_every == 0 or step == stop_at_step:
+            check_finite(pending[1], pending[0], method)  # never save a diverged state
             save(step)
         if step == stop_at_step:
             break
+    if pending is not None:
+        check_finite(pending[1], pending[0], method)
     visual.eval()
     for p in visual.parameters():
         p.requires_grad_(False)
