@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from open_clip.transformer import TextTransformer
 from torch import nn
 
 from imagenet_dg.errors import ImageNetDGError
+from imagenet_dg.hashing import file_sha256
 
 TINY_MODEL = "imagenet-dg-tiny"
 """A registered open_clip architecture small enough for tests (32 px ViT, 2+2 layers of width 64)."""
@@ -42,14 +42,6 @@ def register_model_configs() -> None:
     """Make the architectures in :data:`MODEL_CONFIG_DIR` known to open_clip. Calling it again does nothing."""
     if TINY_MODEL not in open_clip.list_models():
         open_clip.add_model_config(MODEL_CONFIG_DIR)
-
-
-def _sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -97,7 +89,7 @@ class BackboneSpec:
             "arch": self.arch,
             "pretrained": self.pretrained,
             "pretrained_kind": kind,
-            "pretrained_sha256": _sha256(self.pretrained) if kind == "file" else None,
+            "pretrained_sha256": file_sha256(self.pretrained) if kind == "file" else None,
         }
 
 

@@ -24,6 +24,7 @@ from imagenet_dg.atomic import write_text_atomic
 from imagenet_dg.card import dataset_readme
 from imagenet_dg.domains import DOMAINS
 from imagenet_dg.errors import BadImageError, ImageNetDGError, OutputExistsError, ReleaseNotFoundError
+from imagenet_dg.hashing import file_sha256
 from imagenet_dg.health import BAD_IMAGE_POLICIES, HealthReport, ImageProblem, check_images
 from imagenet_dg.manifests import (
     COLUMNS,
@@ -33,7 +34,6 @@ from imagenet_dg.manifests import (
     ShardRecord,
     content_hash,
     dumps_json,
-    file_sha256,
     read_manifest,
     write_manifest,
     write_split,

@@ -20,6 +20,8 @@ class Domain:
     """Human name of the official release."""
     class_set: str
     """Which classes the release covers: ``"imagenet-1k"``, ``"imagenet-a"`` or ``"imagenet-r"``."""
+    folder: str
+    """The folder name the official release extracts to (its root: the paths are relative to it)."""
 
     def wnids(self, taxonomy: Taxonomy) -> tuple[str, ...]:
         """Sorted wnids this domain covers."""
@@ -38,12 +40,12 @@ DOMAINS: Mapping[str, Domain] = MappingProxyType(
     {
         d.id: d
         for d in (
-            Domain("imagenet", "ILSVRC-2012 train", "imagenet-1k"),
-            Domain("imagenet-val", "ILSVRC-2012 val", "imagenet-1k"),
-            Domain("imagenet-a", "ImageNet-A", "imagenet-a"),
-            Domain("imagenet-r", "ImageNet-R", "imagenet-r"),
-            Domain("imagenet-sketch", "ImageNet-Sketch", "imagenet-1k"),
-            Domain("imagenetv2", "ImageNetV2 MatchedFrequency", "imagenet-1k"),
+            Domain("imagenet", "ILSVRC-2012 train", "imagenet-1k", "train"),
+            Domain("imagenet-val", "ILSVRC-2012 val", "imagenet-1k", "val"),
+            Domain("imagenet-a", "ImageNet-A", "imagenet-a", "imagenet-a"),
+            Domain("imagenet-r", "ImageNet-R", "imagenet-r", "imagenet-r"),
+            Domain("imagenet-sketch", "ImageNet-Sketch", "imagenet-1k", "sketch"),
+            Domain("imagenetv2", "ImageNetV2 MatchedFrequency", "imagenet-1k", "imagenetv2-matched-frequency-format-val"),
         )
     }
 )

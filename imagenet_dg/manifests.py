@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from imagenet_dg.atomic import atomic_path, write_text_atomic
 from imagenet_dg.errors import ManifestError
+from imagenet_dg.hashing import file_sha256
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -65,15 +66,6 @@ class ShardRecord:
     """POSIX path relative to the dataset folder."""
     rows: int
     sha256: str
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def plan_shards(sizes: Sequence[int], max_shard_bytes: int) -> list[tuple[int, int]]:

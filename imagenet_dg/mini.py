@@ -59,14 +59,7 @@ DEFAULT_IMAGES_PER_CLASS: Mapping[str, int] = {
 }
 """Images per class and domain unless overridden; Sketch gives one class one image more."""
 
-FOLDERS: Mapping[str, str] = {
-    "imagenet": "train",
-    "imagenet-val": "val",
-    "imagenet-a": "imagenet-a",
-    "imagenet-r": "imagenet-r",
-    "imagenet-sketch": "sketch",
-    "imagenetv2": "imagenetv2-matched-frequency-format-val",
-}
+FOLDERS: Mapping[str, str] = {domain.id: domain.folder for domain in DOMAINS.values()}
 """Domain id -> the official folder name its release extracts to."""
 
 MARKER = "mini-releases.json"
