@@ -24,7 +24,8 @@ Usage::
 
 ``--tree`` reuses a complete tree made earlier (recognised by its marker file) and keeps it; without it
 the tree is made in a temporary folder and removed at the end unless ``--keep``. The exit status is 0 when
-every published cell is reproduced and both targets are met, 1 otherwise.
+every published cell is reproduced and both targets are met, 1 when one is not, 2 when the tree cannot be
+made or reused where asked.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from imagenet_dg.domains import DOMAINS
 from imagenet_dg.atomic import write_text_atomic
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.taxonomy import Taxonomy, imagenetv2_labels, load_taxonomy, val_labels
@@ -69,14 +72,7 @@ PUBLISHED_STATISTICS: Mapping[str, Mapping[str, object]] = {
 STATISTICS_CELLS = ("target", "classes", "target_images", "imagenet", "imagenet-sketch", "imagenetv2",
                     "source_total")
 
-RELEASE_FOLDERS: Mapping[str, str] = {
-    "imagenet": "train",
-    "imagenet-val": "val",
-    "imagenet-a": "imagenet-a",
-    "imagenet-r": "imagenet-r",
-    "imagenet-sketch": "sketch",
-    "imagenetv2": "imagenetv2-matched-frequency-format-val",
-}
+RELEASE_FOLDERS: Mapping[str, str] = {domain.id: domain.folder for domain in DOMAINS.values()}
 """Domain id -> the folder name its official release extracts to."""
 
 TRAIN_FULL_CLASS = 1300
@@ -96,7 +92,6 @@ COMPLETE_MARKER = "complete.json"
 STARTED_MARKER = "started.json"
 _LINKS_PER_SOURCE = 60_000  # ext4 allows 65,000 hard links to one inode
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC  # no O_TRUNC: re-creating a file is a no-op
-_GROUPS = ("a-and-r", "a-only", "r-only", "neither")
 
 
 class ScaleTreeError(ImageNetDGError):
@@ -105,6 +100,13 @@ class ScaleTreeError(ImageNetDGError):
 
 # ---------------------------------------------------------------------------------------------------------
 # Per-class counts, derived from the published table.
+
+
+def _published(task: str, cell: str) -> int:
+    value = PUBLISHED_STATISTICS[task][cell]
+    if not isinstance(value, int):
+        raise ScaleTreeError(f"published cell {cell!r} of task {task!r} is {value!r}, not a number of images")
+    return value
 
 
 def _hash_order(wnids: Sequence[str], salt: str) -> list[str]:
@@ -153,12 +155,9 @@ def train_counts(taxonomy: Taxonomy) -> dict[str, int]:
     shortfall tapers linearly over a few classes (``_tapering_shortfalls``), none dropping below 732 images.
     """
     groups = class_groups(taxonomy)
-    i = PUBLISHED_STATISTICS["i"]["imagenet"]
-    a = PUBLISHED_STATISTICS["a"]["imagenet"]
-    r = PUBLISHED_STATISTICS["r"]["imagenet"]
-    short_all = TRAIN_FULL_CLASS * len(taxonomy.wnids) - int(i)  # type: ignore[arg-type]
-    short_a = TRAIN_FULL_CLASS * len(taxonomy.imagenet_a) - int(a)  # type: ignore[arg-type]
-    short_r = TRAIN_FULL_CLASS * len(taxonomy.imagenet_r) - int(r)  # type: ignore[arg-type]
+    short_all = TRAIN_FULL_CLASS * len(taxonomy.wnids) - _published("i", "imagenet")
+    short_a = TRAIN_FULL_CLASS * len(taxonomy.imagenet_a) - _published("a", "imagenet")
+    short_r = TRAIN_FULL_CLASS * len(taxonomy.imagenet_r) - _published("r", "imagenet")
     shortfalls = {"a-and-r": short_a // 2}
     shortfalls["a-only"] = short_a - shortfalls["a-and-r"]
     shortfalls["r-only"] = short_r - shortfalls["a-and-r"]
@@ -183,9 +182,9 @@ def sketch_counts(taxonomy: Taxonomy) -> dict[str, int]:
     groups = class_groups(taxonomy)
     sizes = {g: len(w) for g, w in groups.items()}
     base = SKETCH_PER_CLASS
-    extra_all = int(PUBLISHED_STATISTICS["i"]["imagenet-sketch"]) - base * len(taxonomy.wnids)  # type: ignore[arg-type]
-    extra_a = int(PUBLISHED_STATISTICS["a"]["imagenet-sketch"]) - base * len(taxonomy.imagenet_a)  # type: ignore[arg-type]
-    extra_r = int(PUBLISHED_STATISTICS["r"]["imagenet-sketch"]) - base * len(taxonomy.imagenet_r)  # type: ignore[arg-type]
+    extra_all = _published("i", "imagenet-sketch") - base * len(taxonomy.wnids)
+    extra_a = _published("a", "imagenet-sketch") - base * len(taxonomy.imagenet_a)
+    extra_r = _published("r", "imagenet-sketch") - base * len(taxonomy.imagenet_r)
     # Each group's number of 51-image classes must lie between 0 and the group's size.
     lowest = max(0, extra_a - sizes["a-only"], extra_r - sizes["r-only"], extra_a + extra_r - extra_all)
     highest = min(sizes["a-and-r"], extra_a, extra_r, sizes["neither"] - extra_all + extra_a + extra_r)
@@ -225,24 +224,24 @@ def release_counts(taxonomy: Taxonomy) -> dict[str, dict[str, int]]:
     return {
         "imagenet": train_counts(taxonomy),
         "imagenet-val": _label_counts(val_labels()),
-        "imagenet-a": _even_counts(int(PUBLISHED_STATISTICS["a"]["target_images"]), taxonomy.imagenet_a, "a"),  # type: ignore[arg-type]
-        "imagenet-r": _even_counts(int(PUBLISHED_STATISTICS["r"]["target_images"]), taxonomy.imagenet_r, "r"),  # type: ignore[arg-type]
+        "imagenet-a": _even_counts(_published("a", "target_images"), taxonomy.imagenet_a, "a"),
+        "imagenet-r": _even_counts(_published("r", "target_images"), taxonomy.imagenet_r, "r"),
         "imagenet-sketch": sketch_counts(taxonomy),
         "imagenetv2": _label_counts(imagenetv2_labels()),
     }
 
 
-def expected_statistics(counts: Mapping[str, Mapping[str, int]], taxonomy: Taxonomy) -> dict[str, dict[str, object]]:
+def expected_statistics(counts: Mapping[str, Mapping[str, int]], taxonomy: Taxonomy) -> dict[str, dict[str, Any]]:
     """The task table that per-class ``counts`` give, computed from the counts alone."""
     targets = {"a": ("imagenet-a", taxonomy.imagenet_a), "i": ("imagenet-val", taxonomy.wnids),
                "r": ("imagenet-r", taxonomy.imagenet_r)}
-    table: dict[str, dict[str, object]] = {}
+    table: dict[str, dict[str, Any]] = {}
     for task, (target, wnids) in targets.items():
-        row: dict[str, object] = {"target": target, "classes": len(wnids),
+        row: dict[str, Any] = {"target": target, "classes": len(wnids),
                                   "target_images": sum(counts[target].values())}
         for source in ("imagenet", "imagenet-sketch", "imagenetv2"):
             row[source] = sum(counts[source].get(w, 0) for w in wnids)
-        row["source_total"] = sum(int(row[s]) for s in ("imagenet", "imagenet-sketch", "imagenetv2"))  # type: ignore[call-overload]
+        row["source_total"] = sum(row[s] for s in ("imagenet", "imagenet-sketch", "imagenetv2"))
         table[task] = row
     return table
 
@@ -513,7 +512,7 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure(tree: str, out: str) -> dict[str, object]:
+def measure(tree: str, out: str) -> dict[str, Any]:
     """Scan every release under ``tree`` and build the default manifests into ``out``; times and peaks.
 
     Meant to run alone in a fresh process, so that its peak memory is the pipeline's.
@@ -554,7 +553,7 @@ def child_main(arguments: Sequence[str]) -> None:
     Path(result_file).write_text(json.dumps(measure(tree, out), indent=2) + "\n", encoding="utf-8")
 
 
-def run_measurement(tree: Path, work: Path) -> dict[str, object]:
+def run_measurement(tree: Path, work: Path) -> dict[str, Any]:
     """``measure`` in a fresh Python process; adds the process's wall time and its peak RSS as the kernel
     counts it (``ru_maxrss`` of that child alone)."""
     out = work / "imagenet-dg"
@@ -584,7 +583,7 @@ def run_measurement(tree: Path, work: Path) -> dict[str, object]:
 # Comparing and reporting.
 
 
-def compare_statistics(records: Sequence[Mapping[str, object]]) -> list[tuple[str, str, object, object, bool]]:
+def compare_statistics(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, object, object, bool]]:
     """(task, cell, published, scanned, equal) for every cell of the published table."""
     scanned = {str(r["task"]): r for r in records}
     rows = []
@@ -595,11 +594,11 @@ def compare_statistics(records: Sequence[Mapping[str, object]]) -> list[tuple[st
     return rows
 
 
-def _mib(value: object) -> str:
-    return "-" if value is None else f"{int(value) / 2**20:,.0f}"  # type: ignore[call-overload]
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:,.0f}"
 
 
-def render_report(runs: Sequence[Mapping[str, object]], checks: Sequence[tuple[str, str, object, object, bool]]) -> str:
+def render_report(runs: Sequence[Mapping[str, Any]], checks: Sequence[tuple[str, str, object, object, bool]]) -> str:
     """The timing table (one row per run), the target verdict and the PASS/FAIL list of published cells."""
     lines = [
         "run  import s  scan s  build s  total s  peak RSS MiB  (kernel MiB)",
@@ -610,8 +609,8 @@ def render_report(runs: Sequence[Mapping[str, object]], checks: Sequence[tuple[s
             f"{i:>3}  {run['import_s']:>8.2f}  {run['scan_s']:>6.2f}  {run['build_s']:>7.2f}  "
             f"{run['total_s']:>7.2f}  {_mib(run['peak_rss_bytes']):>12}  {_mib(run.get('child_maxrss_bytes')):>12}"
         )
-    worst_s = max(float(r["total_s"]) for r in runs)  # type: ignore[arg-type]
-    worst_rss = max(int(r["peak_rss_bytes"]) for r in runs)  # type: ignore[call-overload]
+    worst_s = max(r["total_s"] for r in runs)
+    worst_rss = max(r["peak_rss_bytes"] for r in runs)
     lines.append("")
     lines.append(f"target scan+build < {TARGET_SECONDS:.0f} s: {'PASS' if worst_s < TARGET_SECONDS else 'FAIL'} "
                  f"(slowest run {worst_s:.2f} s)")
@@ -688,14 +687,14 @@ def _benchmark(arguments: argparse.Namespace) -> int:
             shutil.rmtree(tree.path, ignore_errors=True)
         elif tree.temporary:
             print(f"kept the tree in {tree.path} (reuse it with --tree {tree.path})")
-    checks = compare_statistics(runs[-1]["statistics"])  # type: ignore[arg-type]
+    checks = compare_statistics(runs[-1]["statistics"])
     manifest_agrees = all(r["manifest_statistics"] == r["statistics"] for r in runs)
     print()
     print(render_report(runs, checks))
     if not manifest_agrees:
         print("  FAIL  the statistics recorded in manifest.json differ from task_statistics of the scan")
-    worst_s = max(float(r["total_s"]) for r in runs)  # type: ignore[arg-type]
-    worst_rss = max(int(r["peak_rss_bytes"]) for r in runs)  # type: ignore[call-overload]
+    worst_s = max(r["total_s"] for r in runs)
+    worst_rss = max(r["peak_rss_bytes"] for r in runs)
     passed = (all(c[4] for c in checks) and manifest_agrees and worst_s < TARGET_SECONDS
               and worst_rss < TARGET_PEAK_BYTES)
     if arguments.json is not None:
