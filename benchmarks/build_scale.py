@@ -49,8 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagenet_dg.domains import DOMAINS
 from imagenet_dg.atomic import write_text_atomic
+from imagenet_dg.domains import DOMAINS
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.taxonomy import Taxonomy, imagenetv2_labels, load_taxonomy, val_labels
 
