@@ -60,6 +60,11 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def default_workers(device: str) -> int:
+    """Image-loading processes: none on CPU (they would compete with the model for the cores), up to 8 on GPU."""
+    return 0 if torch.device(device).type == "cpu" else min(8, os.cpu_count() or 1)
+
+
 def run_key(spec: RunSpec, content_hash: str) -> str:
     """Name of the run's folder: a hash of everything that determines its result."""
     payload = {
@@ -153,6 +158,6 @@ def execute(
     text = json.dumps(record, sort_keys=True)
     write_text_atomic(folder / RESULTS_FILE, text + "\n")
     write_text_atomic(folder / DONE_FILE, "")
-    logger.info("%s on %s: %.2f%% on %s", spec.method, spec.config, record["accuracy"], task.target)
+    logger.debug("%s on %s: %.2f%% on %s", spec.method, spec.config, record["accuracy"], task.target)
     return json.loads(text)  # the record exactly as a later reader of the file sees it
 

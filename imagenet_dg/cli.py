@@ -201,17 +201,18 @@ def push(folder: Path, repo_id: str, public: bool, revision: str | None, token: 
               help="When WiSE-FT interpolates (ERM and UEO bases).")
 @click.option("--seed", type=int, default=None, help="Training seed (default: the configuration's few-shot seed).")
 @click.option("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda when available).")
-@click.option("--workers", type=int, default=0, show_default=True, help="Image-loading worker processes.")
+@click.option("--workers", type=int, default=None,
+              help="Image-loading worker processes (default: none on CPU, up to 8 with a GPU).")
 @click.option("--runs", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
               help="Folder of run folders; finished runs are not repeated.")
 @_errors_to_exit
 def evaluate(benchmark: Path, configs: str | None, method: str, base: str, model: str, pretrained: str,
              preset: str, routing: str | None, wise_mode: str | None, seed: int | None, device: str | None,
-             workers: int, runs: Path, **releases: Any) -> None:
+             workers: int | None, runs: Path, **releases: Any) -> None:
     """Train METHOD on benchmark configurations and score it on each target."""
     from guidg.backbone import BackboneSpec
     from guidg.presets import get_preset
-    from guidg.run import RunSpec, execute
+    from guidg.run import RunSpec, default_device, default_workers, execute
     from imagenet_dg.manifests import read_manifest
     from imagenet_dg.releases import locate_releases
     from leaderboard.records import collect
@@ -231,6 +232,8 @@ def evaluate(benchmark: Path, configs: str | None, method: str, base: str, model
     paths, root = _release_paths(releases)
     roots = locate_releases(paths, root=root, domains=domains)
     backbone = BackboneSpec(model, None if pretrained.lower() == "none" else pretrained)
+    device = device or default_device()
+    workers = default_workers(device) if workers is None else workers
     for config in chosen:
         spec = RunSpec(benchmark, config, name, backbone, preset, hparams,
                        manifest["configs"][config]["seed"] if seed is None else seed)
