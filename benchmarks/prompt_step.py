@@ -273,6 +273,8 @@ class CaseResult:
     steps: int = 0
     seconds: float | None = None
     """Median seconds per step."""
+    min_seconds: float | None = None
+    """Fastest timed step: the figure least disturbed by other processes on the machine."""
     step_seconds: list[float] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
     """Median seconds per step of each phase."""
@@ -384,6 +386,7 @@ def time_case(
             tokens_per_class=step.tokens_per_class,
             steps=len(durations),
             seconds=statistics.median(durations),
+            min_seconds=min(durations),
             step_seconds=durations,
             phases={name: statistics.median(lap[name] for lap in laps) for name in laps[0]},
         ),

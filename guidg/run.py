@@ -27,6 +27,7 @@ from imagenet_dg.atomic import write_text_atomic
 from imagenet_dg.loading import LabeledImages, load_task
 from imagenet_dg.manifests import read_manifest
 from guidg.backbone import BackboneSpec, load_backbone
+from guidg.checkpoints import export_open_clip_checkpoint
 from guidg.evaluation import accuracy, domain_accuracies, image_features
 from guidg.experts import ExpertStore
 from guidg.methods import fit_method, get_method
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 RESULTS_FILE = "results.jsonl"
 DONE_FILE = "done"
 EXPERTS_DIR = "experts"
+MODEL_FILE = "model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -103,11 +105,14 @@ def execute(
     *,
     device: str | None = None,
     num_workers: int = 0,
+    export_model: bool = False,
 ) -> dict[str, Any]:
     """Run ``spec`` (or read its record if it already finished) and return the result record.
 
     ``roots`` maps domain id -> release root holding the images. The target is scored once, after training,
     and never used for anything else. The record carries the configuration and versions that produced it.
+    With ``export_model``, the trained model is also saved as ``model.safetensors`` in the run folder, in a
+    form ``open_clip.create_model_and_transforms(arch, pretrained=<file>)`` loads.
     """
     get_method(spec.method)
     manifest = read_manifest(spec.benchmark)
@@ -155,6 +160,11 @@ def execute(
         "environment": _environment(torch_device),
         "details": {k: v for k, v in trained.record.items() if k != "history"},
     }
+    if export_model:
+        export_open_clip_checkpoint(
+            backbone.model, folder / MODEL_FILE, {"method": spec.method, "config": spec.config, "arch": spec.backbone.arch}
+        )
+        record["model_file"] = MODEL_FILE
     text = json.dumps(record, sort_keys=True)
     write_text_atomic(folder / RESULTS_FILE, text + "\n")
     write_text_atomic(folder / DONE_FILE, "")

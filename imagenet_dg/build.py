@@ -281,12 +281,12 @@ def _verified_splits(
     while True:
         bad_found: dict[str, list[ImageProblem]] = {}
         for domain, paths in sorted(_selected_paths(list(splits.values())).items()):
-            todo = sorted(paths - checked.setdefault(domain, set()))
-            if not todo:
+            unchecked = sorted(paths - checked.setdefault(domain, set()))
+            if not unchecked:
                 continue
-            logger.info("checking %d images of %s", len(todo), domain)
-            report = check_images(scans[domain].root, todo, workers=options.workers)
-            checked[domain].update(todo)
+            logger.info("checking %d images of %s", len(unchecked), domain)
+            report = check_images(scans[domain].root, unchecked, workers=options.workers)
+            checked[domain].update(unchecked)
             total_checked += report.checked
             problems.extend(ImageProblem(f"{domain}:{p.path}", p.kind, p.detail) for p in report.problems)
             if report.bad:

@@ -205,10 +205,12 @@ def push(folder: Path, repo_id: str, public: bool, revision: str | None, token: 
               help="Image-loading worker processes (default: none on CPU, up to 8 with a GPU).")
 @click.option("--runs", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
               help="Folder of run folders; finished runs are not repeated.")
+@click.option("--export-model", is_flag=True,
+              help="Also save each trained model as <run>/model.safetensors, loadable by open_clip.")
 @_errors_to_exit
 def evaluate(benchmark: Path, configs: str | None, method: str, base: str, model: str, pretrained: str,
              preset: str, routing: str | None, wise_mode: str | None, seed: int | None, device: str | None,
-             workers: int | None, runs: Path, **releases: Any) -> None:
+             workers: int | None, runs: Path, export_model: bool, **releases: Any) -> None:
     """Train METHOD on benchmark configurations and score it on each target."""
     from guidg.backbone import BackboneSpec
     from guidg.presets import get_preset
@@ -237,7 +239,7 @@ def evaluate(benchmark: Path, configs: str | None, method: str, base: str, model
     for config in chosen:
         spec = RunSpec(benchmark, config, name, backbone, preset, hparams,
                        manifest["configs"][config]["seed"] if seed is None else seed)
-        record = execute(spec, roots, runs, device=device, num_workers=workers)
+        record = execute(spec, roots, runs, device=device, num_workers=workers, export_model=export_model)
         click.echo(f"{record['method']}\t{config}\t{record['target']}\t{record['accuracy']:.2f}")
     records = collect(runs)
     click.echo(render_markdown(records[records["method"] == name]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import open_clip
 from click.testing import CliRunner
 
 from guidg.backbone import TINY_SPEC
@@ -69,9 +70,13 @@ def test_unfinished_runs_are_left_out_of_the_leaderboard(tmp_path) -> None:
 def test_evaluate_command_runs_a_method_on_the_miniature_benchmark(mini_benchmark, mini_releases, tmp_path) -> None:
     args = ["evaluate", "--benchmark", str(mini_benchmark), "--method", "guidg", "--base", "clipood",
             "--model", "imagenet-dg-tiny", "--pretrained", "none", "--preset", "smoke", "--device", "cpu",
-            "--runs", str(tmp_path / "runs"), "--root", str(mini_releases.root)]
+            "--runs", str(tmp_path / "runs"), "--root", str(mini_releases.root), "--export-model"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "guidg+clipood\ta-16shot-seed1\timagenet-a" in result.output
+    exported = list((tmp_path / "runs").glob("*/model.safetensors"))
+    assert len(exported) == 1
+    model, _, _ = open_clip.create_model_and_transforms("imagenet-dg-tiny", pretrained=str(exported[0]))
+    assert model.visual.conv1.weight.shape[0] > 0
     board = CliRunner().invoke(main, ["leaderboard", "--runs", str(tmp_path / "runs")])
     assert board.exit_code == 0 and "| guidg+clipood |" in board.output
