@@ -81,6 +81,7 @@ def train_prompt(
         init=config.ctx_init,
         class_position=config.class_position,
         generator=generator(seed, "context-init"),
+        share_prefix=config.share_prefix,
     )
     train_transform = (
         prompt_train_transform(backbone.image_size, config.crop_scale, config.flip)

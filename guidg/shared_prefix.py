@@ -3,7 +3,8 @@
 CoOp prompts with the class name at the end read ``[SOS] c_1 .. c_M <name> . [EOS]``: the first M + 1
 positions are the same for every class. The text transformer is causal, so the hidden states of those
 positions are the same for every class too. This module runs them once (batch 1) and runs only the
-class-specific positions for the C classes, attending to the shared prefix's keys and values. The result
+class-specific positions for the C classes, attending to the shared prefix's keys and values. Classes are
+grouped by the length of their own part, so no position after a class's EOS is computed either. The result
 equals the full computation up to floating-point rounding, at a fraction of the cost when C is large.
 
 It reimplements the forward pass of open_clip's standard pre-norm residual attention block from the block's
@@ -39,36 +40,57 @@ def supports_shared_prefix(text: TextEncoder) -> bool:
     return blocks is not None and len(blocks) > 0 and all(_standard_block(b) for b in blocks)
 
 
-def _heads(x: Tensor, heads: int) -> Tensor:
+def _split_heads(x: Tensor, heads: int) -> Tensor:
+    """(B, L, W) -> (B, H, L, W / H)."""
     batch, length, width = x.shape
     return x.view(batch, length, heads, width // heads).transpose(1, 2)
 
 
-def _merge(x: Tensor) -> Tensor:
+def _merge_heads(x: Tensor) -> Tensor:
+    """(B, H, L, W / H) -> (B, L, W)."""
     batch, heads, length, head_width = x.shape
     return x.transpose(1, 2).reshape(batch, length, heads * head_width)
 
 
-def _block(block: ResidualAttentionBlock, prefix: Tensor, suffix: Tensor) -> tuple[Tensor, Tensor]:
+def _feed_forward(block: ResidualAttentionBlock, x: Tensor, attended: Tensor) -> Tensor:
     attn: nn.MultiheadAttention = block.attn  # type: ignore[assignment]
-    heads = attn.num_heads
-    classes, p_len, s_len = suffix.shape[0], prefix.shape[1], suffix.shape[1]
-    q_p, k_p, v_p = F.linear(block.ln_1(prefix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    q_s, k_s, v_s = F.linear(block.ln_1(suffix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    q_p, k_p, v_p = (_heads(t, heads) for t in (q_p, k_p, v_p))
-    q_s, k_s, v_s = (_heads(t, heads) for t in (q_s, k_s, v_s))
-    out_p = F.scaled_dot_product_attention(q_p, k_p, v_p, is_causal=True)
-    keys = torch.cat([k_p.expand(classes, -1, -1, -1), k_s], dim=2)
-    values = torch.cat([v_p.expand(classes, -1, -1, -1), v_s], dim=2)
-    # Suffix position j sees every prefix position and the suffix positions up to j.
-    allowed = torch.ones(s_len, p_len + s_len, dtype=torch.bool, device=suffix.device)
-    allowed[:, p_len:] = torch.ones(s_len, s_len, dtype=torch.bool, device=suffix.device).tril()
-    out_s = F.scaled_dot_product_attention(q_s, keys, values, attn_mask=allowed)
-    prefix = prefix + block.ls_1(attn.out_proj(_merge(out_p)))
-    suffix = suffix + block.ls_1(attn.out_proj(_merge(out_s)))
-    prefix = prefix + block.ls_2(block.mlp(block.ln_2(prefix)))
-    suffix = suffix + block.ls_2(block.mlp(block.ln_2(suffix)))
-    return prefix, suffix
+    x = x + block.ls_1(attn.out_proj(_merge_heads(attended)))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def _prefix_pass(text: TextEncoder, prefix: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """Run the prefix (1, P, W) through every block; the keys and values (H, P, W / H) of each block."""
+    cache = []
+    x = prefix
+    for block in text.transformer.resblocks:
+        attn: nn.MultiheadAttention = block.attn  # type: ignore[assignment]
+        q, k, v = (_split_heads(t, attn.num_heads) for t in F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
+        cache.append((k[0], v[0]))
+        x = _feed_forward(block, x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    return cache
+
+
+def _suffix_pass(text: TextEncoder, suffix: Tensor, cache: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """Run class-specific positions (C, S, W) through every block, attending to the cached prefix."""
+    classes, length, _ = suffix.shape
+    causal = torch.ones(length, length, dtype=torch.bool, device=suffix.device).tril()
+    x = suffix
+    for block, (k_p, v_p) in zip(text.transformer.resblocks, cache):
+        attn: nn.MultiheadAttention = block.attn  # type: ignore[assignment]
+        heads = attn.num_heads
+        q, k, v = (_split_heads(t, heads) for t in F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
+        scale = q.shape[-1] ** -0.5
+        # Scores against the shared prefix as one matrix product per head: the prefix keys are never copied
+        # per class.
+        q_rows = q.transpose(0, 1).reshape(heads, classes * length, -1)
+        to_prefix = (q_rows @ k_p.transpose(-1, -2)).view(heads, classes, length, -1).transpose(0, 1) * scale
+        to_own = (q @ k.transpose(-1, -2) * scale).masked_fill(~causal, float("-inf"))
+        weights = torch.cat([to_prefix, to_own], dim=-1).softmax(dim=-1)
+        p_len = k_p.shape[1]
+        from_prefix = (weights[..., :p_len].transpose(0, 1).reshape(heads, classes * length, p_len) @ v_p)
+        attended = from_prefix.view(heads, classes, length, -1).transpose(0, 1) + weights[..., p_len:] @ v
+        x = _feed_forward(block, x, attended)
+    return x
 
 
 def encode_shared_prefix(text: TextEncoder, prefix: Tensor, suffix: Tensor, pool_positions: Tensor) -> Tensor:
@@ -81,13 +103,15 @@ def encode_shared_prefix(text: TextEncoder, prefix: Tensor, suffix: Tensor, pool
     p_len, s_len = prefix.shape[0], suffix.shape[1]
     cast = text.transformer.get_cast_dtype()
     positional = text.positional_embedding.to(cast)
-    x_p = (prefix.to(cast) + positional[:p_len])[None]
+    cache = _prefix_pass(text, (prefix.to(cast) + positional[:p_len])[None])
     x_s = suffix.to(cast) + positional[p_len : p_len + s_len]
-    for block in text.transformer.resblocks:
-        x_p, x_s = _block(block, x_p, x_s)
-    x_s = text.ln_final(x_s)
-    rows = torch.arange(x_s.shape[0], device=x_s.device)
-    pooled = x_s[rows, pool_positions.to(x_s.device) - p_len]
+    own_lengths = (pool_positions.to(suffix.device) - p_len + 1).tolist()
+    pooled = x_s.new_empty(len(own_lengths), x_s.shape[-1])
+    for length in sorted(set(own_lengths)):
+        rows = torch.tensor([i for i, n in enumerate(own_lengths) if n == length], device=suffix.device)
+        states = _suffix_pass(text, x_s[rows, :length], cache)
+        pooled = pooled.index_copy(0, rows, states[:, -1])
+    pooled = text.ln_final(pooled)
     projection = text.text_projection
     if isinstance(projection, nn.Linear):
         pooled = projection(pooled)

@@ -58,3 +58,13 @@ def test_text_features_are_normalised_per_class(mini_task, tiny_backbone) -> Non
     result = train_prompt(tiny_backbone, mini_task.class_names, pooled(mini_task.expert), None, CONFIG, seed=1, method="t")
     assert result.text_features.shape == (len(mini_task.class_names), tiny_backbone.embed_dim)
     torch.testing.assert_close(result.text_features.norm(dim=-1), torch.ones(len(mini_task.class_names)))
+
+
+def test_prefix_sharing_is_a_computation_choice_not_a_different_result(mini_task, tiny_backbone) -> None:
+    train = pooled(mini_task.expert)
+    shared = train_prompt(tiny_backbone, mini_task.class_names, train, None, CONFIG, seed=1, method="t")
+    full = train_prompt(
+        tiny_backbone, mini_task.class_names, train, None, dataclasses.replace(CONFIG, share_prefix=False),
+        seed=1, method="t",
+    )
+    torch.testing.assert_close(shared.context["ctx"], full.context["ctx"], rtol=1e-3, atol=1e-4)
