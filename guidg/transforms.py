@@ -61,5 +61,7 @@ class SeededTransform:
 
     def __call__(self, image: Image.Image, seed: int) -> torch.Tensor:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # Only the CPU generator: torch.manual_seed would also queue a seeding of every accelerator,
+            # recording a stack trace each time, which costs more than the transform itself.
+            torch.default_generator.manual_seed(seed)
             return self.transform(image)
