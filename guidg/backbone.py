@@ -54,6 +54,8 @@ class BackboneSpec:
     """An open_clip pretrained tag for ``arch``, a local checkpoint file (``.safetensors``, or ``.pt``/``.bin``
     read with ``torch.load(weights_only=True)``), or None for random weights. A file carries no activation
     setting: OpenAI weights given as a file need the ``-quickgelu`` variant of the architecture."""
+    init_seed: int = 0
+    """Seed of the random initialisation when ``pretrained`` is None, so random-weight runs repeat exactly."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, str) or not self.arch:
@@ -85,12 +87,26 @@ class BackboneSpec:
     def describe(self) -> dict[str, Any]:
         """A JSON-able record of this spec; a local checkpoint file is identified by its SHA-256."""
         kind = self.pretrained_kind()
-        return {
+        record = {
             "arch": self.arch,
             "pretrained": self.pretrained,
             "pretrained_kind": kind,
-            "pretrained_sha256": file_sha256(self.pretrained) if kind == "file" else None,
+            "pretrained_sha256": _checkpoint_sha256(self.pretrained) if kind == "file" else None,
         }
+        if kind == "random":
+            record["init_seed"] = self.init_seed
+        return record
+
+
+def _checkpoint_sha256(path: str) -> str:
+    stat = os.stat(path)
+    return _cached_sha256(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    # Keyed by size and modification time too, so a replaced file is hashed again.
+    return file_sha256(path)
 
 
 TINY_SPEC = BackboneSpec(arch=TINY_MODEL, pretrained=None)
@@ -299,14 +315,17 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Bac
     kind = spec.pretrained_kind()
     tag_cfg = open_clip.get_pretrained_cfg(spec.arch, spec.pretrained) if kind == "tag" else {}
     try:
-        model, _, eval_transform = open_clip.create_model_and_transforms(
-            spec.arch,
-            pretrained=spec.pretrained,
-            precision="fp32",
-            device=device,
-            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
-            weights_only=True,
-        )
+        with torch.random.fork_rng(devices=[]):
+            # Random weights are drawn on the CPU from a fixed seed, whatever ran before, on every device.
+            torch.default_generator.manual_seed(spec.init_seed)
+            model, _, eval_transform = open_clip.create_model_and_transforms(
+                spec.arch,
+                pretrained=spec.pretrained,
+                precision="fp32",
+                device=device,
+                force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+                weights_only=True,
+            )
     except Exception as exc:
         if kind == "tag":
             raise BackboneError(

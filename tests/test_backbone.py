@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 from pathlib import Path
@@ -157,25 +159,28 @@ def _state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:
     return {key: value.detach().clone().contiguous() for key, value in backbone.model.state_dict().items()}
 
 
-def test_local_safetensors_checkpoint_loads_identical_weights(tiny: Backbone, tmp_path: Path) -> None:
+def _other_weights() -> Backbone:
+    """A tiny model whose random weights differ from those of TINY_SPEC."""
+    return load_backbone(dataclasses.replace(TINY_SPEC, init_seed=7))
+
+
+def test_local_safetensors_checkpoint_loads_identical_weights(tmp_path: Path) -> None:
+    source = _other_weights()
     path = tmp_path / "tiny.safetensors"
-    save_file(_state_dict(tiny), str(path))
+    save_file(_state_dict(source), str(path))
     loaded = load_backbone(BackboneSpec(arch=TINY_MODEL, pretrained=str(path)))
-    saved = _state_dict(tiny)
+    saved = _state_dict(source)
     assert loaded.model.state_dict().keys() == saved.keys()
     assert all(torch.equal(loaded.model.state_dict()[key], value) for key, value in saved.items())
+    assert not torch.equal(loaded.model.token_embedding.weight, load_backbone(TINY_SPEC).model.token_embedding.weight)
 
 
-def test_local_pt_checkpoint_loads_identical_weights(tiny: Backbone, tmp_path: Path) -> None:
+def test_local_pt_checkpoint_loads_identical_weights(tmp_path: Path) -> None:
+    source = _other_weights()
     path = tmp_path / "tiny.pt"
-    torch.save(_state_dict(tiny), path)
+    torch.save(_state_dict(source), path)
     loaded = load_backbone(BackboneSpec(arch=TINY_MODEL, pretrained=str(path)))
-    assert all(torch.equal(loaded.model.state_dict()[key], value) for key, value in _state_dict(tiny).items())
-
-
-def test_random_weights_differ_from_a_loaded_checkpoint(tiny: Backbone) -> None:
-    fresh = load_backbone(TINY_SPEC)
-    assert not torch.equal(fresh.model.token_embedding.weight, tiny.model.token_embedding.weight)
+    assert all(torch.equal(loaded.model.state_dict()[key], value) for key, value in _state_dict(source).items())
 
 
 def test_checkpoint_of_another_architecture_raises_backbone_error(tiny: Backbone, tmp_path: Path) -> None:
@@ -240,3 +245,12 @@ def test_custom_text_clip_with_open_clip_text_transformer_is_promptable() -> Non
     with torch.no_grad():
         assert torch.equal(encoder.encode_tokens(tokens, cut=False), model.encode_text(tokens))
         torch.testing.assert_close(encoder.encode_tokens(tokens), model.encode_text(tokens), atol=1e-5, rtol=0)
+
+
+def test_random_weights_repeat_exactly_and_depend_on_the_init_seed() -> None:
+    first, again = load_backbone(TINY_SPEC), load_backbone(TINY_SPEC)
+    other = load_backbone(dataclasses.replace(TINY_SPEC, init_seed=1))
+    for name, tensor in first.model.state_dict().items():
+        assert torch.equal(again.model.state_dict()[name], tensor), name
+    assert not torch.equal(first.model.visual.conv1.weight, other.model.visual.conv1.weight)
+    assert TINY_SPEC.describe()["init_seed"] == 0

@@ -80,3 +80,13 @@ def test_evaluate_command_runs_a_method_on_the_miniature_benchmark(mini_benchmar
     assert model.visual.conv1.weight.shape[0] > 0
     board = CliRunner().invoke(main, ["leaderboard", "--runs", str(tmp_path / "runs")])
     assert board.exit_code == 0 and "| guidg+clipood |" in board.output
+
+
+def test_the_same_run_twice_gives_the_same_result_on_cpu(mini_benchmark, mini_releases, tmp_path) -> None:
+    records = [
+        execute(spec(mini_benchmark, "guidg+ueo"), dict(mini_releases.paths), tmp_path / name, device="cpu")
+        for name in ("first", "second")
+    ]
+    for record in records:
+        record.pop("train_seconds")
+    assert records[0] == records[1]
