@@ -453,7 +453,7 @@ def make_tree(tree: Path, *, hardlink: bool = False, workers: int = 4,
     if repository is not None:
         raise ScaleTreeError(
             f"{tree} lies inside the git repository {repository}; 1.4 million placeholder files do not belong "
-            "there. Pass a --tree outside it (for example /work/scale-tree or a folder under /tmp)."
+            "there. Pass a --tree outside it (for example ~/scale-tree or a folder under the system temporary folder)."
         )
     taxonomy = load_taxonomy()
     counts = release_counts(taxonomy)
