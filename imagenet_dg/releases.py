@@ -133,20 +133,26 @@ def _any_folder(root: Path, accept: Callable[[str], bool]) -> bool:
         return False
 
 
-def _read_class_folders(root: Path, folders: Mapping[str, str], domain: str, what: str) -> pd.DataFrame:
-    """Images under ``root/<folder>/``, each labelled ``folders[<folder>]``; any other folder is an error."""
-    class_folders: list[str] = []
-    unknown: list[str] = []
-    loose: list[str] = []
+def _top_entries(root: Path) -> tuple[list[str], list[str]]:
+    """Names of the folders and of the image files directly in ``root``, hidden entries left out."""
+    folders: list[str] = []
+    images: list[str] = []
     with os.scandir(root) as entries:
         for entry in entries:
-            name = entry.name
-            if name.startswith("."):
+            if entry.name.startswith("."):
                 continue
             if entry.is_dir():
-                (class_folders if name in folders else unknown).append(name)
-            elif _is_image(name):
-                loose.append(name)
+                folders.append(entry.name)
+            elif _is_image(entry.name):
+                images.append(entry.name)
+    return folders, images
+
+
+def _read_class_folders(root: Path, folders: Mapping[str, str], domain: str, what: str) -> pd.DataFrame:
+    """Images under ``root/<folder>/``, each labelled ``folders[<folder>]``; any other folder is an error."""
+    present, loose = _top_entries(root)
+    class_folders = [name for name in present if name in folders]
+    unknown = [name for name in present if name not in folders]
     if unknown:
         raise ReleaseNotFoundError(
             f"{root} (domain {domain!r}) holds {len(unknown)} folder(s) that are not {what}: {_shown(unknown)}. "
@@ -230,24 +236,10 @@ def _detect_flat_val(root: Path) -> bool:
 
 def _read_flat_val(root: Path) -> pd.DataFrame:
     labels = val_labels()
-    paths: list[str] = []
-    wnids: list[str] = []
-    unknown: list[str] = []
-    folders: list[str] = []
-    with os.scandir(root) as entries:
-        for entry in entries:
-            name = entry.name
-            if name.startswith("."):
-                continue
-            if entry.is_dir():
-                folders.append(name)
-            elif _is_image(name):
-                wnid = labels.get(name)
-                if wnid is None:
-                    unknown.append(name)
-                else:
-                    paths.append(name)
-                    wnids.append(wnid)
+    folders, images = _top_entries(root)
+    paths = [name for name in images if name in labels]
+    wnids = [labels[name] for name in paths]
+    unknown = [name for name in images if name not in labels]
     if folders:
         raise ReleaseNotFoundError(
             f"{root} (domain 'imagenet-val') mixes flat validation files with folders: {_shown(folders)}. "
