@@ -49,6 +49,7 @@ from imagenet_dg.protocol import (
     TaskSplits,
     assemble_task,
     config_name,
+    draw_shots,
     get_task,
     split_pools,
     task_statistics,
@@ -252,11 +253,17 @@ def _selected_paths(all_splits: Sequence[TaskSplits]) -> dict[str, set[str]]:
 
 
 def _assemble_all(tables: Mapping[str, pd.DataFrame], options: BuildOptions) -> dict[str, TaskSplits]:
-    sources = {d for t in options.tasks for d in TASKS[t].sources}
-    pools = {d: split_pools(tables[d], d, options.partition_seed) for d in sorted(sources)}
+    sources = sorted({d for t in options.tasks for d in TASKS[t].sources})
+    pools = {d: split_pools(tables[d], d, options.partition_seed) for d in sources}
+    # One draw per (domain, shots, seed), shared by every task that has the domain as a source.
+    samples = {
+        (d, shots, seed): draw_shots(pools[d], d, shots, seed)
+        for d in sources for shots in options.shots for seed in options.seeds
+    }
     return {
         config_name(task, shots, seed): assemble_task(
-            TASKS[task], tables, shots, seed, options.partition_seed, pools=pools
+            TASKS[task], tables, shots, seed, options.partition_seed,
+            samples={d: samples[(d, shots, seed)] for d in TASKS[task].sources},
         )
         for task, shots, seed in options.configs()
     }

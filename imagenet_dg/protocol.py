@@ -228,14 +228,15 @@ def assemble_task(
     shots: int,
     seed: int,
     partition_seed: int = PARTITION_SEED,
-    pools: Mapping[str, pd.DataFrame] | None = None,
+    samples: Mapping[str, pd.DataFrame] | None = None,
 ) -> TaskSplits:
     """The expert, guide and test splits of ``task`` at ``shots`` shots and few-shot ``seed``.
 
-    ``tables`` maps domain id -> domain table and must hold the target and every source. ``pools`` may give
-    the already-computed :func:`split_pools` result of each source (it depends on neither the task nor the
-    seed, so a caller building many configurations computes it once). Rows are ordered by (source order,
-    label, path); the test split by (label, path).
+    ``tables`` maps domain id -> domain table and must hold the target and every source. ``samples`` may give,
+    per source, the already-drawn :func:`draw_shots` result over all of the domain's classes at this
+    (shots, seed, partition_seed). A class's draw depends on neither the task nor the other classes, so a
+    caller building several tasks draws once per domain and each task keeps its own classes. Rows are
+    ordered by (source order, label, path); the test split by (label, path).
     """
     missing = [d for d in (task.target, *task.sources) if d not in tables]
     if missing:
@@ -243,9 +244,11 @@ def assemble_task(
     classes = task_classes(task, tables[task.target])
     sampled: dict[str, list[pd.DataFrame]] = {"expert": [], "guide": []}
     for domain in task.sources:
-        domain_pools = pools[domain] if pools is not None else split_pools(tables[domain], domain, partition_seed)
-        domain_pools = restrict(domain_pools, classes)
-        sample = draw_shots(domain_pools, domain, shots, seed)
+        if samples is not None:
+            sample = restrict(samples[domain], classes)
+        else:
+            domain_pools = restrict(split_pools(tables[domain], domain, partition_seed), classes)
+            sample = draw_shots(domain_pools, domain, shots, seed)
         for pool in POOLS:
             sampled[pool].append(_labelled(sample.loc[sample["pool"] == pool], domain, classes, None))
     test = _labelled(tables[task.target], task.target, classes, "test")

@@ -217,3 +217,12 @@ def test_a_custom_task_uses_its_own_sources(tables: dict[str, pd.DataFrame]) -> 
     splits = assemble_task(task, tables, 2, 1)
     assert set(splits.expert["domain"]) == {"imagenet"}
     assert np.array_equal(np.sort(splits.expert["label"].unique()), np.arange(3))
+
+
+def test_one_draw_over_the_whole_domain_serves_every_task(tables: dict[str, pd.DataFrame]) -> None:
+    samples = {d: draw_shots(split_pools(tables[d], d), d, 2, 3) for d in TASKS["a"].sources}
+    for task in (TASKS["a"], TASKS["i"]):
+        shared = assemble_task(task, tables, 2, 3, samples=samples)
+        alone = assemble_task(task, tables, 2, 3)
+        for name in ("expert", "guide", "test"):
+            pd.testing.assert_frame_equal(shared.split(name), alone.split(name))
