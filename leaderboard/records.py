@@ -1,53 +1,350 @@
-"""Result records: reading the ``results.jsonl`` of every finished run under a folder."""
+"""The result record of one evaluation run: its schema, its writer and its reader.
+
+A run folder holds, once the run has finished, ``results.jsonl`` (one JSON object on one line) and then an
+empty ``done`` marker. The record is written atomically before the marker, so a folder with a ``done`` marker
+always holds a complete record, and a folder without one is an unfinished run (still going, or killed).
+Every accuracy is in percent. The schema carries a version: a record of another version is refused rather than
+read with guessed meanings.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
-
+from imagenet_dg.atomic import write_text_atomic
 from imagenet_dg.errors import ImageNetDGError
 
+SCHEMA_VERSION = 1
+"""Version of the record's fields and their meaning; raised whenever either changes."""
 RESULTS_FILE = "results.jsonl"
 DONE_FILE = "done"
+RUN_FILE = "run.json"
+"""Optional: written by a run when it starts, so that a run killed before its record is still found and
+counted as unfinished."""
+
+PROTOCOLS = ("fewshot", "full")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+ROUTINGS = (None, "batch", "sample")
 
 
-def method_label(record: dict) -> str:
-    """Row label of a record: the method, with CMAttn's routing when it is not the default batch routing."""
-    routing = record.get("routing")
-    return record["method"] if routing in (None, "batch") else f"{record['method']} ({routing} routing)"
+class RecordError(ImageNetDGError):
+    """A result record is malformed, of another schema version, or would overwrite a finished run."""
 
 
-def collect(runs_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """One row per finished run under ``runs_dir`` (unfinished runs, without a ``done`` marker, are skipped)."""
-    rows = []
-    for results in sorted(Path(runs_dir).rglob(RESULTS_FILE)):
-        if not (results.parent / DONE_FILE).is_file():
-            continue
-        for number, line in enumerate(results.read_text(encoding="utf-8").splitlines(), start=1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ImageNetDGError(f"{results}:{number}: not a JSON record ({error})") from None
-            rows.append(
-                {
-                    "label": method_label(record),
-                    "method": record["method"],
-                    "benchmark": record.get("benchmark", "imagenet-dg"),
-                    "task": record["task"],
-                    "target": record["target"],
-                    "shots": record["shots"],
-                    "split_seed": record["split_seed"],
-                    "seed": record["seed"],
-                    "accuracy": float(record["accuracy"]),
-                    "backbone": record["backbone"]["arch"],
-                    "pretrained": record["backbone"].get("pretrained") or "random weights",
-                    "preset": record.get("preset"),
-                    "run": results.parent.name,
-                }
+@dataclass(frozen=True)
+class Record:
+    """What one run (suite, protocol, task, method, base, routing, model, weights, precision, shots, seed) scored.
+
+    Mapping fields are plain dicts so the record round-trips through JSON; treat them as read-only.
+    Constructing a record validates it: a wrong type or value raises :class:`RecordError` naming the field.
+    """
+
+    suite: str
+    """Registered suite name, e.g. ``imagenet-dg`` or ``pacs``."""
+    protocol: str
+    """``fewshot`` (the paper's) or ``full`` (DomainBed's)."""
+    protocol_version: str
+    task: str
+    """The leave-one-domain-out task (``a`` for ImageNet-DG's ImageNet-A task; the target for the suites)."""
+    target: str
+    sources: tuple[str, ...]
+    num_classes: int
+    method: str
+    """E.g. ``zeroshot``, ``coop``, ``erm``, ``clipood``, ``ueo``, ``guidg``."""
+    base: str | None
+    """The base fine-tuning method under ``guidg`` (``erm``, ``clipood``, ``ueo``); None for the others."""
+    routing: str | None
+    """CMAttn routing (``batch`` or ``sample``) for methods that route; None for the others."""
+    model: str
+    """open_clip architecture."""
+    pretrained: str
+    """open_clip pretrained tag or checkpoint description; ``none`` for random weights."""
+    precision: str
+    device_type: str
+    shots: int | None
+    """Shots per class; None for the full protocol."""
+    seed: int
+    """Training seed."""
+    split_seed: int | None
+    """Seed of the few-shot draw (fewshot) or DomainBed's trial seed (full)."""
+    accuracy: float
+    domain_accuracy: dict[str, float]
+    class_accuracy: dict[str, float]
+    worst_class_accuracy: float
+    validation_accuracy: dict[str, float]
+    """Source-only model-selection accuracy per source domain."""
+    test_images: int
+    preset: str
+    config: dict[str, Any]
+    """The full resolved hyperparameters."""
+    manifest_content_hash: str
+    suite_source: dict[str, Any]
+    """Where the suite's images came from, e.g. ``{"kind": "folder"}`` or ``{"kind": "hub", "repo_id": ...}``."""
+    package_version: str
+    git_commit: str | None
+    versions: dict[str, str]
+    """At least ``torch``, ``open_clip`` and ``python``."""
+    device_name: str
+    phase_seconds: dict[str, float]
+    """Wall time of each phase (e.g. ``experts``, ``finetune``, ``evaluate``) in seconds."""
+    n_trainable: int
+    eval_batch_size: int
+    details: dict[str, Any] = field(default_factory=dict)
+    """Free-form, method-specific facts (selected epochs, CMAttn weights ...)."""
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; the record keeps the sources as a tuple so equal records compare equal.
+        if isinstance(self.sources, list):
+            object.__setattr__(self, "sources", tuple(self.sources))
+        problems = [f"{name}: {problem}" for name, check in _CHECKS.items()
+                    if (problem := check(getattr(self, name))) is not None]
+        problems += _consistency_problems(self)
+        if problems:
+            raise RecordError("invalid record: " + "; ".join(problems))
+
+    @property
+    def row_label(self) -> str:
+        """The leaderboard row of this record: the method, its base and, when it is not the default, its routing."""
+        label = self.method if self.base is None else f"{self.method}+{self.base}"
+        return label if self.routing in (None, "batch") else f"{label} ({self.routing} routing)"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-able data (the form stored in ``results.jsonl``)."""
+        data = dataclasses.asdict(self)
+        data["sources"] = list(self.sources)
+        return data
+
+    def to_json(self) -> str:
+        """Canonical one-line JSON of the record (sorted keys), as written to ``results.jsonl``."""
+        return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, origin: str = "record") -> Record:
+        """Validate ``data`` against the schema and build the record; errors name ``origin`` (e.g. the file)."""
+        if not isinstance(data, Mapping):
+            raise RecordError(f"{origin}: expected a JSON object, found {type(data).__name__}")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise RecordError(
+                f"{origin}: record schema version {version!r}, this version of imagenet-dg reads version "
+                f"{SCHEMA_VERSION}; rerun the evaluation with this version to regenerate the record"
             )
-    columns = ["label", "method", "benchmark", "task", "target", "shots", "split_seed", "seed", "accuracy",
-               "backbone", "pretrained", "preset", "run"]
-    return pd.DataFrame(rows, columns=columns)
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = sorted(n for n in names if n not in data and n != "details")
+        unknown = sorted(set(data) - names)
+        if missing or unknown:
+            said = [f"missing {', '.join(missing)}"] if missing else []
+            said += [f"unknown {', '.join(unknown)}"] if unknown else []
+            raise RecordError(f"{origin}: record fields do not match schema version {SCHEMA_VERSION} ({'; '.join(said)})")
+        try:
+            return cls(**dict(data))
+        except RecordError as error:
+            raise RecordError(f"{origin}: {error}") from None
+
+
+# --- validation -----------------------------------------------------------------------------------------------
+
+Check = Callable[[Any], "str | None"]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else f"expected a non-empty string, found {value!r}"
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _one_of(choices: tuple[Any, ...]) -> Check:
+    return lambda value: None if value in choices else f"expected one of {choices}, found {value!r}"
+
+
+def _count(minimum: int) -> Check:
+    return lambda value: None if _is_int(value) and value >= minimum else (
+        f"expected an integer >= {minimum}, found {value!r}")
+
+
+def _optional_count(minimum: int) -> Check:
+    return lambda value: None if value is None else _count(minimum)(value)
+
+
+def _optional_int(value: Any) -> str | None:
+    return None if value is None or _is_int(value) else f"expected an integer or null, found {value!r}"
+
+
+def _percent(value: Any) -> str | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 100
+    return None if ok else f"expected a percentage in [0, 100], found {value!r}"
+
+
+def _seconds(value: Any) -> str | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    return None if ok else f"expected a number of seconds >= 0, found {value!r}"
+
+
+def _mapping_of(check: Check, *, non_empty: bool = False) -> Check:
+    def checked(value: Any) -> str | None:
+        if not isinstance(value, dict):
+            return f"expected an object, found {type(value).__name__}"
+        if non_empty and not value:
+            return "expected at least one entry"
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"expected string keys, found {key!r}"
+            if (problem := check(item)) is not None:
+                return f"{key!r}: {problem}"
+        return None
+
+    return checked
+
+
+def _sources(value: Any) -> str | None:
+    if not isinstance(value, tuple) or not value or any(_text(v) for v in value):
+        return f"expected a non-empty list of domain names, found {value!r}"
+    return None
+
+
+def _anything(_: Any) -> None:
+    return None
+
+
+_CHECKS: dict[str, Check] = {
+    "suite": _text, "protocol": _one_of(PROTOCOLS), "protocol_version": _text, "task": _text, "target": _text,
+    "sources": _sources, "num_classes": _count(2), "method": _text, "base": _optional_text,
+    "routing": _one_of(ROUTINGS), "model": _text, "pretrained": _text, "precision": _one_of(PRECISIONS),
+    "device_type": _one_of(DEVICE_TYPES), "shots": _optional_count(1), "seed": _count(0),
+    "split_seed": _optional_int, "accuracy": _percent, "domain_accuracy": _mapping_of(_percent),
+    "class_accuracy": _mapping_of(_percent), "worst_class_accuracy": _percent,
+    "validation_accuracy": _mapping_of(_percent), "test_images": _count(1), "preset": _text,
+    "config": _mapping_of(_anything), "manifest_content_hash": _text, "suite_source": _mapping_of(_anything),
+    "package_version": _text, "git_commit": _optional_text, "versions": _mapping_of(_text),
+    "device_name": _text, "phase_seconds": _mapping_of(_seconds), "n_trainable": _count(0),
+    "eval_batch_size": _count(1), "details": _mapping_of(_anything), "schema_version": _one_of((SCHEMA_VERSION,)),
+}
+
+
+def _consistency_problems(record: Record) -> list[str]:
+    """Rules that tie fields together; run only once every field has the right type."""
+    problems = []
+    if record.protocol == "fewshot" and record.shots is None:
+        problems.append("shots: the fewshot protocol needs a number of shots")
+    if record.protocol == "full" and record.shots is not None:
+        problems.append(f"shots: the full protocol trains on all images, found shots={record.shots}")
+    if isinstance(record.sources, tuple) and record.target in record.sources:
+        problems.append(f"sources: the target {record.target!r} is also a source")
+    if isinstance(record.suite_source, dict) and "kind" not in record.suite_source:
+        problems.append("suite_source: expected a 'kind' entry (folder or hub)")
+    if isinstance(record.versions, dict):
+        absent = [k for k in ("torch", "open_clip", "python") if k not in record.versions]
+        if absent:
+            problems.append(f"versions: missing {', '.join(absent)}")
+    return problems
+
+
+# --- files ----------------------------------------------------------------------------------------------------
+
+
+def write_record(run_folder: str | os.PathLike[str], record: Record) -> Path:
+    """Write ``record`` into ``run_folder``: ``results.jsonl`` atomically, then the ``done`` marker.
+
+    Returns the path of the results file. A folder that already holds a finished run is never overwritten.
+    """
+    folder = Path(run_folder)
+    if not isinstance(record, Record):
+        raise RecordError(f"{folder}: expected a Record to write, found {type(record).__name__}")
+    if (folder / DONE_FILE).exists():
+        raise RecordError(f"{folder}: already holds a finished run ({DONE_FILE} exists); it is not overwritten")
+    folder.mkdir(parents=True, exist_ok=True)
+    results = folder / RESULTS_FILE
+    write_text_atomic(results, record.to_json() + "\n")
+    write_text_atomic(folder / DONE_FILE, "")
+    return results
+
+
+def read_record(run_folder: str | os.PathLike[str]) -> Record:
+    """The validated record of a finished run folder (one with a ``done`` marker)."""
+    folder = Path(run_folder)
+    results = folder / RESULTS_FILE
+    if not (folder / DONE_FILE).is_file():
+        raise RecordError(f"{folder}: not a finished run (no {DONE_FILE} marker); run the evaluation to finish it")
+    if not results.is_file():
+        raise RecordError(f"{folder}: marked {DONE_FILE} but {RESULTS_FILE} is missing; the run folder is damaged, "
+                          "remove it and rerun the evaluation")
+    lines = [line for line in results.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(lines) != 1:
+        raise RecordError(f"{results}: expected exactly one JSON record, found {len(lines)} lines")
+    try:
+        data = json.loads(lines[0])
+    except json.JSONDecodeError as error:
+        raise RecordError(f"{results}: not a JSON record ({error})") from None
+    return Record.from_dict(data, origin=str(results))
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A finished run folder and its record."""
+
+    folder: Path
+    record: Record
+
+
+@dataclass(frozen=True)
+class RecordSet:
+    """Everything found under some runs folders: the finished runs and the unfinished run folders."""
+
+    runs: tuple[FinishedRun, ...]
+    unfinished: tuple[Path, ...]
+
+    @property
+    def records(self) -> tuple[Record, ...]:
+        return tuple(run.record for run in self.runs)
+
+    def __iter__(self) -> Iterator[FinishedRun]:
+        return iter(self.runs)
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+
+def _is_run_folder(folder: Path) -> bool:
+    return any((folder / name).exists() for name in (DONE_FILE, RESULTS_FILE, RUN_FILE))
+
+
+def collect(runs_dirs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> RecordSet:
+    """Every run folder under ``runs_dirs`` (searched recursively, in sorted order).
+
+    A folder is a run folder when it holds ``done``, ``results.jsonl`` or ``run.json``. Finished ones are read
+    and validated (the first invalid record stops the collection with an error naming its file); the others are
+    listed as unfinished. A runs folder that does not exist is an error.
+    """
+    dirs = [runs_dirs] if isinstance(runs_dirs, (str, os.PathLike)) else list(runs_dirs)
+    runs: list[FinishedRun] = []
+    unfinished: list[Path] = []
+    seen: set[Path] = set()
+    for runs_dir in map(Path, dirs):
+        if not runs_dir.is_dir():
+            raise RecordError(f"{runs_dir}: no such runs folder; expected the --runs folder of 'imagenet-dg evaluate'")
+        candidates = [runs_dir, *sorted(p for p in runs_dir.rglob("*") if p.is_dir())]
+        for folder in candidates:
+            resolved = folder.resolve()
+            if resolved in seen or not _is_run_folder(folder):
+                continue
+            seen.add(resolved)
+            if (folder / DONE_FILE).is_file():
+                runs.append(FinishedRun(folder, read_record(folder)))
+            else:
+                unfinished.append(folder)
+    return RecordSet(tuple(runs), tuple(unfinished))
