@@ -75,6 +75,8 @@ class BuildOptions:
     on_bad_image: str = "stop"
     workers: int | None = None
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+    synthetic: bool = False
+    """True when the releases are the generated miniature ones: recorded, so they never pass for real data."""
 
     def __post_init__(self) -> None:
         for task in self.tasks:
@@ -107,6 +109,7 @@ class BuildOptions:
             "verify": self.verify,
             "on_bad_image": self.on_bad_image,
             "max_shard_bytes": self.max_shard_bytes if self.embed_images else None,
+            "synthetic": self.synthetic,
         }
 
 
@@ -380,7 +383,7 @@ def build(
             "sources": list(task.sources),
             "shots": task_splits.shots,
             "seed": task_splits.seed,
-            "classes": [{"wnid": w, "name": taxonomy.names[w]} for w in task_splits.classes],
+            "classes": [{"id": w, "wnid": w, "name": taxonomy.names[w]} for w in task_splits.classes],
             "splits": record["splits"],
         }
     shards = [
@@ -389,6 +392,9 @@ def build(
     manifest = {
         "format": MANIFEST_FORMAT,
         "name": "ImageNet-DG",
+        "suite": "imagenet-dg",
+        "protocol": "fewshot",
+        "synthetic": options.synthetic,
         "protocol_version": PROTOCOL_VERSION,
         "generator": f"imagenet-dg {__version__}",
         "partition_seed": options.partition_seed,

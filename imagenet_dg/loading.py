@@ -189,10 +189,16 @@ def labeled_images(rows: pd.DataFrame, roots: Mapping[str, str | os.PathLike[str
 
 @dataclass(frozen=True)
 class TaskData:
-    """What a method trains and is scored on: one leave-one-domain-out task."""
+    """What a method trains on, selects with and is scored on: one leave-one-domain-out task.
+
+    Under the ``fewshot`` protocol ``expert`` and ``guide`` are the k-shot samples of the two pools and
+    ``validation`` is the guide sample (the paper selects step-1 checkpoints on it). Under ``full``
+    (DomainBed's), ``expert`` and ``guide`` are both the sources' 80% training part and ``validation`` their
+    20% held-out part. Model selection only ever uses source data; ``test`` is the target's scored part.
+    """
 
     name: str
-    """The configuration name, e.g. ``a-16shot-seed1``."""
+    """The configuration name, e.g. ``a-16shot-seed1`` or ``photo-full-trial0``."""
     class_names: tuple[str, ...]
     """Readable names in label order (they may repeat: classes are keyed by index)."""
     class_ids: tuple[str, ...]
@@ -202,11 +208,21 @@ class TaskData:
     sources: tuple[str, ...]
     """Source domain ids."""
     expert: Mapping[str, LabeledImages]
-    """Source domain -> its expert-pool sample."""
+    """Source domain -> its step-1 training images (fewshot: the expert-pool sample; full: its 80% part)."""
     guide: Mapping[str, LabeledImages]
-    """Source domain -> its guide-pool sample."""
+    """Source domain -> its step-2 training images (fewshot: the guide-pool sample; full: its 80% part)."""
+    validation: Mapping[str, LabeledImages]
+    """Source domain -> its model-selection images (fewshot: the guide sample; full: its 20% held-out part)."""
     test: LabeledImages
     """The target's test split."""
+    protocol: str = "fewshot"
+    """``fewshot`` or ``full``."""
+
+
+PROTOCOL_SPLITS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"fewshot": SPLIT_NAMES, "full": ("train", "validation", "test")}
+)
+"""The splits a configuration of each protocol holds; each split's rows carry its name in ``pool``."""
 
 
 def task_data_from_frames(
@@ -217,21 +233,27 @@ def task_data_from_frames(
     class_names: Sequence[str],
     target: str,
     sources: Sequence[str],
+    protocol: str = "fewshot",
 ) -> TaskData:
-    """The :class:`TaskData` of split tables ``splits`` (keys expert, guide, test; columns path, domain,
-    label, pool), checked for consistency: sources only in expert and guide, each source present in both,
+    """The :class:`TaskData` of split tables ``splits`` (columns path, domain, label, pool), checked for
+    consistency: sources only in the training and validation splits, each source present in all of them,
     only the target in test, every row's pool equal to its split's name, labels within the class list.
+
+    ``fewshot`` splits are expert, guide and test; ``full`` splits are train, validation and test.
     """
     where = f"task {name}"
+    if protocol not in PROTOCOL_SPLITS:
+        raise ManifestError(f"{where}: unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOL_SPLITS)}")
+    split_names = PROTOCOL_SPLITS[protocol]
     if len(class_ids) != len(class_names):
         raise ManifestError(f"{where}: {len(class_ids)} class ids but {len(class_names)} class names")
     if target in sources:
         raise ManifestError(f"{where}: the target {target!r} is also listed among the sources")
-    missing_splits = [s for s in SPLIT_NAMES if s not in splits]
+    missing_splits = [s for s in split_names if s not in splits]
     if missing_splits:
-        raise ManifestError(f"{where}: missing the split(s) {', '.join(missing_splits)}")
+        raise ManifestError(f"{where}: missing the split(s) {', '.join(missing_splits)} of protocol {protocol}")
     images: dict[str, LabeledImages] = {}
-    for split in SPLIT_NAMES:
+    for split in split_names:
         frame = splits[split]
         allowed = {target} if split == "test" else set(sources)
         if "pool" not in frame.columns:
@@ -252,31 +274,39 @@ def task_data_from_frames(
                 f"{where}: split {split} has labels {out_of_range[:5]} outside 0..{len(class_ids) - 1}"
             )
     by_source: dict[str, dict[str, LabeledImages]] = {}
-    for split in ("expert", "guide"):
+    for split in split_names[:2]:
         empty = [s for s in sources if s not in images[split].domains]
         if empty:
             raise ManifestError(f"{where}: split {split} has no images of the source(s) {', '.join(empty)}")
         by_source[split] = {s: images[split].subset(s) for s in sources}
+    if protocol == "fewshot":
+        expert, guide, validation = by_source["expert"], by_source["guide"], by_source["guide"]
+    else:
+        expert, guide, validation = by_source["train"], by_source["train"], by_source["validation"]
     return TaskData(
         name=name,
         class_names=tuple(class_names),
         class_ids=tuple(class_ids),
         target=target,
         sources=tuple(sources),
-        expert=MappingProxyType(by_source["expert"]),
-        guide=MappingProxyType(by_source["guide"]),
+        expert=MappingProxyType(expert),
+        guide=MappingProxyType(guide),
+        validation=MappingProxyType(validation),
         test=images["test"],
+        protocol=protocol,
     )
 
 
 def load_task(
     manifest_dir: str | os.PathLike[str], config: str, roots: Mapping[str, str | os.PathLike[str]]
 ) -> TaskData:
-    """The task configuration ``config`` of the built dataset folder ``manifest_dir``, over the releases
-    under ``roots`` (domain id -> release root folder).
+    """The task configuration ``config`` of the built dataset folder ``manifest_dir``, over the images
+    under ``roots`` (domain id -> the folder its manifest paths are relative to).
 
-    Reads ``manifest.json`` for the task's classes and domains, and the parquet shards
-    ``data/<config>/<split>-*.parquet`` of the splits expert, guide and test.
+    Reads ``manifest.json`` for the task's classes, domains and protocol (``fewshot`` when the manifest
+    names none), and the parquet shards that ``manifest.json`` lists for that protocol's splits, after
+    checking each against its recorded SHA-256 and that the configuration's folder holds nothing else (raises
+    :class:`~imagenet_dg.errors.ManifestError` naming the files otherwise).
     """
     folder = Path(manifest_dir)
     manifest = read_manifest(folder)
@@ -286,18 +316,28 @@ def load_task(
             f"{folder / MANIFEST_FILE}: no configuration {config!r}; it holds {', '.join(sorted(configs)) or 'none'}"
         )
     entry = configs[config]
+    protocol = str(entry.get("protocol", manifest.get("protocol", "fewshot")))
     try:
         target = str(entry["target"])
         sources = [str(s) for s in entry["sources"]]
-        class_ids = [str(c["wnid"]) for c in entry["classes"]]
+        # "id" since manifest format 2; hand-written and format-1 class lists used "wnid".
+        class_ids = [str(c["id"] if "id" in c else c["wnid"]) for c in entry["classes"]]
         class_names = [str(c["name"]) for c in entry["classes"]]
     except (KeyError, TypeError) as error:
         raise ManifestError(
             f"{folder / MANIFEST_FILE}: configuration {config!r} lacks {error}; expected target, sources and "
-            'classes as [{"wnid": ..., "name": ...}, ...]'
+            'classes as [{"id": ..., "name": ...}, ...]'
         ) from None
-    splits = {split: _read_split(folder, config, split) for split in SPLIT_NAMES}
-    return task_data_from_frames(config, splits, roots, class_ids, class_names, target, sources)
+    if protocol not in PROTOCOL_SPLITS:
+        raise ManifestError(
+            f"{folder / MANIFEST_FILE}: configuration {config!r} has protocol {protocol!r}; expected one of "
+            f"{', '.join(PROTOCOL_SPLITS)}"
+        )
+    # Every shard of the configuration against its recorded hash, and no file but them in its folder: a
+    # damaged or altered split is refused, never scored.
+    check_config(folder, manifest, config)
+    splits = {split: _read_split(folder, manifest, config, split) for split in PROTOCOL_SPLITS[protocol]}
+    return task_data_from_frames(config, splits, roots, class_ids, class_names, target, sources, protocol)
 
 
 def _read_split(folder: Path, config: str, split: str) -> pd.DataFrame:
