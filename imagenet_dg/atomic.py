@@ -1,28 +1,55 @@
 """Atomic file writes: write to a temporary file in the same folder, then rename over the target.
 
-A reader never sees a half-written file: either the old content (or nothing) or the new content.
+A reader never sees a half-written file: either the old content (or nothing) or the new content. The
+temporary file is created with the mode an ordinary ``open(target, "w")`` would give (0666 less the umask),
+so a file written here is as readable by others as any other file the user writes.
+
+Temporary files are named ``.<target name>.<random>.tmp`` (:func:`is_temporary_name` recognises them): a
+process killed between creating and renaming one leaves it behind, and whoever cleans a folder of ours up
+can tell it from every file we meant to keep.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
+
+TEMPORARY_SUFFIX = ".tmp"
+_TEMPORARY_NAME = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether ``name`` is the name of a temporary file made by :func:`atomic_path`."""
+    return _TEMPORARY_NAME.match(name) is not None
+
+
+def _create_temporary(target: Path) -> Path:
+    """A new, empty file beside ``target`` with a fresh random name, created with mode 0666 less the umask."""
+    while True:
+        candidate = target.parent / f".{target.name}.{secrets.token_hex(8)}{TEMPORARY_SUFFIX}"
+        try:
+            # os.open applies the process umask to 0o666, as open() does; tempfile.mkstemp would give 0600.
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return candidate
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it is fsynced and renamed onto ``target``.
 
-    On an exception the temporary file is removed and ``target`` is left as it was.
+    On an exception the temporary file is removed and ``target`` is left as it was. The file gets mode 0666
+    less the umask, like any file the user creates.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_temporary(target)
     try:
         yield tmp
         with open(tmp, "rb+") as handle:

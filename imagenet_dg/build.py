@@ -3,7 +3,13 @@
 The build writes into a staging folder beside the output (``.<name>.partial``) and renames it onto the
 output only when every file is in place, so an interrupted build never leaves a half-written output. The
 staging folder remembers which configurations are finished; a rerun with the same releases and options
-resumes from there. An existing output is never replaced unless asked to.
+resumes from there, and ends with exactly the files of an uninterrupted build (temporary files a killed
+process left behind are swept away; they are recognised by their names, see :mod:`imagenet_dg.atomic`).
+
+An existing output is never replaced unless asked to, and even then only when it holds an ImageNet-DG build
+and nothing else: never a folder holding other files, the current folder, or a folder holding the releases.
+An output is "up to date" only when it was built from the same releases, options and (with ``verify`` or
+``embed_images``) image contents, and its files on disk are exactly those its manifest lists.
 """
 
 from __future__ import annotations
@@ -20,14 +26,16 @@ from pathlib import Path
 import pandas as pd
 
 from imagenet_dg import __version__
-from imagenet_dg.atomic import write_text_atomic
+from imagenet_dg.atomic import is_temporary_name, write_text_atomic
 from imagenet_dg.card import dataset_readme
 from imagenet_dg.domains import DOMAINS
 from imagenet_dg.errors import BadImageError, ImageNetDGError, OutputExistsError, ReleaseNotFoundError
 from imagenet_dg.hashing import file_sha256
 from imagenet_dg.health import BAD_IMAGE_POLICIES, HealthReport, ImageProblem, check_images
 from imagenet_dg.manifests import (
+    CARD_FILE,
     COLUMNS,
+    DATA_DIR,
     DEFAULT_MAX_SHARD_BYTES,
     MANIFEST_FILE,
     MANIFEST_FORMAT,
@@ -35,6 +43,8 @@ from imagenet_dg.manifests import (
     content_hash,
     dumps_json,
     read_manifest,
+    unlisted_files,
+    verify_files,
     write_manifest,
     write_split,
 )
@@ -152,14 +162,39 @@ def _release_record(scan: DomainScan, digest: str) -> dict:
     }
 
 
-def _fingerprint(releases: Mapping[str, dict], options: BuildOptions) -> str:
-    payload = {
+def _fingerprint(
+    releases: Mapping[str, dict],
+    options: BuildOptions,
+    excluded: Sequence[dict] = (),
+    images_sha256: str | None = None,
+) -> str:
+    """Hash of every input that decides a build's content: the resume and "up to date" key.
+
+    Beside the releases' file lists and the options, ``excluded`` (the images ``verify`` left out: they
+    depend on the files' contents, not on their names) and ``images_sha256`` (the bytes of the selected
+    images, which ``embed_images`` copies into the output). Each enters only when it can matter, so builds
+    without them keep the key they always had.
+    """
+    payload: dict[str, object] = {
         "protocol_version": PROTOCOL_VERSION,
         "generator": __version__,
         "options": options.content_options(),
         "releases": {d: (r["layout"], r["table_sha256"]) for d, r in releases.items()},
     }
+    if excluded:
+        payload["excluded"] = [[e["domain"], e["path"], e["kind"]] for e in excluded]
+    if images_sha256 is not None:
+        payload["images_sha256"] = images_sha256
     return hashlib.sha256(dumps_json(payload).encode()).hexdigest()
+
+
+def _selected_images_sha256(scans: Mapping[str, DomainScan], splits: Mapping[str, TaskSplits]) -> str:
+    """SHA-256 over (domain, path, file SHA-256) of every selected image, in (domain, path) order."""
+    digest = hashlib.sha256()
+    for domain, paths in sorted(_selected_paths(list(splits.values())).items()):
+        for path in sorted(paths):
+            digest.update(f"{domain}\t{path}\t{file_sha256(scans[domain].root / path)}\n".encode())
+    return digest.hexdigest()
 
 
 def _split_frame(splits: TaskSplits, name: str) -> pd.DataFrame:
@@ -204,6 +239,61 @@ def _staging_folder(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
+def _is_build_file(relative: str) -> bool:
+    """Whether a path inside a staging folder is one a build writes there (by its name)."""
+    parts = relative.split("/")
+    if is_temporary_name(parts[-1]):
+        return True
+    if len(parts) == 1:
+        return relative in (STATE_FILE, MANIFEST_FILE, CARD_FILE)
+    return parts[0] == DATA_DIR and len(parts) == 3 and parts[2].endswith(".parquet")
+
+
+def _foreign_entries(folder: Path) -> list[str]:
+    """Files under a staging folder that a build does not write there; such a folder is not ours to delete."""
+    return [
+        p.relative_to(folder).as_posix()
+        for p in sorted(folder.rglob("*"))
+        if not p.is_dir() and not _is_build_file(p.relative_to(folder).as_posix())
+    ]
+
+
+def _remove_build_folder(folder: Path) -> None:
+    """Delete a staging or replaced folder of ours; refuse when it holds anything a build does not write."""
+    foreign = _foreign_entries(folder)
+    if foreign:
+        raise OutputExistsError(
+            f"{folder} holds files a build does not write ({', '.join(foreign[:5])}"
+            f"{', ...' if len(foreign) > 5 else ''}); move them elsewhere (or the folder), then build again"
+        )
+    shutil.rmtree(folder)
+
+
+def _sweep(staging: _Staging) -> None:
+    """Leave in a resumed staging folder only the state file and the files of finished configurations.
+
+    A killed build leaves temporary files, and the shards of a configuration it had not finished; a resumed
+    build that kept them would publish them beside the files of an uninterrupted one.
+    """
+    keep = {STATE_FILE} | {
+        shard["path"] for record in staging.done.values() for split in record["splits"].values()
+        for shard in split["files"]
+    }
+    foreign = _foreign_entries(staging.folder)
+    if foreign:
+        raise OutputExistsError(
+            f"{staging.folder} holds files a build does not write ({', '.join(foreign[:5])}); move them "
+            "elsewhere, then build again"
+        )
+    for path in sorted(staging.folder.rglob("*"), reverse=True):
+        relative = path.relative_to(staging.folder).as_posix()
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif relative not in keep:
+            path.unlink()
+
+
 def _open_staging(out: Path, fingerprint: str) -> _Staging:
     folder = _staging_folder(out)
     if folder.exists():
@@ -211,38 +301,90 @@ def _open_staging(out: Path, fingerprint: str) -> _Staging:
             state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             state = {}
-        if state.get("fingerprint") == fingerprint:
+        if isinstance(state, dict) and state.get("fingerprint") == fingerprint:
             logger.info("resuming the interrupted build in %s", folder)
-            return _Staging(folder, fingerprint, dict(state.get("done", {})))
+            staging = _Staging(folder, fingerprint, dict(state.get("done", {})))
+            # Only configurations whose files are all present and intact count as finished.
+            staging.done = {name: record for name in list(staging.done) if (record := staging.finished(name))}
+            _sweep(staging)
+            staging.save()
+            return staging
         logger.info("discarding %s: it holds an interrupted build of other releases or options", folder)
-        shutil.rmtree(folder)
+        _remove_build_folder(folder)
     folder.mkdir(parents=True)
     staging = _Staging(folder, fingerprint)
     staging.save()
     return staging
 
 
-def _check_output(out: Path, fingerprint: str, overwrite: bool) -> dict | None:
-    """The existing manifest when ``out`` already holds this very build; raises if ``out`` must not be touched."""
+def _protected_problem(out: Path, release_roots: Sequence[Path]) -> str | None:
+    """Why ``out`` must never be replaced: it is (or holds) the current folder or a release folder."""
+    real = out.resolve()
+    cwd = Path.cwd().resolve()
+    if cwd == real or cwd.is_relative_to(real):
+        return f"{out} is the current folder or holds it"
+    for root in release_roots:
+        root_real = Path(root).resolve()
+        if root_real == real or root_real.is_relative_to(real) or real.is_relative_to(root_real):
+            return f"{out} holds, or lies inside, the release folder {root}"
+    return None
+
+
+def _check_output(
+    out: Path, fingerprint: str, overwrite: bool, release_roots: Sequence[Path] = ()
+) -> dict | None:
+    """The existing manifest when ``out`` already holds this very build, intact; None when ``out`` may be
+    (re)built; raises OutputExistsError when ``out`` must not be touched.
+
+    ``--overwrite`` replaces only a folder that holds an ImageNet-DG build (its ``manifest.json``) and no file
+    the build did not write, and never the current folder or a folder holding (or inside) a release.
+    """
+    protected = _protected_problem(out, release_roots)
+    if protected is not None:
+        raise OutputExistsError(f"{protected}; it cannot be the output of a build: choose another --out")
     if not out.exists():
         return None
     if not out.is_dir():
         raise OutputExistsError(f"{out} exists and is not a folder; choose another output path")
     if not any(out.iterdir()):
         return None
-    if (out / MANIFEST_FILE).is_file():
-        manifest = read_manifest(out)
-        if manifest.get("build_fingerprint") == fingerprint:
-            return manifest
-        if overwrite:
-            return None
+    if not (out / MANIFEST_FILE).is_file():
         raise OutputExistsError(
-            f"{out} already holds an ImageNet-DG build of other releases or options "
-            f"(content hash {manifest['content_hash']}); pass --overwrite to replace it or choose another --out"
+            f"{out} exists, is not empty and holds no {MANIFEST_FILE}, so it is not an ImageNet-DG build; "
+            "--overwrite only replaces an earlier build. Choose an empty or new folder"
         )
+    try:
+        manifest = read_manifest(out)
+    except ImageNetDGError as error:
+        manifest, damage = None, [str(error)]
+    else:
+        extra = unlisted_files(out, manifest)
+        if extra:
+            listing = ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else "")
+            raise OutputExistsError(
+                f"{out} holds an ImageNet-DG build and also {len(extra)} file(s) the build did not write "
+                f"({listing}); move them out of the folder, or choose another --out. Neither a build nor "
+                "--overwrite touches files it did not write"
+            )
+        damage = verify_files(out, manifest)
+        readme = out / CARD_FILE
+        if not readme.is_file() or readme.read_text(encoding="utf-8") != dataset_readme(manifest):
+            damage.append(f"{readme}: missing or not the card this version writes for the manifest")
+    if manifest is not None and manifest.get("build_fingerprint") == fingerprint and not damage:
+        return manifest
     if overwrite:
         return None
-    raise OutputExistsError(f"{out} exists, is not empty and holds no {MANIFEST_FILE}; choose an empty or new folder")
+    if manifest is not None and manifest.get("build_fingerprint") == fingerprint:
+        raise OutputExistsError(
+            f"{out} holds this build, but its files do not match its {MANIFEST_FILE}:\n"
+            + "\n".join(f"  {d}" for d in damage)
+            + "\npass --overwrite to rebuild it"
+        )
+    found = f"(content hash {manifest['content_hash']})" if manifest is not None else f"({damage[0]})"
+    raise OutputExistsError(
+        f"{out} already holds an ImageNet-DG build of other releases, options or image contents {found}; "
+        "pass --overwrite to replace it or choose another --out"
+    )
 
 
 def _selected_paths(all_splits: Sequence[TaskSplits]) -> dict[str, set[str]]:
@@ -329,7 +471,8 @@ def build(
     """Build the ImageNet-DG dataset folder ``out`` from scanned releases.
 
     ``scans`` maps domain id -> :class:`DomainScan` and must cover every domain the selected tasks need.
-    ``on_config`` is called with each configuration name as soon as its files are written (a progress hook).
+    ``on_config`` is called with each configuration name as soon as its files are written (a progress hook);
+    configurations kept from an interrupted build are listed in the result's ``resumed`` instead.
     """
     out = Path(out).absolute()
     missing = [d for d in options.domains() if d not in scans]
@@ -342,14 +485,20 @@ def build(
                 "%s covers %d of the %d official classes; tasks use the classes present",
                 domain, record["classes"], record["official_classes"],
             )
-    fingerprint = _fingerprint(releases, options)
-    existing = _check_output(out, fingerprint, overwrite)
-    if existing is not None:
-        logger.info("%s already holds this build (content hash %s)", out, existing["content_hash"])
-        return BuildResult(out, existing, up_to_date=True)
-
+    release_roots = [scans[d].root for d in options.domains()]
+    # Refuse a protected output before any long verification.
+    protected = _protected_problem(out, release_roots)
+    if protected is not None:
+        raise OutputExistsError(f"{protected}; it cannot be the output of a build: choose another --out")
     tables = {d: scans[d].table for d in options.domains()}
     splits, health, excluded = _verified_splits(scans, tables, options)
+    images_sha256 = _selected_images_sha256(scans, splits) if options.embed_images else None
+    fingerprint = _fingerprint(releases, options, excluded, images_sha256)
+    existing = _check_output(out, fingerprint, overwrite, release_roots)
+    if existing is not None:
+        logger.info("%s already holds this build (content hash %s)", out, existing["content_hash"])
+        return BuildResult(out, existing, up_to_date=True, health=health)
+
     staging = _open_staging(out, fingerprint)
     image_roots = {d: scans[d].root for d in options.domains()} if options.embed_images else None
     written, resumed = [], []
@@ -373,8 +522,8 @@ def build(
             staging.done[name] = record
             staging.save()
             written.append(name)
-        if on_config is not None:
-            on_config(name)
+            if on_config is not None:
+                on_config(name)
         taxonomy = load_taxonomy()
         task = task_splits.task
         configs[name] = {
@@ -407,7 +556,9 @@ def build(
         "content_hash": content_hash((s.path, s.sha256) for s in shards),
         "build_fingerprint": fingerprint,
     }
-    write_text_atomic(staging.folder / "README.md", dataset_readme(manifest))
+    # The card is made from the manifest as any reader sees it (canonical key order), so that it can be
+    # checked against the manifest later.
+    write_text_atomic(staging.folder / CARD_FILE, dataset_readme(json.loads(dumps_json(manifest))))
     write_manifest(staging.folder, manifest)
     staging.state_file.unlink()
     _publish(staging.folder, out)
@@ -425,12 +576,15 @@ def _quirk_counts(health: HealthReport | None) -> dict[str, int]:
 
 def _publish(staging: Path, out: Path) -> None:
     """Move the finished staging folder onto ``out``, replacing an old output only after the move succeeded."""
-    old = None
+    old = out.parent / f".{out.name}.replaced"
+    if old.exists():
+        # Left by a build killed while publishing: the build it replaced.
+        _remove_build_folder(old)
     if out.exists():
-        old = out.parent / f".{out.name}.replaced"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
+        if any(out.iterdir()):
+            os.replace(out, old)
+        else:
+            out.rmdir()
     os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old)
+    if old.exists():
+        _remove_build_folder(old)

@@ -11,7 +11,6 @@ from importlib import resources
 
 import yaml
 
-from imagenet_dg.manifests import split_pattern
 from imagenet_dg.protocol import SPLITS
 
 CARD_RESOURCE = "DATASET_CARD.md"
@@ -22,8 +21,22 @@ def card_text() -> str:
     return resources.files("imagenet_dg").joinpath(CARD_RESOURCE).read_text(encoding="utf-8")
 
 
-def front_matter(config_names: Sequence[str]) -> dict:
-    """The Hub metadata block: licence, task category and the configurations with their data files."""
+_SPLIT_ORDER = ("expert", "guide", "train", "validation", "test")
+
+
+def _ordered_splits(splits: Mapping) -> list[str]:
+    """Split names in the conventional order, then any others by name: the same whatever the JSON key order."""
+    known = [s for s in _SPLIT_ORDER if s in splits]
+    return known + sorted(s for s in splits if s not in _SPLIT_ORDER)
+
+
+def front_matter(configs: Mapping[str, Mapping]) -> dict:
+    """The Hub metadata block: licence, task category and the configurations with their data files.
+
+    ``configs`` is the manifest's ``configs`` object. Each split names its shard files one by one, as the
+    manifest lists them, rather than by a glob: a file copied into a configuration's folder is not loaded
+    by ``datasets.load_dataset`` as part of the split.
+    """
     return {
         "pretty_name": "ImageNet-DG",
         "license": "other",
@@ -32,9 +45,12 @@ def front_matter(config_names: Sequence[str]) -> dict:
         "configs": [
             {
                 "config_name": name,
-                "data_files": [{"split": split, "path": split_pattern(name, split)} for split in SPLITS],
+                "data_files": [
+                    {"split": split, "path": [shard["path"] for shard in config["splits"][split]["files"]]}
+                    for split in _ordered_splits(config["splits"])
+                ],
             }
-            for name in config_names
+            for name, config in configs.items()
         ],
     }
 
@@ -89,6 +105,6 @@ def build_section(manifest: Mapping) -> str:
 
 def dataset_readme(manifest: Mapping, card: str | None = None) -> str:
     """The full ``README.md`` of a built dataset folder."""
-    header = yaml.safe_dump(front_matter(list(manifest["configs"])), sort_keys=False, allow_unicode=True)
+    header = yaml.safe_dump(front_matter(manifest["configs"]), sort_keys=False, allow_unicode=True)
     body = card if card is not None else card_text()
     return f"---\n{header}---\n\n{body.rstrip()}\n\n{build_section(manifest)}"

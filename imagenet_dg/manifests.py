@@ -4,6 +4,10 @@ One configuration per (task, shots, seed) holds the splits ``expert``, ``guide``
 ``data/<config>/<split>-NNNNN-of-NNNNN.parquet``. The parquet schema carries the ``datasets`` feature types
 (``label`` is a class label whose names are the task's wnids, since readable names repeat), so
 ``datasets.load_dataset`` restores them. ``manifest.json`` records what produced the files and their hashes.
+
+A reader lists a split's shards from ``manifest.json``, never from the folder, and checks each against its
+recorded SHA-256 before use: a shard copied in, removed or altered is found and named. Configuration names and
+shard paths read from a manifest are checked to stay inside the dataset folder.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from imagenet_dg.atomic import atomic_path, write_text_atomic
-from imagenet_dg.errors import ManifestError
+from imagenet_dg.confinement import lexical_problem, resolve_path
+from imagenet_dg.errors import ManifestError, PathEscapeError
 from imagenet_dg.hashing import file_sha256
 
 MANIFEST_FILE = "manifest.json"
@@ -30,6 +36,13 @@ DATA_DIR = "data"
 COLUMNS = ("path", "release", "domain", "wnid", "class_name", "label", "pool")
 DEFAULT_MAX_SHARD_BYTES = 500 * 1024 * 1024
 """Largest parquet shard to aim for when images are embedded (the Hub's recommended order of size)."""
+CARD_FILE = "README.md"
+HUB_METADATA = (".gitattributes", ".git", ".cache/huggingface")
+"""Entries a copy downloaded from (or cloned off) the Hub carries besides the dataset's own files."""
+
+_CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-\d{5}-of-\d{5}\.parquet$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -163,33 +176,191 @@ def write_manifest(folder: str | os.PathLike[str], manifest: Mapping[str, object
     write_text_atomic(Path(folder) / MANIFEST_FILE, dumps_json(manifest))
 
 
+def config_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a configuration name (one folder under ``data/``), or None when it can."""
+    if not isinstance(name, str) or not _CONFIG_NAME.match(name):
+        return (
+            f"configuration name {name!r} is not a single folder name (letters, digits and _ . + -, not "
+            "starting with a dot)"
+        )
+    return None
+
+
+def shard_path_problem(path: object, config: str, split: str) -> str | None:
+    """Why ``path`` cannot be the path of a shard of ``split`` of ``config``, or None when it can.
+
+    A shard path is exactly ``data/<config>/<split>-NNNNN-of-NNNNN.parquet``, so it can neither leave the
+    dataset folder nor stand for a file of another split or configuration.
+    """
+    problem = lexical_problem(path)
+    if problem is not None:
+        return f"shard path {path!r}: {problem}"
+    parts = str(path).split("/")
+    match = _SHARD_NAME.match(parts[-1])
+    if len(parts) != 3 or parts[0] != DATA_DIR or parts[1] != config or not match or match["split"] != split:
+        return f"shard path {path!r}: expected {DATA_DIR}/{config}/{split}-NNNNN-of-NNNNN.parquet"
+    return None
+
+
+def _check_structure(path: Path, manifest: object) -> None:
+    """Raise ManifestError unless ``manifest`` has the fields and the confined names every reader relies on."""
+
+    def refuse(what: str, error: type[ManifestError] = ManifestError) -> ManifestError:
+        return error(f"{path}: {what}; the file is damaged or not a manifest of imagenet-dg: rebuild or "
+                     "re-download the dataset")
+
+    if not isinstance(manifest, dict):
+        raise refuse(f"expected a JSON object, found {type(manifest).__name__}")
+    for key in ("format", "protocol_version", "configs", "content_hash"):
+        if key not in manifest:
+            raise refuse(f"missing the field {key!r}")
+    if not isinstance(manifest["format"], int) or not 1 <= manifest["format"] <= MANIFEST_FORMAT:
+        raise ManifestError(
+            f"{path}: manifest format {manifest['format']!r}, this version reads 1 to {MANIFEST_FORMAT}; "
+            "install the imagenet-dg version that wrote it, or rebuild the dataset"
+        )
+    configs = manifest["configs"]
+    if not isinstance(configs, dict):
+        raise refuse("'configs' is not an object")
+    entries = []
+    for name, config in configs.items():
+        problem = config_name_problem(name)
+        if problem is not None:
+            raise refuse(problem, PathEscapeError)
+        splits = config.get("splits") if isinstance(config, dict) else None
+        if not isinstance(splits, dict) or not splits:
+            raise refuse(f"configuration {name!r} lists no splits")
+        for split, record in splits.items():
+            files = record.get("files") if isinstance(record, dict) else None
+            if not isinstance(files, list) or not files:
+                raise refuse(f"split {split!r} of configuration {name!r} lists no files")
+            for shard in files:
+                if not isinstance(shard, dict):
+                    raise refuse(f"a file of split {split!r} of {name!r} is not an object")
+                problem = shard_path_problem(shard.get("path"), name, str(split))
+                if problem is not None:
+                    raise refuse(problem, PathEscapeError)
+                if not isinstance(shard.get("sha256"), str) or not _SHA256.match(shard["sha256"]):
+                    raise refuse(f"{shard['path']} has no SHA-256 (64 hexadecimal digits)")
+                entries.append((shard["path"], shard["sha256"]))
+    if len({p for p, _ in entries}) != len(entries):
+        raise refuse("a shard is listed twice")
+    if content_hash(entries) != manifest["content_hash"]:
+        raise refuse(
+            f"the content hash {manifest['content_hash']!r} is not the hash of the files it lists "
+            f"({content_hash(entries)})"
+        )
+
+
 def read_manifest(folder: str | os.PathLike[str]) -> dict:
-    """The manifest of a built dataset folder, checked for the fields every reader relies on."""
+    """The manifest of a built dataset folder, checked for the fields every reader relies on.
+
+    Configuration names must be single folder names and every shard path must be
+    ``data/<config>/<split>-NNNNN-of-NNNNN.parquet`` (raises :class:`PathEscapeError` otherwise); the content
+    hash must be the hash of the listed files. The files themselves are checked by :func:`verify_config`.
+    """
     path = Path(folder) / MANIFEST_FILE
     if not path.is_file():
         raise ManifestError(f"{path}: no manifest here; expected the output folder of 'imagenet-dg build'")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ManifestError(f"{path}: not valid JSON ({error})") from None
-    for key in ("format", "protocol_version", "configs", "content_hash"):
-        if key not in manifest:
-            raise ManifestError(f"{path}: missing the field {key!r}; the file is damaged or not a manifest")
-    if manifest["format"] != MANIFEST_FORMAT:
-        raise ManifestError(f"{path}: manifest format {manifest['format']}, this version reads {MANIFEST_FORMAT}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ManifestError(f"{path}: not valid JSON ({error}); rebuild or re-download the dataset") from None
+    _check_structure(path, manifest)
     return manifest
+
+
+def split_shards(manifest: Mapping, config: str, split: str) -> list[ShardRecord]:
+    """The shards of ``split`` of ``config`` as listed in ``manifest``, in their listed order."""
+    files = manifest["configs"][config]["splits"][split]["files"]
+    return [ShardRecord(str(f["path"]), int(f.get("rows", 0)), str(f["sha256"])) for f in files]
+
+
+def listed_shards(manifest: Mapping, configs: Iterable[str] | None = None) -> list[ShardRecord]:
+    """Every shard ``manifest`` lists (of ``configs`` only, when given), in manifest order."""
+    chosen = manifest["configs"] if configs is None else configs
+    return [s for c in chosen for split in manifest["configs"][c]["splits"] for s in split_shards(manifest, c, split)]
+
+
+def shard_file(folder: str | os.PathLike[str], shard: ShardRecord) -> Path:
+    """The file of ``shard`` in ``folder``, checked to lie inside it, symbolic links followed."""
+    return resolve_path(folder, shard.path)
+
+
+def _shard_problems(folder: Path, shards: Iterable[ShardRecord]) -> list[str]:
+    problems = []
+    for shard in shards:
+        file = shard_file(folder, shard)
+        if not file.is_file():
+            problems.append(f"{file}: missing")
+        elif file_sha256(file) != shard.sha256:
+            problems.append(f"{file}: content differs from the SHA-256 recorded in {MANIFEST_FILE}")
+    return problems
+
+
+def _unlisted(folder: Path, under: Path, listed: set[str], ignored: Sequence[str] = ()) -> list[str]:
+    """Paths (relative to ``folder``) of the files and empty folders under ``under`` that are not listed."""
+    found = []
+    for path in sorted(under.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if any(relative == i or relative.startswith(f"{i}/") for i in ignored):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()):
+                found.append(relative + "/")
+            continue
+        if relative not in listed:
+            found.append(relative)
+    return found
+
+
+def verify_config(folder: str | os.PathLike[str], manifest: Mapping, config: str) -> list[str]:
+    """Problems of the files of ``config``: listed shards missing or altered, files in its folder not listed."""
+    folder = Path(folder)
+    shards = listed_shards(manifest, [config])
+    problems = _shard_problems(folder, shards)
+    config_dir = resolve_path(folder, f"{DATA_DIR}/{config}")
+    if config_dir.is_dir():
+        extra = _unlisted(folder, config_dir, {s.path for s in shards})
+        problems += [f"{folder / e}: not listed in {MANIFEST_FILE}" for e in extra]
+    return problems
+
+
+def check_config(folder: str | os.PathLike[str], manifest: Mapping, config: str) -> None:
+    """Raise ManifestError naming every problem :func:`verify_config` finds in ``config``."""
+    problems = verify_config(folder, manifest, config)
+    if problems:
+        raise ManifestError(
+            f"configuration {config} of {folder} does not match its {MANIFEST_FILE}, so it cannot be scored:\n"
+            + "\n".join(f"  {p}" for p in problems)
+            + "\nRebuild the dataset (imagenet-dg build ... --overwrite) or download it again; remove files you "
+            "added under data/."
+        )
 
 
 def verify_files(folder: str | os.PathLike[str], manifest: Mapping[str, object]) -> list[str]:
     """Problems found when checking every data file listed in ``manifest`` against its recorded hash."""
+    return _shard_problems(Path(folder), listed_shards(manifest))
+
+
+def verify_build(folder: str | os.PathLike[str]) -> list[str]:
+    """Every problem of a built dataset folder: its manifest unreadable or inconsistent, a listed shard
+    missing or altered, a file that is neither the card, the manifest, a listed shard nor Hub metadata
+    (:data:`HUB_METADATA`). Empty when the folder is intact. Raises ManifestError when there is no readable
+    manifest at all.
+    """
     folder = Path(folder)
-    problems = []
-    for config in manifest["configs"].values():  # type: ignore[union-attr]
-        for split in config["splits"].values():
-            for shard in split["files"]:
-                file = folder / shard["path"]
-                if not file.is_file():
-                    problems.append(f"{file}: missing")
-                elif file_sha256(file) != shard["sha256"]:
-                    problems.append(f"{file}: content differs from the hash in {MANIFEST_FILE}")
+    manifest = read_manifest(folder)
+    listed = {s.path for s in listed_shards(manifest)} | {MANIFEST_FILE, CARD_FILE}
+    problems = verify_files(folder, manifest)
+    if not (folder / CARD_FILE).is_file():
+        problems.append(f"{folder / CARD_FILE}: missing")
+    problems += [f"{folder / e}: not part of the build" for e in _unlisted(folder, folder, listed, HUB_METADATA)]
     return problems
+
+
+def unlisted_files(folder: str | os.PathLike[str], manifest: Mapping) -> list[str]:
+    """Relative paths of the entries of ``folder`` that are not the card, the manifest or a listed shard."""
+    folder = Path(folder)
+    listed = {s.path for s in listed_shards(manifest)} | {MANIFEST_FILE, CARD_FILE}
+    return _unlisted(folder, folder, listed)

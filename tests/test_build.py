@@ -9,6 +9,7 @@ from pathlib import Path
 import datasets
 import pandas as pd
 import pytest
+import yaml
 
 from imagenet_dg.build import BuildOptions, build
 from imagenet_dg.errors import BadImageError, ManifestError, OutputExistsError
@@ -53,8 +54,11 @@ def test_output_has_the_hub_dataset_layout(built: Path) -> None:
     )
     assert names == expected
     readme = (built / "README.md").read_text()
-    front = readme.split("---\n")[1]
-    assert "config_name: a-2shot-seed1" in front and "path: data/a-2shot-seed1/guide-*.parquet" in front
+    front = yaml.safe_load(readme.split("---\n")[1])
+    config = next(c for c in front["configs"] if c["config_name"] == "a-2shot-seed1")
+    assert {f["split"]: f["path"] for f in config["data_files"]} == {
+        split: [f"data/a-2shot-seed1/{split}-00000-of-00001.parquet"] for split in ("expert", "guide", "test")
+    }
 
 
 def test_readme_carries_the_dataset_card(built: Path) -> None:
