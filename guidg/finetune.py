@@ -6,7 +6,11 @@ by CMAttn (GuiDG), or the single zero-shot classifier (the baselines). AdamW on 
 (and CMAttn), cosine schedule, then weight averaging: CLIPood's Beta moving average, or WiSE-FT for ERM and UEO.
 
 Every random draw is a pure function of (seed, step, domain, slot), so a run resumed from a checkpoint ends
-exactly where an uninterrupted run ends, whatever the number of loading workers.
+exactly where an uninterrupted run ends, whatever the number of loading workers. Under ``torchrun`` each
+process loads and encodes its share of every step's batch (see :mod:`guidg.distributed`), so the result does
+not depend on the number of processes beyond floating-point order.
+
+What the base method changes (margin, entropy term, weight averaging) is read from :mod:`guidg.bases`.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,17 +26,23 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
 
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.images import open_image
 from imagenet_dg.loading import LabeledImages
 from guidg.averaging import BetaMovingAverage, wise_ft
 from guidg.backbone import Backbone
+from guidg.bases import get_base
 from guidg.checkpoints import fingerprint, load_module_state, load_training_state, save_training_state
 from guidg.cmattn import CMAttn
+from guidg.distributed import (
+    SINGLE, Replica, broadcast_from_main, check_divisible, current_replica, gather_in_order,
+)
 from guidg.divergence import check_finite
-from guidg.losses import BASES, GuidedLoss, guided_loss, single_head_loss
+from guidg.losses import GuidedLoss, guided_loss, single_head_loss
 from guidg.presets import FinetuneConfig
 from guidg.schedule import cosine_lambda
 from guidg.seeding import derive_seed, generator
@@ -54,9 +64,15 @@ class StepItem:
 
 
 class StepSampler(Sampler[list[StepItem]]):
-    """Yields, for each step from ``start`` to ``total``, the images of that step: ``per_domain`` from each pool."""
+    """Yields, for each step from ``start`` to ``total``, the images of that step: ``per_domain`` from each pool.
 
-    def __init__(self, pool_sizes: Sequence[int], per_domain: int, seed: int, total: int, start: int = 0) -> None:
+    With a ``replica`` of several processes, it yields only that rank's slots of each domain's draw.
+    """
+
+    def __init__(
+        self, pool_sizes: Sequence[int], per_domain: int, seed: int, total: int, start: int = 0,
+        replica: Replica = SINGLE,
+    ) -> None:
         if any(n == 0 for n in pool_sizes):
             raise ImageNetDGError("every source domain needs at least one training image; one pool is empty")
         self.pool_sizes = list(pool_sizes)
@@ -64,6 +80,7 @@ class StepSampler(Sampler[list[StepItem]]):
         self.seed = seed
         self.total = total
         self.start = start
+        self.replica = replica
 
     def items(self, step: int) -> list[StepItem]:
         """The images of ``step`` (independent of every other step)."""
@@ -74,9 +91,21 @@ class StepSampler(Sampler[list[StepItem]]):
                 items.append(StepItem(step, domain, index, derive_seed(self.seed, "augment", step, domain, slot)))
         return items
 
+    def share(self, step: int) -> list[StepItem]:
+        """This rank's images of ``step``: its slots of every domain, domain-major (all of them for one process)."""
+        items = self.items(step)
+        if self.replica.world_size == 1:
+            return items
+        slots = self.replica.slots(self.per_domain)
+        return [items[d * self.per_domain + s] for d in range(len(self.pool_sizes)) for s in slots]
+
+    def labels(self, step: int, pools: Sequence[LabeledImages]) -> Tensor:
+        """The labels of the whole batch of ``step`` (every rank's share), in single-process order."""
+        return torch.tensor([pools[i.domain].labels[i.index] for i in self.items(step)])
+
     def __iter__(self) -> Iterator[list[StepItem]]:
         for step in range(self.start, self.total):
-            yield self.items(step)
+            yield self.share(step)
 
     def __len__(self) -> int:
         return self.total - self.start
@@ -98,6 +127,23 @@ class PoolImages(Dataset):
         return self.transform(image, item.augment_seed), pool.labels[item.index], item.domain
 
 
+def step_batches(
+    pools: Sequence[LabeledImages], transform: Callable, sampler: StepSampler, *, num_workers: int, pin_memory: bool
+) -> Iterable[tuple[Tensor, Tensor, Tensor]]:
+    """The (images, labels, domains) of this rank's share of each step of ``sampler``, loaded and augmented.
+
+    The only place that turns image files into training batches: a faster loader replaces this function and
+    must yield the same tensors, in the same order.
+    """
+    return DataLoader(
+        PoolImages(pools, transform),
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )
+
+
 def train_step(
     backbone: Backbone,
     cmattn: CMAttn | None,
@@ -107,10 +153,22 @@ def train_step(
     base: str,
     config: FinetuneConfig,
     optimizer: torch.optim.Optimizer,
+    *,
+    encoder: nn.Module | None = None,
+    replica: Replica = SINGLE,
+    domains: int = 1,
 ) -> tuple[GuidedLoss, Tensor | None]:
-    """One optimisation step of the image encoder (and CMAttn): returns the loss and CMAttn's weights."""
+    """One optimisation step of the image encoder (and CMAttn): returns the loss and CMAttn's weights.
+
+    ``encoder`` is the image encoder to call (the ``DistributedDataParallel`` wrapper of the backbone's under
+    several processes). There ``images`` is this rank's share of a batch of ``domains`` domains and
+    ``labels`` the labels of the whole batch: the loss is computed on every rank's features, gathered.
+    """
+    encoder = backbone.model.visual if encoder is None else encoder
     with backbone.autocast():
-        features = F.normalize(backbone.model.visual(images).float(), dim=-1)
+        features = F.normalize(encoder(images).float(), dim=-1)
+    if replica.world_size > 1:
+        features = gather_in_order(features, replica, domains, config.batch_per_domain)
     weights = None
     if cmattn is not None:
         weights = cmattn(features, heads)
@@ -161,13 +219,15 @@ def finetune_image_encoder(
     the run early after saving (what an interruption leaves behind). The backbone's image encoder holds the
     final weights afterwards.
     """
-    if base not in BASES:
-        raise ImageNetDGError(f"unknown base method {base!r}; expected one of {', '.join(BASES)}")
+    described = get_base(base)
     if not guided and heads.shape[0] != 1:
         raise ImageNetDGError("an unguided fine-tuning trains against exactly one classifier head")
+    replica = current_replica()
+    check_divisible(config.batch_per_domain, replica)
     device = backbone.device
     visual = backbone.model.visual
-    heads = F.normalize(heads.detach().float(), dim=-1).to(device)
+    # Rank 0's heads on every rank: experts trained on several GPUs need not agree to the last bit.
+    heads = broadcast_from_main(F.normalize(heads.detach().float(), dim=-1).to(device), replica)
     total = config.epochs * config.steps_per_epoch
     pretrained = _visual_state(visual)
 
@@ -182,7 +242,8 @@ def finetune_image_encoder(
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(total, config.warmup_steps))
-    average = BetaMovingAverage(visual, total, config.bma_beta) if base == "clipood" else None
+    averaged = described.averaging == "beta-moving-average"
+    average = BetaMovingAverage(visual, total, config.bma_beta) if averaged else None
 
     run_fingerprint = fingerprint(
         {
@@ -213,7 +274,7 @@ def finetune_image_encoder(
             logger.info("%s: resuming fine-tuning at step %d of %d", method, start, total)
 
     def save(step: int) -> None:
-        if checkpoint is None:
+        if checkpoint is None or not replica.is_main:
             return
         save_training_state(
             checkpoint,
@@ -230,21 +291,28 @@ def finetune_image_encoder(
         )
 
     transform = finetune_train_transform(backbone.image_size, config.randaugment)
-    sampler = StepSampler([len(p) for p in pools], config.batch_per_domain, seed, total, start)
-    loader = DataLoader(
-        PoolImages(pools, transform),
-        batch_sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
+    sampler = StepSampler([len(p) for p in pools], config.batch_per_domain, seed, total, start, replica)
+    batches = step_batches(pools, transform, sampler, num_workers=num_workers, pin_memory=device.type == "cuda")
+    encoder: nn.Module = visual
+    if replica.world_size > 1:
+        # Gradients are averaged over the ranks; CMAttn sees the gathered batch on every rank, so its
+        # gradients agree without communication.
+        encoder = DistributedDataParallel(visual, device_ids=[device.index] if device.type == "cuda" else None)
     visual.train()
     step = start
     pending: tuple[int, Tensor] | None = None
-    for images, labels, _domains in loader:
+    progress = tqdm(total=total, initial=start, desc=method, unit="step", disable=None if replica.is_main else True,
+                    leave=False)
+    for images, labels, _domains in batches:
         images = images.to(device, non_blocking=True)
+        if replica.world_size > 1:
+            labels = sampler.labels(step, pools)
         labels = labels.to(device, non_blocking=True)
-        loss, weights = train_step(backbone, cmattn, heads, images, labels, base, config, optimizer)
+        loss, weights = train_step(
+            backbone, cmattn, heads, images, labels, base, config, optimizer,
+            encoder=encoder, replica=replica, domains=len(pools),
+        )
+        progress.update()
         # Checking the previous step's loss lets the device run ahead instead of waiting at every step.
         if pending is not None:
             check_finite(pending[1], pending[0], method)
@@ -266,6 +334,7 @@ def finetune_image_encoder(
             save(step)
         if step == stop_at_step:
             break
+    progress.close()
     if pending is not None:
         check_finite(pending[1], pending[0], method)
     visual.eval()

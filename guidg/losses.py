@@ -1,7 +1,7 @@
 """Training losses of the image-encoder fine-tuning step: expert-guided (GuiDG) and single-head baselines.
 
 Logits are ``LOGIT_SCALE * g(f) T^T`` for image features ``f`` (B, D) and class text features ``T`` (C, D).
-The base method decides ``g`` and any extra term:
+The base method (described once, in :mod:`guidg.bases`) decides ``g`` and any extra term:
 
 - ``erm``: ``g(f) = f``; cross-entropy.
 - ``clipood``: ``g(f) = f - lambda * T[y]``, CLIPood's margin metric softmax (see :func:`expert_logits`).
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from guidg.bases import BASES, Base
 from imagenet_dg.errors import ImageNetDGError
 
 LOGIT_SCALE = 100.0
 """CLIP's exp(logit_scale): logits are 100 * cosine."""
 
-BASES = ("erm", "clipood", "ueo")
 
 
 class LossInputError(ImageNetDGError, ValueError):
@@ -100,15 +100,14 @@ def guided_loss(
 
     ``features`` (B, D) image features, ``experts`` (d, C, D) the experts' class text features, ``weights``
     (B, d) CMAttn's weights (batch routing gives identical rows, and then the loss is
-    ``sum_i w_i * mean_b CE_i[b]``), ``labels`` (B,). ``base`` is one of :data:`BASES`: ``clipood`` uses
-    ``g_i(f) = f - clipood_lambda * T_i[y]`` (see :func:`expert_logits`); ``ueo`` adds
+    ``sum_i w_i * mean_b CE_i[b]``), ``labels`` (B,). ``base`` is one of :data:`BASES`: a margin base (``clipood``) uses
+    ``g_i(f) = f - clipood_lambda * T_i[y]`` (see :func:`expert_logits`); an entropy-term base (``ueo``) adds
     ``ueo_coef * sum_i ueo_entropy_term(softmax of expert i)``, not weighted by ``w``.
 
     Gradient flows to ``features`` and to ``weights`` (CMAttn learns through them); ``experts`` are
     treated as constants (detached).
     """
-    if base not in BASES:
-        raise LossInputError(f"unknown base method {base!r}; expected one of {', '.join(BASES)}")
+    described = _base(base)
     experts = experts.detach()
     _check_features_and_experts(features, experts)
     batch, num_experts = features.shape[0], experts.shape[0]
@@ -119,13 +118,13 @@ def guided_loss(
             f"guided_loss expected expert weights of shape (B, d) = {(batch, num_experts)}; "
             f"got {tuple(weights.shape)}"
         )
-    margin = clipood_lambda if base == "clipood" else 0.0
+    margin = described.margin_size(clipood_lambda)
     logits = expert_logits(features, experts, labels, margin)
     # at least float32: the cross-entropy of bf16/fp16 logits loses the small differences that matter
     log_probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(dim=-1)
     per_expert_ce = -log_probs.gather(-1, labels[None, :, None].expand(num_experts, batch, 1)).squeeze(-1)
     ce = (weights.to(per_expert_ce.dtype).T * per_expert_ce).sum(dim=0).mean()
-    if base != "ueo":
+    if not described.entropy_term:
         return GuidedLoss(total=ce, ce=ce, entropy_term=None)
     entropy_term = _entropy_gap(log_probs).sum()
     return GuidedLoss(total=ce + ueo_coef * entropy_term, ce=ce, entropy_term=entropy_term)
@@ -158,6 +157,13 @@ def ensemble_logits(features: Tensor, experts: Tensor, weights: Tensor) -> Tenso
             f"ensemble_logits expected weights of shape (B, d) = {expected}; got {tuple(weights.shape)}"
         )
     return torch.einsum("be,ebc->bc", weights.to(features.dtype), expert_logits(features, experts))
+
+
+def _base(name: str) -> Base:
+    try:
+        return BASES[name]
+    except (KeyError, TypeError):
+        raise LossInputError(f"unknown base method {name!r}; expected one of {', '.join(BASES)}") from None
 
 
 def _entropy_gap(log_probs: Tensor) -> Tensor:

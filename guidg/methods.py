@@ -1,5 +1,8 @@
 """The methods, registered by name: zero-shot, CoOp, ERM (+WiSE-FT), CLIPood, UEO, and GuiDG on each base.
 
+The fine-tuning baselines and GuiDG's variants are registered once per base of :data:`guidg.bases.BASES`:
+``erm``, ``clipood``, ``ueo`` alone, and ``guidg+erm``, ``guidg+clipood``, ``guidg+ueo``.
+
 Every method is a function from a :class:`FitContext` (backbone, task data, hyperparameters, seed, where to
 keep state) to a :class:`TrainedMethod`, which holds the trained state, predicts logits for images and
 reports its number of trainable parameters.
@@ -20,8 +23,10 @@ from torch import Tensor
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.loading import LabeledImages, TaskData
 from guidg.backbone import Backbone
+from guidg.bases import BASES
 from guidg.checkpoints import load_module_state
 from guidg.cmattn import CMAttn
+from guidg.distributed import barrier, current_replica
 from guidg.evaluation import head_logits, image_features
 from guidg.experts import ExpertStore, expert_summaries, stack_text_features, train_experts
 from guidg.finetune import finetune_image_encoder
@@ -83,6 +88,13 @@ class TrainedMethod:
         return self.logits(image_features(backbone, images, num_workers=num_workers))
 
 
+def _selection(task: TaskData) -> Mapping[str, LabeledImages]:
+    """Source-only model-selection images per source: the task's validation data (the guide sample in the
+    fewshot protocol, the held-out part in the full one)."""
+    validation = getattr(task, "validation", None)
+    return task.guide if validation is None else validation
+
+
 def _pooled(pools: Mapping[str, LabeledImages], order: tuple[str, ...]) -> LabeledImages:
     return LabeledImages.concat([pools[d] for d in order])
 
@@ -110,13 +122,13 @@ def _zeroshot(templates: str | None) -> Callable[[FitContext], TrainedMethod]:
 
 
 def fit_coop(context: FitContext) -> TrainedMethod:
-    """CoOp: one prompt learned on the expert pools of all sources, selected on their guide pools."""
+    """CoOp: one prompt learned on the expert pools of all sources, selected on their validation data."""
     task = context.task
     result = train_prompt(
         context.backbone,
         task.class_names,
         _pooled(task.expert, task.sources),
-        _pooled(task.guide, task.sources),
+        _pooled(_selection(task), task.sources),
         context.config.prompt,
         seed=context.seed,
         method="coop",
@@ -156,10 +168,16 @@ def _finetuned(base: str) -> Callable[[FitContext], TrainedMethod]:
 def _guided(base: str) -> Callable[[FitContext], TrainedMethod]:
     def fit(context: FitContext) -> TrainedMethod:
         task = context.task
+        replica = current_replica()
+        if not replica.is_main and context.experts is not None:
+            barrier(replica)  # rank 0 trains and saves the experts; the other ranks then load them
         experts = train_experts(
-            context.backbone, task, context.config.prompt, seed=context.seed, store=context.experts,
+            context.backbone, task, context.config.prompt, seed=context.seed,
+            store=context.experts,
             num_workers=context.num_workers,
         )
+        if replica.is_main and context.experts is not None:
+            barrier(replica)
         heads = stack_text_features(experts)
         result = finetune_image_encoder(
             context.backbone,
@@ -195,27 +213,45 @@ class MethodSpec:
     """A registered method."""
 
     name: str
+    """Registered name, e.g. ``zeroshot``, ``clipood`` or ``guidg+clipood``."""
     fit: Callable[[FitContext], TrainedMethod]
     description: str
     trains_image_encoder: bool
+    family: str = ""
+    """The method as a result record names it (``guidg`` for every GuiDG variant); the name by default."""
+    base: str | None = None
+    """The base under a method that runs on one (GuiDG); None for the others."""
+    routes: bool = False
+    """Whether CMAttn routes between heads (its routing is then part of the result)."""
+
+    def __post_init__(self) -> None:
+        if not self.family:
+            object.__setattr__(self, "family", self.name)
 
 
-METHODS: Mapping[str, MethodSpec] = MappingProxyType(
-    {
-        spec.name: spec
-        for spec in (
-            MethodSpec("zeroshot", _zeroshot(None), "CLIP zero-shot, templates from the eval config", False),
-            MethodSpec("zeroshot-ensemble", _zeroshot("ensemble"), "CLIP zero-shot, 80 ImageNet templates", False),
-            MethodSpec("coop", fit_coop, "CoOp: one prompt learned on the pooled sources", False),
-            MethodSpec("erm", _finetuned("erm"), "fine-tuned image encoder, cross-entropy, WiSE-FT", True),
-            MethodSpec("clipood", _finetuned("clipood"), "CLIPood: margin metric softmax, Beta moving average", True),
-            MethodSpec("ueo", _finetuned("ueo"), "UEO: cross-entropy and entropy term, WiSE-FT", True),
-            MethodSpec("guidg+erm", _guided("erm"), "GuiDG on ERM (+WiSE-FT)", True),
-            MethodSpec("guidg+clipood", _guided("clipood"), "GuiDG on CLIPood", True),
-            MethodSpec("guidg+ueo", _guided("ueo"), "GuiDG on UEO (+WiSE-FT)", True),
-        )
-    }
-)
+GUIDG = "guidg"
+"""The method family that runs on top of a base: registered as ``guidg+<base>`` for every base."""
+
+
+def _registered() -> tuple[MethodSpec, ...]:
+    fixed = (
+        MethodSpec("zeroshot", _zeroshot(None), "CLIP zero-shot, templates from the eval config", False),
+        MethodSpec("zeroshot-ensemble", _zeroshot("ensemble"), "CLIP zero-shot, 80 ImageNet templates", False),
+        MethodSpec("coop", fit_coop, "CoOp: one prompt learned on the pooled sources", False),
+    )
+    alone = tuple(
+        MethodSpec(base.name, _finetuned(base.name), f"fine-tuned image encoder, {base.description}", True)
+        for base in BASES.values()
+    )
+    guided = tuple(
+        MethodSpec(f"{GUIDG}+{base.name}", _guided(base.name), f"GuiDG on {base.name} ({base.description})", True,
+                   family=GUIDG, base=base.name, routes=True)
+        for base in BASES.values()
+    )
+    return fixed + alone + guided
+
+
+METHODS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec in _registered()})
 
 
 def get_method(name: str) -> MethodSpec:
@@ -224,6 +260,36 @@ def get_method(name: str) -> MethodSpec:
         return METHODS[name]
     except KeyError:
         raise ImageNetDGError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}") from None
+
+
+def families_with_base() -> tuple[str, ...]:
+    """Method families that run on a base and take ``--base`` (``guidg``)."""
+    return tuple(dict.fromkeys(spec.family for spec in METHODS.values() if spec.base is not None))
+
+
+def resolve_method(name: str, base: str | None) -> MethodSpec:
+    """The registered method meant by ``name`` and an optional ``base``: ``guidg`` with ``base`` ``clipood``
+    is ``guidg+clipood``. A base given to a method that runs on none, or a family named without its base, is
+    an error that says what to give."""
+    families = families_with_base()
+    if base is not None and base not in BASES:
+        raise ImageNetDGError(f"unknown base method {base!r}; expected one of {', '.join(BASES)}")
+    if name in families:
+        if base is None:
+            raise ImageNetDGError(
+                f"method {name} runs on a base method: give --base {'|'.join(BASES)} "
+                f"(or name it {', '.join(f'{name}+{b}' for b in BASES)})"
+            )
+        return get_method(f"{name}+{base}")
+    spec = get_method(name)
+    if base is not None:
+        if spec.base is not None and spec.base == base:
+            return spec
+        raise ImageNetDGError(
+            f"method {name} has no base, but --base {base} was given; --base applies only to "
+            f"{', '.join(families)} (remove --base, or use --method {' or '.join(families)})"
+        )
+    return spec
 
 
 def fit_method(
