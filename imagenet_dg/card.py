@@ -105,6 +105,10 @@ def build_section(manifest: Mapping) -> str:
 
 def dataset_readme(manifest: Mapping, card: str | None = None) -> str:
     """The full ``README.md`` of a built dataset folder."""
+    if manifest.get("suite", "imagenet-dg") != "imagenet-dg":
+        from imagenet_dg.suite_card import suite_readme  # the standard suites have their own card
+
+        return suite_readme(manifest)
     header = yaml.safe_dump(front_matter(manifest["configs"]), sort_keys=False, allow_unicode=True)
     body = card if card is not None else card_text()
     return f"---\n{header}---\n\n{body.rstrip()}\n\n{build_section(manifest)}"

@@ -77,8 +77,12 @@ def _name_entropy(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
 
 
-def _generator(seed: int, *names: str) -> np.random.Generator:
+def seeded_generator(seed: int, *names: str) -> np.random.Generator:
+    """A generator seeded from ``seed`` and the names of what it shuffles, identical on every machine."""
     return np.random.default_rng(np.random.SeedSequence([int(seed), *(_name_entropy(n) for n in names)]))
+
+
+_generator = seeded_generator
 
 
 def _check_table(table: pd.DataFrame, what: str) -> None:

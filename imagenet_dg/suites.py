@@ -381,7 +381,7 @@ MINIATURE_CLASSES: Mapping[str, tuple[str, ...]] = {
     "pacs": PACS.classes,
     "vlcs": VLCS.classes,
     "officehome": ("Alarm_Clock", "Desk_Lamp", "Mug", "TV", "ToothBrush"),
-    "terraincognita": ("bird", "bobcat", "coyote", "empty"),
+    "terraincognita": ("bird", "cat", "coyote", "dog"),
     "domainnet": ("The_Eiffel_Tower", "airplane", "t-shirt", "teddy-bear", "zigzag"),
 }
 """Classes of each miniature suite: real folder names, chosen to keep the awkward ones (a space-free
