@@ -9,7 +9,9 @@ had to work around; files that cannot give a picture (missing, empty, truncated,
 from __future__ import annotations
 
 import io
+import json
 import os
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -39,17 +41,58 @@ _TIFF_HEADERS = (b"II*\x00", b"MM\x00*")
 _METADATA_LOCK = threading.Lock()
 
 
-class UnreadableImageError(BadImageError):
-    """An image file that gives no picture. ``kind`` is one of the "bad" kinds of :mod:`imagenet_dg.health`."""
+_CARRIED_FIELDS = "unreadable image fields: "
 
-    def __init__(self, path: str | os.PathLike[str], kind: str, reason: str) -> None:
+
+def _in_loader_worker() -> bool:
+    """Whether this process is a PyTorch DataLoader worker (torch is not imported here for this)."""
+    data = sys.modules.get("torch.utils.data")
+    worker_info = getattr(data, "get_worker_info", None)
+    return worker_info is not None and worker_info() is not None
+
+
+def _carried_fields(text: str) -> tuple[str, str, str] | None:
+    """The (path, kind, reason) a DataLoader worker wrote into the text of an UnreadableImageError."""
+    at = text.rfind(_CARRIED_FIELDS)
+    if at < 0:
+        return None
+    try:
+        path, kind, reason = json.loads(text[at + len(_CARRIED_FIELDS) :].splitlines()[0])
+    except (ValueError, IndexError):
+        return None
+    return str(path), str(kind), str(reason)
+
+
+class UnreadableImageError(BadImageError):
+    """An image file that gives no picture. ``kind`` is one of the "bad" kinds of :mod:`imagenet_dg.health`.
+
+    The error reads the same whether the image was opened in this process or in a DataLoader worker.
+    PyTorch passes a worker's exception on as its type and the text of its traceback only, and rebuilds it
+    as ``type(text)``; so in a worker the text carries the fields as one JSON line, and the one-argument form
+    of the constructor finds them there again.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], kind: str | None = None, reason: str | None = None) -> None:
+        if kind is None or reason is None:
+            fields = _carried_fields(os.fspath(path))
+            if fields is None:
+                # PyTorch then raises its own RuntimeError with the worker's traceback text.
+                raise TypeError("UnreadableImageError needs the path, the kind and the reason")
+            path, kind, reason = fields
         self.path = os.fspath(path)
         self.kind = kind
         self.reason = reason
+        self._carry_fields = _in_loader_worker()
         super().__init__(
-            f"cannot use image {self.path}: {reason}. "
-            "Replace the file with the one from the official release, or leave it out."
+            f"cannot use image {self.path}: {reason}. If the release folder is the right one, replace the file "
+            "with the one from the official release, or leave it out (build with --verify --on-bad-image skip)"
         )
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self._carry_fields:
+            return f"{text}\n{_CARRIED_FIELDS}{json.dumps([self.path, self.kind, self.reason])}"
+        return text
 
     def __reduce__(self) -> tuple[type[UnreadableImageError], tuple[str, str, str]]:
         # Rebuilt from its fields when it crosses a process boundary (loader workers, process pools).

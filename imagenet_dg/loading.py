@@ -7,8 +7,9 @@ a manifest from elsewhere cannot make a loader read other files of the machine.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
-import posixpath
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch.utils.data
 
-from imagenet_dg.errors import ImageNetDGError, ManifestError, PathEscapeError, ReleaseNotFoundError
+from imagenet_dg.confinement import resolve_inside as _resolve_inside
+from imagenet_dg.confinement import resolve_path  # noqa: F401 - part of this module's interface
+from imagenet_dg.errors import ImageNetDGError, ManifestError, ReleaseNotFoundError
 from imagenet_dg.images import open_image
-from imagenet_dg.manifests import MANIFEST_FILE, read_manifest, split_pattern
+from imagenet_dg.manifests import MANIFEST_FILE, check_config, read_manifest, shard_file, split_shards
+
+logger = logging.getLogger(__name__)
 
 ROW_COLUMNS = ("path", "domain", "label")
 """Columns :func:`labeled_images` reads; other columns are ignored."""
@@ -31,54 +36,13 @@ SPLIT_NAMES = ("expert", "guide", "test")
 """The splits of a task configuration; each split's rows carry its name in the ``pool`` column."""
 
 
-def resolve_path(root: str | os.PathLike[str], relative: str) -> Path:
-    """``root / relative`` as an absolute path, guaranteed to lie inside ``root``.
-
-    ``relative`` must be a normalised POSIX path relative to ``root``: not empty, not absolute, no
-    backslash, no ``.``, ``..`` or empty component. After following symbolic links it must still be inside
-    ``root`` (itself followed through links). Raises :class:`~imagenet_dg.errors.PathEscapeError` otherwise.
-    """
-    base = Path(root).absolute()
-    return _resolve_inside(base, base.resolve(), relative)
-
-
-def _resolve_inside(base: Path, real_base: Path, relative: object) -> Path:
-    """:func:`resolve_path` with the root already made absolute (``base``) and resolved (``real_base``)."""
-
-    def refuse(why: str) -> PathEscapeError:
-        return PathEscapeError(
-            f"manifest path {relative!r} under root {base}: {why}; expected a normalised POSIX path inside the "
-            "root. The manifest is damaged or was not written by imagenet-dg: rebuild or re-download it."
-        )
-
-    if not isinstance(relative, str):
-        raise refuse(f"expected a string, found {type(relative).__name__}")
-    if not relative:
-        raise refuse("the path is empty")
-    if "\\" in relative:
-        raise refuse("it contains a backslash")
-    if "\x00" in relative:
-        raise refuse("it contains a NUL character")
-    if posixpath.isabs(relative):
-        raise refuse("it is absolute")
-    parts = relative.split("/")
-    if ".." in parts:
-        raise refuse("it climbs out with '..'")
-    if "." in parts or "" in parts:
-        raise refuse("it is not normalised (a '.' or empty component)")
-    candidate = base / relative
-    try:
-        real = candidate.resolve()
-    except (OSError, RuntimeError) as error:  # RuntimeError: a symbolic-link loop, on Python < 3.13
-        raise refuse(f"it cannot be resolved ({error})") from None
-    if not real.is_relative_to(real_base):
-        raise refuse(f"it resolves, through a symbolic link, to {real}, outside the root")
-    return candidate
-
-
 @dataclass(frozen=True)
-class LabeledImages:
-    """A fixed list of labelled image files of one domain (or several)."""
+class LabeledImages(torch.utils.data.Dataset):
+    """A fixed list of labelled image files of one domain (or several), and a PyTorch dataset over them.
+
+    Item ``i`` is ``(image, label)``: the file opened as an RGB PIL image (:func:`imagenet_dg.images.open_image`)
+    and its class index. :meth:`dataset` gives the same items through a transform (for a ``DataLoader``).
+    """
 
     paths: tuple[Path, ...]
     """Absolute paths, already checked to lie inside their release roots."""
@@ -95,6 +59,15 @@ class LabeledImages:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        """Image ``index`` as an RGB PIL image, with its label; an unreadable file raises
+        :class:`~imagenet_dg.images.UnreadableImageError` naming it."""
+        return open_image(self.paths[index]), self.labels[index]
+
+    def dataset(self, transform: Callable[[Any], Any] | None = None) -> ImageDataset:
+        """A PyTorch dataset of ``(transform(image), label)`` over these images, in their order."""
+        return ImageDataset(self, transform)
 
     def subset(self, domain: str) -> LabeledImages:
         """The images of ``domain``, in their order here. A domain with no image here is an error."""
@@ -337,21 +310,84 @@ def load_task(
     # damaged or altered split is refused, never scored.
     check_config(folder, manifest, config)
     splits = {split: _read_split(folder, manifest, config, split) for split in PROTOCOL_SPLITS[protocol]}
-    return task_data_from_frames(config, splits, roots, class_ids, class_names, target, sources, protocol)
+    task = task_data_from_frames(config, splits, roots, class_ids, class_names, target, sources, protocol)
+    check_roots(task, roots)
+    return task
 
 
-def _read_split(folder: Path, config: str, split: str) -> pd.DataFrame:
-    """The rows of one split: its shards in name order, only the columns loading needs."""
-    pattern = split_pattern(config, split)
-    shards = sorted(folder.glob(pattern))
-    if not shards:
+ROOT_SAMPLE = 8
+"""Images per domain that :func:`check_roots` looks for."""
+
+
+def _image_lists(images: object) -> list[LabeledImages]:
+    """Every LabeledImages in ``images``: one, a mapping or sequence of them, or the fields of a TaskData."""
+    if isinstance(images, LabeledImages):
+        return [images]
+    if isinstance(images, Mapping):
+        return [part for value in images.values() for part in _image_lists(value)]
+    if isinstance(images, TaskData):
+        return [part for f in dataclasses.fields(images) for part in _image_lists(getattr(images, f.name))]
+    if isinstance(images, (list, tuple)):
+        return [part for value in images for part in _image_lists(value)]
+    return []
+
+
+def check_roots(
+    images: TaskData | LabeledImages | Mapping[str, LabeledImages] | Sequence[LabeledImages],
+    roots: Mapping[str, str | os.PathLike[str]],
+    *,
+    sample: int = ROOT_SAMPLE,
+) -> dict[str, Path]:
+    """Check that each domain's release root holds the images the manifest names there; return the root used
+    for each domain (domain id -> absolute folder).
+
+    Up to ``sample`` images per domain, spread evenly over the domain's sorted paths, must exist as files.
+    A root that is not the release the benchmark was built from (another release, the wrong level of its
+    folders, an incomplete copy) fails here, before anything is trained, with an error naming the domain, the
+    root used, the files looked for, and the roots of every domain, rather than later as one unreadable image.
+    """
+    by_domain: dict[str, set[Path]] = {}
+    for part in _image_lists(images):
+        for path, domain in zip(part.paths, part.domains):
+            by_domain.setdefault(domain, set()).add(path)
+    used = {d: Path(roots[d]).absolute() for d in sorted(by_domain) if d in roots}
+    problems = []
+    for domain, paths in sorted(by_domain.items()):
+        ordered = sorted(paths)
+        count = min(sample, len(ordered))
+        picked = [ordered[round(i * (len(ordered) - 1) / max(count - 1, 1))] for i in range(count)]
+        missing = [p for p in dict.fromkeys(picked) if not p.is_file()]
+        if missing:
+            root = used.get(domain, Path("?"))
+            shown = ", ".join(str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in missing[:3])
+            problems.append(
+                f"{domain} (root {root}): {len(missing)} of {len(set(picked))} images looked for are missing "
+                f"({shown})"
+            )
+        else:
+            logger.info("images of %s from %s", domain, used.get(domain))
+    if problems:
+        listing = "; ".join(f"{d}: {r}" for d, r in used.items())
+        raise ReleaseNotFoundError(
+            "the release folders do not hold the benchmark's images: " + "; ".join(problems)
+            + f". Roots used: {listing}. Give, for each domain, the folder of the release the benchmark was "
+            "built from (the folder its manifest paths are relative to)"
+        )
+    return used
+
+
+def _read_split(folder: Path, manifest: Mapping[str, Any], config: str, split: str) -> pd.DataFrame:
+    """The rows of one split: the shards ``manifest`` lists for it, in listed order, only the columns loading
+    needs. The shards must have been checked against their hashes (:func:`check_config`) beforehand."""
+    if split not in manifest["configs"][config]["splits"]:
         raise ManifestError(
-            f"{folder / pattern}: no parquet file of split {split!r} of configuration {config!r}; the dataset "
-            "folder is incomplete: build or download it again"
+            f"{folder / MANIFEST_FILE}: configuration {config!r} lists no split {split!r}; the dataset folder is "
+            "incomplete: build or download it again"
         )
     columns = [*ROW_COLUMNS, "pool"]
     tables = []
-    for shard in shards:
+    for record in split_shards(manifest, config, split):
+        shard = shard_file(folder, record)
         try:
             present = set(pq.read_schema(shard).names)
             lacking = [c for c in columns if c not in present]

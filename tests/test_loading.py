@@ -20,7 +20,8 @@ from imagenet_dg.loading import (
     resolve_path,
     task_data_from_frames,
 )
-from imagenet_dg.manifests import MANIFEST_FORMAT
+from imagenet_dg.hashing import file_sha256
+from imagenet_dg.manifests import MANIFEST_FORMAT, content_hash
 
 RNG = np.random.default_rng(5)
 
@@ -209,28 +210,53 @@ def roots(tmp_path: Path) -> dict[str, Path]:
     roots = {d: tmp_path / "releases" / d for d in ("src1", "src2", "tgt")}
     for root in roots.values():
         root.mkdir(parents=True)
+    # The images the splits name (their content does not matter to loading the task).
+    for rows in SPLIT_ROWS.values():
+        for domain, path, _ in rows:
+            (roots[domain] / path).parent.mkdir(parents=True, exist_ok=True)
+            (roots[domain] / path).write_bytes(b"")
     return roots
+
+
+CONFIG = "t-2shot-seed1"
+
+
+def record_files(folder: Path) -> None:
+    """Record every shard's hash in the manifest, and the content hash, as a build does."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    entries = []
+    for split, record in manifest["configs"][CONFIG]["splits"].items():
+        for shard in record["files"]:
+            shard["sha256"] = file_sha256(folder / shard["path"])
+            entries.append((shard["path"], shard["sha256"]))
+    manifest["content_hash"] = content_hash(entries)
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 
 
 def write_dataset_folder(folder: Path, shards_per_split: int = 1) -> None:
     """A built dataset folder by hand: manifest.json and parquet shards of one configuration."""
-    config = "t-2shot-seed1"
+    splits = {}
     for split in SPLIT_ROWS:
         frame = split_frame(split)
         cuts = np.array_split(np.arange(len(frame)), shards_per_split)
+        files = []
         for i, rows in enumerate(cuts):
-            shard = folder / "data" / config / f"{split}-{i:05d}-of-{shards_per_split:05d}.parquet"
-            shard.parent.mkdir(parents=True, exist_ok=True)
-            frame.iloc[rows].to_parquet(shard, index=False)
+            relative = f"data/{CONFIG}/{split}-{i:05d}-of-{shards_per_split:05d}.parquet"
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            frame.iloc[rows].to_parquet(folder / relative, index=False)
+            files.append({"path": relative, "rows": len(rows), "sha256": ""})
+        splits[split] = {"rows": len(frame), "files": files}
     manifest = {
         "format": MANIFEST_FORMAT,
         "protocol_version": 1,
-        "content_hash": "0" * 64,
+        "content_hash": "",
         "configs": {
-            config: {"task": "t", "target": "tgt", "sources": ["src1", "src2"], "classes": CLASSES, "shots": 2}
+            CONFIG: {"task": "t", "target": "tgt", "sources": ["src1", "src2"], "classes": CLASSES, "shots": 2,
+                     "splits": splits}
         },
     }
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    record_files(folder)
 
 
 @pytest.mark.parametrize("shards_per_split", [1, 2])
@@ -255,7 +281,7 @@ def test_load_task_reads_a_hand_written_dataset_folder(
 def test_load_task_names_a_missing_parquet_file(tmp_path: Path, roots: dict[str, Path]) -> None:
     write_dataset_folder(tmp_path / "out")
     (tmp_path / "out/data/t-2shot-seed1/guide-00000-of-00001.parquet").unlink()
-    with pytest.raises(ManifestError, match=r"data/t-2shot-seed1/guide-\*\.parquet"):
+    with pytest.raises(ManifestError, match=r"data/t-2shot-seed1/guide-00000-of-00001\.parquet: missing"):
         load_task(tmp_path / "out", "t-2shot-seed1", roots)
 
 
@@ -274,6 +300,7 @@ def test_load_task_names_a_shard_lacking_columns(tmp_path: Path, roots: dict[str
     write_dataset_folder(tmp_path / "out")
     shard = tmp_path / "out/data/t-2shot-seed1/test-00000-of-00001.parquet"
     split_frame("test").drop(columns=["label"]).to_parquet(shard, index=False)
+    record_files(tmp_path / "out")
     with pytest.raises(ManifestError, match=r"test-00000-of-00001\.parquet.*label"):
         load_task(tmp_path / "out", "t-2shot-seed1", roots)
 
