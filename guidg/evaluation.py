@@ -16,13 +16,21 @@ from imagenet_dg.loading import LabeledImages
 from guidg.backbone import Backbone
 from guidg.cmattn import CMAttn
 from guidg.features import encode_views
+from guidg.image_pipeline import eval_batch_size
 from guidg.losses import LOGIT_SCALE, ensemble_logits
 from guidg.transforms import eval_transform
 
 
 @torch.no_grad()
-def image_features(backbone: Backbone, images: LabeledImages, *, batch_size: int = 128, num_workers: int = 0) -> Tensor:
-    """Normalised features (N, D) of ``images`` under the evaluation transform, in list order."""
+def image_features(
+    backbone: Backbone, images: LabeledImages, *, batch_size: int | None = None, num_workers: int = 0
+) -> Tensor:
+    """Normalised features (N, D) of ``images`` under the evaluation transform, in list order.
+
+    Batches of ``batch_size`` images (default: :func:`~guidg.image_pipeline.eval_batch_size` of the device);
+    through the run's decoded-image cache when one is active, with the same result as from the files.
+    """
+    batch_size = batch_size or eval_batch_size(backbone.device)
     return encode_views(
         backbone, images, eval_transform(backbone.image_size), batch_size=batch_size, num_workers=num_workers
     )[:, 0]

@@ -3,19 +3,24 @@
 Prompt learning never changes the image encoder, so the features of its augmented training views can be
 computed once and reused by every epoch (SPEC 6.1 trains 31 epochs over the same few-shot sample). View v of
 image n is augmented with a seed derived from (seed, n, v), so the cache is a pure function of its inputs.
+
+Images come through :mod:`guidg.image_pipeline`: from the run's decoded-image cache when one is active (decoded
+once, cropped and augmented on uint8 tensors, normalised on the device), else decoded from their files.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from imagenet_dg.images import open_image
 from imagenet_dg.loading import LabeledImages
 from guidg.backbone import Backbone
+from guidg.image_pipeline import cached_view_batches, loader, to_device, uses_cache
 from guidg.seeding import derive_seed
 from guidg.transforms import SeededTransform
 
@@ -62,14 +67,18 @@ def encode_views(
     With ``seed`` None the transform must be deterministic (evaluation); with a seed, view v of image n is
     the same tensor on every run, whatever ``batch_size`` and ``num_workers``.
     """
-    loader = DataLoader(
-        ImageViews(images, transform, views, seed),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=backbone.device.type == "cuda",
-    )
-    chunks = [backbone.encode_images(batch) for batch in loader]
+    settings = uses_cache(transform)
+    if settings is not None and len(images) > 0:
+        seed_of = None if seed is None else functools.partial(view_seed, seed)
+        batches = cached_view_batches(
+            images, transform, settings, device=backbone.device, views=views, seed_of=seed_of,
+            batch_size=batch_size, num_workers=num_workers,
+        )
+    else:
+        files = loader(ImageViews(images, transform, views, seed), device=backbone.device, num_workers=num_workers,
+                       batch_size=batch_size)
+        batches = (to_device(batch, backbone.device) for batch in files)
+    chunks = [backbone.encode_images(batch) for batch in batches]
     if not chunks:
         return torch.empty(0, views, backbone.embed_dim, device=backbone.device)
     return torch.cat(chunks).reshape(len(images), views, -1)

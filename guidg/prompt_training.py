@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +22,10 @@ from imagenet_dg.loading import LabeledImages
 from guidg.backbone import Backbone
 from guidg.divergence import check_finite
 from guidg.features import encode_views
+from guidg.image_pipeline import describe_pipeline, eval_batch_size
 from guidg.losses import LOGIT_SCALE
 from guidg.presets import PromptConfig
-from guidg.prompts import PromptLearner
+from guidg.prompts import PromptLearner, choose_text_encoding
 from guidg.schedule import cosine_lambda
 from guidg.seeding import derive_seed, generator
 from guidg.transforms import eval_transform, prompt_train_transform
@@ -41,7 +43,12 @@ class PromptTrainingResult:
     n_trainable: int
     best_epoch: int
     best_accuracy: float | None
+    """Accuracy in percent on the selection images of the kept context; None without selection images."""
     history: list[dict[str, float]] = field(default_factory=list)
+    text_encoding: dict[str, Any] = field(default_factory=dict)
+    """How the text tower ran the prompts and how that was chosen (:func:`guidg.prompts.choose_text_encoding`)."""
+    pipeline: dict[str, Any] = field(default_factory=dict)
+    """How images reached the image encoder (:func:`guidg.image_pipeline.describe_pipeline`)."""
 
 
 def _labels(images: LabeledImages, device: torch.device) -> Tensor:
@@ -52,7 +59,7 @@ def _accuracy(features: Tensor, labels: Tensor, text: Tensor) -> float:
     if len(labels) == 0:
         return 0.0
     predictions = (features @ text.T).argmax(dim=-1)
-    return float((predictions == labels).float().mean())
+    return 100.0 * float((predictions == labels).float().mean())  # percent, as every accuracy of the project
 
 
 def train_prompt(
@@ -83,6 +90,8 @@ def train_prompt(
         generator=generator(seed, "context-init"),
         share_prefix=config.share_prefix,
     )
+    # The fastest way to run the prompts on this device (rule on CPU, quick measurement on a GPU).
+    text_encoding = choose_text_encoding(learner, config.share_prefix, backbone.autocast)
     train_transform = (
         prompt_train_transform(backbone.image_size, config.crop_scale, config.flip)
         if augment
@@ -91,12 +100,17 @@ def train_prompt(
     labels = _labels(train, device)
     cached = None
     if config.cached_views > 0:
+        # Large batches: the views are encoded once, with the same pipeline as evaluation.
         cached = encode_views(
-            backbone, train, train_transform, views=config.cached_views, seed=seed, num_workers=num_workers
+            backbone, train, train_transform, views=config.cached_views, seed=seed,
+            batch_size=eval_batch_size(device), num_workers=num_workers,
         )
     select_features = select_labels = None
     if select is not None and len(select) > 0:
-        select_features = encode_views(backbone, select, eval_transform(backbone.image_size), num_workers=num_workers)[:, 0]
+        select_features = encode_views(
+            backbone, select, eval_transform(backbone.image_size), batch_size=eval_batch_size(device),
+            num_workers=num_workers,
+        )[:, 0]
         select_labels = _labels(select, device)
 
     optimizer = torch.optim.SGD(
@@ -153,4 +167,7 @@ def train_prompt(
     learner.load_context_state(best_context)
     with torch.no_grad(), backbone.autocast():
         text_features = learner().float().cpu()
-    return PromptTrainingResult(best_context, text_features, learner.n_trainable, best_epoch, best_accuracy, history)
+    return PromptTrainingResult(
+        best_context, text_features, learner.n_trainable, best_epoch, best_accuracy, history,
+        text_encoding=text_encoding, pipeline=describe_pipeline(device),
+    )

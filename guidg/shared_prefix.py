@@ -4,7 +4,8 @@ CoOp prompts with the class name at the end read ``[SOS] c_1 .. c_M <name> . [EO
 positions are the same for every class. The text transformer is causal, so the hidden states of those
 positions are the same for every class too. This module runs them once (batch 1) and runs only the
 class-specific positions for the C classes, attending to the shared prefix's keys and values. Classes are
-grouped by the length of their own part, so no position after a class's EOS is computed either. The result
+grouped by the length of their own part, so no position after a class's EOS is computed either; or, where
+few large operations beat fewer small ones (a GPU), all run in one pass padded to the longest own part. The result
 equals the full computation up to floating-point rounding, at a fraction of the cost when C is large.
 
 It reimplements the forward pass of open_clip's standard pre-norm residual attention block from the block's
@@ -93,24 +94,56 @@ def _suffix_pass(text: TextEncoder, suffix: Tensor, cache: list[tuple[Tensor, Te
     return x
 
 
-def encode_shared_prefix(text: TextEncoder, prefix: Tensor, suffix: Tensor, pool_positions: Tensor) -> Tensor:
+def length_groups(pool_positions: Tensor, prefix_length: int, padded: bool) -> list[tuple[int, Tensor, Tensor]]:
+    """How :func:`encode_shared_prefix` batches the classes: (length, rows, last) per group.
+
+    Grouped (``padded`` False): classes of equal own length together, so no position after a class's EOS is
+    computed (fewest operations: what a CPU wants). Padded: one group of all classes, each run to the longest
+    own length and read at its own EOS (``last``), which the causal mask keeps exact: one pass of large
+    operations (what a GPU wants). Computed once per prompt set, so a forward pass never waits on the host.
+    """
+    own = (pool_positions.cpu() - prefix_length + 1).tolist()
+    device = pool_positions.device
+    if padded:
+        rows = torch.arange(len(own), device=device)
+        return [(max(own), rows, torch.tensor([n - 1 for n in own], device=device))]
+    groups = []
+    for length in sorted(set(own)):
+        rows = torch.tensor([i for i, n in enumerate(own) if n == length], device=device)
+        groups.append((length, rows, torch.full((len(rows),), length - 1, device=device)))
+    return groups
+
+
+def encode_shared_prefix(
+    text: TextEncoder,
+    prefix: Tensor,
+    suffix: Tensor,
+    pool_positions: Tensor,
+    groups: list[tuple[int, Tensor, Tensor]] | None = None,
+) -> Tensor:
     """Unnormalised text features (C, embed_dim), float32, of the prompts ``prefix + suffix[c]``.
 
     ``prefix`` is (P, width) token embeddings shared by all prompts, ``suffix`` (C, S, width) the rest of each
     prompt, ``pool_positions`` (C,) the pooled (EOS) position of each prompt, counted from the start of the
     prompt, all at or after P. Equal to ``text(cat(prefix, suffix[c]), pool_positions)`` for every c.
+    ``groups`` (from :func:`length_groups`) says how classes are batched; by default, grouped by length.
     """
     p_len, s_len = prefix.shape[0], suffix.shape[1]
     cast = text.transformer.get_cast_dtype()
     positional = text.positional_embedding.to(cast)
     cache = _prefix_pass(text, (prefix.to(cast) + positional[:p_len])[None])
     x_s = suffix.to(cast) + positional[p_len : p_len + s_len]
-    own_lengths = (pool_positions.to(suffix.device) - p_len + 1).tolist()
-    pooled = x_s.new_empty(len(own_lengths), x_s.shape[-1])
-    for length in sorted(set(own_lengths)):
-        rows = torch.tensor([i for i, n in enumerate(own_lengths) if n == length], device=suffix.device)
-        states = _suffix_pass(text, x_s[rows, :length], cache)
-        pooled = pooled.index_copy(0, rows, states[:, -1])
+    if groups is None:
+        groups = length_groups(pool_positions.to(suffix.device), p_len, padded=False)
+    if len(groups) == 1 and len(groups[0][1]) == x_s.shape[0]:
+        length, _, last = groups[0]
+        states = _suffix_pass(text, x_s[:, :length], cache)
+        pooled = states[torch.arange(len(last), device=states.device), last]
+    else:
+        pooled = x_s.new_empty(x_s.shape[0], x_s.shape[-1])
+        for length, rows, _ in groups:
+            states = _suffix_pass(text, x_s[rows, :length], cache)
+            pooled = pooled.index_copy(0, rows, states[:, -1])
     pooled = text.ln_final(pooled)
     projection = text.text_projection
     if isinstance(projection, nn.Linear):

@@ -1,0 +1,171 @@
+"""From image lists to normalised batches on the device: through the decoded-image cache when a run has one.
+
+Every place that turns images into model inputs (evaluation features, step-1 feature caching, step-2
+training batches) goes through here, so all of them get the same fast path: images decoded once into a
+:mod:`guidg.image_cache`, crops and per-image seeded augmentation on uint8 tensors in loader workers, uint8
+batches copied to the device (pinned, non-blocking: a quarter of the bytes of float32) and normalised there.
+Without an active cache (:func:`guidg.image_cache.using_image_cache`) images are decoded from their files each
+time, with the Pillow transforms, as before.
+
+Settings that matter on a GPU are chosen here too: :func:`machine_workers` sizes the loader to the machine's
+cores, :func:`eval_batch_size` makes evaluation batches large.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from guidg.image_cache import CacheSettings, DecodedImageCache, active_cache_settings, cache_for
+from guidg.transforms import SeededTransform, normalise_pixels
+from imagenet_dg.loading import LabeledImages
+
+CPU_EVAL_BATCH = 128
+CUDA_EVAL_BATCH = 512
+
+
+class PixelTransform(Protocol):
+    """A transform of :mod:`guidg.transforms` that also works on cached uint8 pixels."""
+
+    def __call__(self, image: Any) -> Tensor: ...
+
+    def decode_spec(self) -> Any: ...
+
+    def from_pixels(self, pixels: Tensor, source_size: tuple[int, int]) -> Tensor: ...
+
+
+def machine_workers(device: torch.device | str) -> int:
+    """Loader processes for ``device``: none on CPU (they would take the model's cores), on a GPU every core
+    this process may use but one, which feeds the device."""
+    if torch.device(device).type == "cpu":
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def eval_batch_size(device: torch.device | str) -> int:
+    """Images per evaluation forward pass: large on a GPU, where small batches leave it idle."""
+    return CUDA_EVAL_BATCH if torch.device(device).type == "cuda" else CPU_EVAL_BATCH
+
+
+def uses_cache(transform: object) -> CacheSettings | None:
+    """The active cache settings when ``transform`` can read cached pixels, else None."""
+    settings = active_cache_settings()
+    if settings is None or not hasattr(transform, "from_pixels"):
+        return None
+    return settings
+
+
+class CachedViews(Dataset):
+    """Item (n, v): view v of cached image n under ``transform``; seeded with ``seed_of(n, v)`` when given."""
+
+    def __init__(
+        self, cache: DecodedImageCache, transform: PixelTransform, views: int, seed_of: Callable[[int, int], int] | None
+    ) -> None:
+        self.cache = cache
+        self.transform = transform
+        self.seeded = SeededTransform(transform)
+        self.views = views
+        self.seed_of = seed_of
+
+    def __len__(self) -> int:
+        return len(self.cache) * self.views
+
+    def __getitem__(self, item: int) -> Tensor:
+        index, view = divmod(item, self.views)
+        pixels, size = self.cache.pixels(index), self.cache.source_size(index)
+        if self.seed_of is None:
+            return self.transform.from_pixels(pixels, size)
+        return self.seeded.from_pixels(pixels, size, self.seed_of(index, view))
+
+
+def to_device(batch: Tensor, device: torch.device) -> Tensor:
+    """A loader batch on ``device``, normalised: uint8 pixel batches are normalised there, float ones are moved."""
+    batch = batch.to(device, non_blocking=True)
+    return normalise_pixels(batch) if batch.dtype == torch.uint8 else batch
+
+
+def loader(
+    dataset: Dataset, *, device: torch.device, num_workers: int, batch_size: int | None = None,
+    batch_sampler: Any = None, persistent: bool = False,
+) -> DataLoader:
+    """A DataLoader with the GPU settings: pinned memory on CUDA, deep prefetch, persistent workers when asked."""
+    options: dict[str, Any] = {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
+    if num_workers > 0:
+        options.update(prefetch_factor=4, persistent_workers=persistent)
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, **options)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, **options)
+
+
+def cached_view_batches(
+    images: LabeledImages,
+    transform: PixelTransform,
+    settings: CacheSettings,
+    *,
+    device: torch.device,
+    views: int,
+    seed_of: Callable[[int, int], int] | None,
+    batch_size: int,
+    num_workers: int,
+) -> Iterator[Tensor]:
+    """Normalised batches on ``device`` of ``views`` views of each image, in (image, view) order, from its cache."""
+    cache = cache_for(images, transform.decode_spec(), settings, device)
+    for batch in loader(CachedViews(cache, transform, views, seed_of), device=device, num_workers=num_workers,
+                        batch_size=batch_size):
+        yield to_device(batch, device)
+
+
+class CachedPoolImages(Dataset):
+    """Step-2 items (anything with ``domain``, ``index`` and ``augment_seed``) from the pools' caches, as uint8."""
+
+    def __init__(self, caches: Sequence[DecodedImageCache], labels: Sequence[Sequence[int]], transform: PixelTransform) -> None:
+        self.caches = list(caches)
+        self.labels = [list(pool) for pool in labels]
+        self.seeded = SeededTransform(transform)
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self.caches)
+
+    def __getitem__(self, item: Any) -> tuple[Tensor, int, int]:
+        cache = self.caches[item.domain]
+        pixels = self.seeded.from_pixels(cache.pixels(item.index), cache.source_size(item.index), item.augment_seed)
+        return pixels, self.labels[item.domain][item.index], item.domain
+
+
+def cached_step_batches(
+    pools: Sequence[LabeledImages],
+    transform: PixelTransform,
+    settings: CacheSettings,
+    batch_sampler: Any,
+    *,
+    device: torch.device,
+    num_workers: int,
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """(images on ``device``, normalised; labels; domains) for each batch of ``batch_sampler``, from the caches
+    of ``pools``. One loader for the whole run, so its workers persist across epochs."""
+    caches = [cache_for(pool, transform.decode_spec(), settings, device) for pool in pools]
+    dataset = CachedPoolImages(caches, [pool.labels for pool in pools], transform)
+    for images, labels, domains in loader(dataset, device=device, num_workers=num_workers, batch_sampler=batch_sampler,
+                                          persistent=True):
+        yield to_device(images, device), labels, domains
+
+
+def describe_pipeline(device: torch.device | str) -> dict[str, Any]:
+    """How images reach the model in this context, for result records."""
+    settings = active_cache_settings()
+    if settings is None:
+        return {"decoded_image_cache": None, "decoder": "pil", "augmentation": "pil"}
+    return {
+        "decoded_image_cache": {"place": settings.place, "root": str(settings.root)},
+        "decoder": settings.decoder,
+        "augmentation": "uint8 tensors (same seeded draws as pil)",
+    }
