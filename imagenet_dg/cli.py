@@ -102,7 +102,20 @@ def main(verbose: bool) -> None:
               help="Output folder (a Hugging Face dataset layout).")
 @click.option("--tasks", default="a,i,r", show_default=True, help="Tasks to build, comma-separated.")
 @click.option("--shots", default="16", show_default=True, help="Shots per class, comma-separated (1,2,4,8,16).")
-@click.option("--seeds", default="1,2,3", show_default=True, help="Few-shot seeds, comma-separated.")
+@click.option("--seeds", default=None,
+              help="Few-shot seeds, comma-separated [default: 1,2,3; DomainBed trial seeds 0,1,2 with --protocol full].")
+@click.option("--suite", default=None,
+              help="Build a standard suite (pacs, vlcs, officehome, terraincognita, domainnet, mini-pacs, ...) found "
+                   "under --root instead of ImageNet-DG.")
+@click.option("--protocol", type=click.Choice(["fewshot", "full"]), default="fewshot", show_default=True,
+              help="With --suite: the paper's 40/40/20 few-shot splits, or DomainBed's 80/20 splits.")
+@click.option("--targets", default=None, help="With --suite: target domains, comma-separated (default: all).")
+@click.option("--hub", default=None,
+              help="With --suite: read the suite from this Hub parquet dataset (or a local copy of one), writing "
+                   "its images under --root.")
+@click.option("--revision", default=None, help="With --hub: the commit, branch or tag to read (required).")
+@click.option("--hub-columns", default="image,domain,label", show_default=True,
+              help="With --hub: the image, domain and label columns, comma-separated.")
 @click.option("--embed-images", is_flag=True, help="Embed the image bytes (check the releases' terms first).")
 @click.option("--verify", is_flag=True, help="Open every selected image and report defects.")
 @click.option("--on-bad-image", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
@@ -110,24 +123,63 @@ def main(verbose: bool) -> None:
 @click.option("--workers", type=int, default=None, help="Parallel workers for --verify (default: all cores).")
 @click.option("--overwrite", is_flag=True, help="Replace an output folder holding another build.")
 @_errors_to_exit
-def build(out: Path, tasks: str, shots: str, seeds: str, embed_images: bool, verify: bool, on_bad_image: str,
-          workers: int | None, overwrite: bool, **releases: Any) -> None:
-    """Build ImageNet-DG from local copies of the official releases."""
+def build(out: Path, tasks: str, shots: str, seeds: str | None, suite: str | None, protocol: str,
+          targets: str | None, hub: str | None, revision: str | None, hub_columns: str, embed_images: bool,
+          verify: bool, on_bad_image: str, workers: int | None, overwrite: bool, **releases: Any) -> None:
+    """Build ImageNet-DG from local copies of the official releases, or a standard suite with --suite."""
     from imagenet_dg.build import BuildOptions
     from imagenet_dg.build import build as run_build
 
+    if suite not in (None, "imagenet-dg"):
+        _build_suite(suite, out, shots, seeds, protocol, targets, hub, revision, hub_columns, overwrite, releases)
+        return
     options = BuildOptions(
         tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
-        shots=_int_list(shots), seeds=_int_list(seeds), embed_images=embed_images, verify=verify,
+        shots=_int_list(shots), seeds=_int_list(seeds or "1,2,3"), embed_images=embed_images, verify=verify,
         on_bad_image=on_bad_image, workers=workers,
     )
     scans = _scan(releases, options.domains())
+    from dataclasses import replace
+
+    from imagenet_dg.suite_build import releases_are_synthetic
+
+    options = replace(options, synthetic=releases_are_synthetic([s.root for s in scans.values()]))
     result = run_build(scans, out, options, overwrite=overwrite, on_config=lambda c: logger.info("wrote %s", c))
     if result.health is not None:
         click.echo(result.health.format(), err=True)
     state = "already up to date" if result.up_to_date else "built"
     click.echo(f"{result.out}: {state}, {len(result.manifest['configs'])} configurations, "
                f"content hash {result.manifest['content_hash']}")
+
+
+def _build_suite(suite: str, out: Path, shots: str, seeds: str | None, protocol: str, targets: str | None,
+                 hub: str | None, revision: str | None, hub_columns: str, overwrite: bool,
+                 releases: dict[str, Any]) -> None:
+    """``build --suite``: the options parsed, the work done by :func:`imagenet_dg.suite_build.build_suite_from`."""
+    from imagenet_dg.hub_suite_source import HubColumns
+    from imagenet_dg.suite_build import SuiteBuildOptions, build_suite_from
+
+    given = [f"--{d}" for d in RELEASE_OPTIONS if releases.get(f"release_{d.replace('-', '_')}") is not None]
+    if given:
+        raise ImageNetDGError(f"{', '.join(given)} name ImageNet releases; with --suite give the suite's folder as --root")
+    names = [c.strip() for c in hub_columns.split(",")]
+    if len(names) != 3 or not all(names):
+        raise ImageNetDGError(f"--hub-columns: expected IMAGE,DOMAIN,LABEL column names, got {hub_columns!r}")
+    options = SuiteBuildOptions(
+        protocol=protocol,
+        targets=tuple(t.strip() for t in (targets or "").split(",") if t.strip()),
+        shots=_int_list(shots),
+        seeds=_int_list(seeds) if seeds else (),
+    )
+    result = build_suite_from(
+        suite, out, options, root=releases.get("root"), mini_dir=releases.get("mini_dir"), hub=hub,
+        revision=revision, columns=HubColumns(*names), overwrite=overwrite,
+        on_config=lambda c: logger.info("wrote %s", c),
+    )
+    state = "already up to date" if result.up_to_date else "built"
+    kind = "synthetic " if result.manifest["synthetic"] else ""
+    click.echo(f"{result.out}: {state}, {kind}{result.manifest['name']} {protocol}, "
+               f"{len(result.manifest['configs'])} configurations, content hash {result.manifest['content_hash']}")
 
 
 @main.command()

@@ -40,9 +40,10 @@ from imagenet_dg.manifests import (
     shard_name,
     write_manifest,
 )
-from imagenet_dg.mini_suites import is_miniature
+from imagenet_dg.hub_suite_source import HubColumns, materialise_hub_suite, recorded_source
+from imagenet_dg.mini_suites import is_miniature, make_mini_suite
 from imagenet_dg.suite_card import suite_readme
-from imagenet_dg.suite_discovery import SuiteScan
+from imagenet_dg.suite_discovery import SuiteScan, scan_suite
 from imagenet_dg.suite_protocols import (
     HOLDOUT_FRACTION,
     PARTITION_SEED,
@@ -188,8 +189,8 @@ def build_suite(
 ) -> SuiteBuildResult:
     """Build the dataset folder ``out`` of the scanned suite ``scan`` under ``options``.
 
-    ``source`` describes where the images came from, recorded in the manifest (default: the folder layout
-    found by the scan, without any machine path). A suite folder written by the miniature generator is
+    ``source`` describes where the images came from, recorded in the manifest (default: the Hub repository
+    and revision of a materialised folder, else the folder layout found by the scan, without machine paths). A suite folder written by the miniature generator is
     recorded as synthetic whatever suite it was scanned as.
     """
     suite = scan.suite
@@ -199,7 +200,9 @@ def build_suite(
     synthetic = suite.synthetic or is_miniature(location.folder)
     if synthetic and not suite.synthetic:
         logger.warning("%s was written by the miniature generator: recording the build as synthetic", location.folder)
-    recorded_source = dict(source) if source is not None else {"kind": "folder", "folder": location.folder.name}
+    if source is None:
+        source = recorded_source(location.folder) or {"kind": "folder", "folder": location.folder.name}
+    source = dict(source)
     domains = {
         d: {"folder": folders[d], "images": len(t), "classes": int(t["class_id"].nunique()), "table_sha256": table_digest(t)}
         for d, t in scan.tables.items()
@@ -212,7 +215,7 @@ def build_suite(
                 "generator": __version__,
                 "options": options.content_options(suite),
                 "domains": {d: r["table_sha256"] for d, r in domains.items()},
-                "source": recorded_source,
+                "source": source,
                 "synthetic": synthetic,
             }
         ).encode()
@@ -261,7 +264,7 @@ def build_suite(
         "synthetic": synthetic,
         "generator": f"imagenet-dg {__version__}",
         "options": options.content_options(suite),
-        "source": recorded_source,
+        "source": source,
         "domains": domains,
         "class_ids": list(suite.classes),
         "configs": configs,
@@ -284,8 +287,57 @@ __all__ = [
     "SuiteBuildOptions",
     "SuiteBuildResult",
     "build_suite",
+    "build_suite_from",
+    "releases_are_synthetic",
     "split_features",
     "suite_of_manifest",
     "table_digest",
     "write_suite_split",
 ]
+
+
+def build_suite_from(
+    suite_name: str,
+    out: str | os.PathLike[str],
+    options: SuiteBuildOptions = SuiteBuildOptions(),
+    *,
+    root: str | os.PathLike[str] | None = None,
+    mini_dir: str | os.PathLike[str] | None = None,
+    hub: str | None = None,
+    revision: str | None = None,
+    columns: HubColumns = HubColumns(),
+    overwrite: bool = False,
+    on_config: Callable[[str], None] | None = None,
+) -> SuiteBuildResult:
+    """Find (or fetch) the suite ``suite_name`` and build it into ``out``: what ``imagenet-dg build --suite``
+    does.
+
+    The images are read from ``root`` (the folder holding the suite folder); with ``hub``, the Hub dataset is
+    first materialised under ``root`` (see :mod:`imagenet_dg.hub_suite_source`). A miniature suite given no
+    root is written (or found, if written before) under ``mini_dir``.
+    """
+    suite = get_suite(suite_name)
+    if suite.layout != "domain/class/image":
+        raise ImageNetDGError(f"suite {suite.name} is built by 'imagenet-dg build' without --suite")
+    if hub is not None:
+        if root is None:
+            raise ImageNetDGError(f"--hub {hub} needs --root: the folder to write the suite's images into")
+        materialise_hub_suite(suite, hub, root, revision=revision, columns=columns)
+    elif revision is not None:
+        raise ImageNetDGError("--revision applies only with --hub (a folder copy has no revision)")
+    if root is None:
+        if not suite.synthetic or mini_dir is None:
+            raise ImageNetDGError(
+                f"--suite {suite.name} needs --root: the folder holding {suite.folder_names[0]}/ as DomainBed's "
+                f"download script leaves it (get it from {suite.source}), or --hub with a parquet mirror"
+            )
+        root = make_mini_suite(suite.name, mini_dir).root
+        logger.info("no --root given: using the miniature suite under %s", root)
+    return build_suite(scan_suite(suite, root), out, options, overwrite=overwrite, on_config=on_config)
+
+
+def releases_are_synthetic(roots: Sequence[os.PathLike[str] | str]) -> bool:
+    """Whether any of the ImageNet release folders ``roots`` belongs to a miniature set (its marker beside it)."""
+    from imagenet_dg.mini import MARKER
+
+    return any((Path(r).parent / MARKER).is_file() or (Path(r) / MARKER).is_file() for r in roots)
