@@ -11,6 +11,7 @@ reports its number of trainable parameters.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +170,7 @@ def _guided(base: str) -> Callable[[FitContext], TrainedMethod]:
     def fit(context: FitContext) -> TrainedMethod:
         task = context.task
         replica = current_replica()
+        started = time.perf_counter()
         if not replica.is_main and context.experts is not None:
             barrier(replica)  # rank 0 trains and saves the experts; the other ranks then load them
         experts = train_experts(
@@ -178,7 +180,9 @@ def _guided(base: str) -> Callable[[FitContext], TrainedMethod]:
         )
         if replica.is_main and context.experts is not None:
             barrier(replica)
+        experts_seconds = time.perf_counter() - started
         heads = stack_text_features(experts)
+        started = time.perf_counter()
         result = finetune_image_encoder(
             context.backbone,
             [task.guide[d] for d in task.sources],
@@ -202,7 +206,8 @@ def _guided(base: str) -> Callable[[FitContext], TrainedMethod]:
         return TrainedMethod(
             f"guidg+{base}", heads, cmattn, result.visual_state, n_trainable, context.config.eval.batch_size,
             {"experts": dict(expert_summaries(experts)), "routing": config.routing, "history": result.history,
-             "steps": result.steps},
+             "steps": result.steps,
+             "phase_seconds": {"experts": experts_seconds, "finetune": time.perf_counter() - started}},
         )
 
     return fit

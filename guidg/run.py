@@ -1,60 +1,87 @@
-"""One evaluation run: a method trained on one benchmark configuration and scored once on its target.
+"""One evaluation run: a method trained on one task configuration and scored once on its target.
 
-Each run lives in a folder named by a hash of everything that determines its result (benchmark content,
-configuration, method, backbone, hyperparameters, seed). The folder holds the resumable training state while
-the run is going, then ``results.jsonl`` (one JSON record) and a ``done`` marker; a run whose folder is done
-is not repeated, so a sweep resumes by running the same command again.
+Each run lives in a folder named by a hash of everything that determines its result (manifest content,
+configuration, method, backbone, hyperparameters, seed, device type and precision: a CPU fp32 run and a GPU
+bf16 run of one spec are two runs). While the run is going the folder holds its lock, ``run.json`` (what it
+is), ``run.log`` and the resumable training state; once it has finished, the record written by
+:func:`leaderboard.records.write_record` (``results.jsonl``, then the ``done`` marker). A run whose folder is
+done is not repeated, so a sweep resumes by running the same command again; two processes sharing a runs
+folder never run one run twice (:mod:`guidg.run_lock`). Model selection uses source data only; the target is
+scored once, at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import platform
+import subprocess
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import open_clip
 import torch
+from torch import Tensor
 
 from imagenet_dg import __version__
 from imagenet_dg.atomic import write_text_atomic
-from imagenet_dg.loading import LabeledImages, load_task
+from imagenet_dg.errors import ImageNetDGError
+from imagenet_dg.loading import LabeledImages, TaskData, load_task
 from imagenet_dg.manifests import read_manifest
+from imagenet_dg.suites import IMAGENET_DG, get_suite
 from guidg.backbone import BackboneSpec, load_backbone
 from guidg.checkpoints import export_open_clip_checkpoint
-from guidg.evaluation import accuracy, domain_accuracies, image_features
+from guidg.distributed import broadcast_object, current_replica
+from guidg.divergence import TrainingDivergedError
+from guidg.evaluation import image_features
 from guidg.experts import ExpertStore
-from guidg.methods import fit_method, get_method
+from guidg.methods import MethodSpec, TrainedMethod, fit_method, get_method
 from guidg.presets import MethodConfig
+from guidg.run_lock import LOCK_FILE, RunLock
+from leaderboard.records import DONE_FILE, RESULTS_FILE, RUN_FILE, Record, read_record, write_record
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.jsonl"
-DONE_FILE = "done"
 EXPERTS_DIR = "experts"
 MODEL_FILE = "model.safetensors"
-
+LOG_FILE = "run.log"
+BOOKKEEPING_FILES = frozenset({LOCK_FILE, RUN_FILE, LOG_FILE})
+"""What a run folder holds before the run has produced anything worth keeping."""
 
 @dataclass(frozen=True)
 class RunSpec:
     """What one run trains and scores."""
 
     benchmark: Path
-    """A folder built by ``imagenet-dg build``."""
+    """A folder of built manifests (``imagenet-dg build``)."""
     config: str
-    """A configuration of that benchmark, e.g. ``a-16shot-seed1``."""
+    """A configuration of that folder, e.g. ``a-16shot-seed1`` or ``sketch-16shot-seed1``."""
     method: str
+    """A registered method name (:data:`guidg.methods.METHODS`), e.g. ``guidg+clipood``."""
     backbone: BackboneSpec
     preset: str
     hparams: MethodConfig
     seed: int
     """Training seed (initialisation, batches, augmentation)."""
+    suite_source: Mapping[str, Any] = field(default_factory=lambda: {"kind": "folder"})
+    """Where the images came from, as recorded (``{"kind": "folder"}`` or the Hub repository and revision)."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What :func:`attempt` did with a run."""
+
+    folder: Path
+    status: str
+    """``ran`` (trained and scored now), ``done`` (finished before) or ``busy`` (another process holds it)."""
+    record: Record | None
+    """The record; None when busy, and on data-parallel ranks other than 0 (they write nothing)."""
 
 
 def default_device() -> str:
@@ -67,7 +94,12 @@ def default_workers(device: str) -> int:
     return 0 if torch.device(device).type == "cpu" else min(8, os.cpu_count() or 1)
 
 
-def run_key(spec: RunSpec, content_hash: str) -> str:
+def precision_of(device_type: str) -> str:
+    """The compute precision of a device type: bf16 autocast on CUDA, fp32 elsewhere (the backbone's rule)."""
+    return "bf16" if device_type == "cuda" else "fp32"
+
+
+def run_key(spec: RunSpec, content_hash: str, device_type: str = "cpu") -> str:
     """Name of the run's folder: a hash of everything that determines its result."""
     payload = {
         "benchmark": content_hash,
@@ -76,26 +108,300 @@ def run_key(spec: RunSpec, content_hash: str) -> str:
         "backbone": spec.backbone.describe(),
         "hparams": spec.hparams.to_dict(),
         "seed": spec.seed,
+        "device_type": device_type,
+        "precision": precision_of(device_type),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def read_record(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """The result record of a finished run folder."""
-    return json.loads((Path(folder) / RESULTS_FILE).read_text(encoding="utf-8").splitlines()[0])
+def run_folder(spec: RunSpec, runs_dir: str | os.PathLike[str], content_hash: str, device_type: str) -> Path:
+    """Where ``spec`` runs on a device of ``device_type``."""
+    return Path(runs_dir) / run_key(spec, content_hash, device_type)
 
 
-def _environment(device: torch.device) -> dict[str, Any]:
-    environment = {
-        "imagenet_dg": __version__,
-        "torch": torch.__version__,
-        "open_clip": open_clip.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-    }
+def is_done(folder: str | os.PathLike[str]) -> bool:
+    """Whether the run folder holds a finished run."""
+    return (Path(folder) / DONE_FILE).is_file()
+
+
+@dataclass
+class _Phases:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 3)
+
+
+def source_commit() -> str | None:
+    """The git commit of this package's source tree when it is a git checkout, else None."""
+    here = Path(__file__).resolve().parent
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and len(commit) == 40 else None
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name on CUDA; the processor's otherwise."""
     if device.type == "cuda":
-        environment["gpu"] = torch.cuda.get_device_name(device)
-    return environment
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or device.type
+
+
+def pretrained_label(spec: BackboneSpec) -> str:
+    """The weights as a record names them: the tag, ``none`` for random weights, a file by name and hash."""
+    described = spec.describe()
+    if described["pretrained_kind"] == "random":
+        return "none"
+    if described["pretrained_kind"] == "file":
+        return f"file {Path(str(spec.pretrained)).name} sha256:{described['pretrained_sha256'][:16]}"
+    return str(spec.pretrained)
+
+
+def _selection(task: TaskData) -> Mapping[str, LabeledImages]:
+    validation = getattr(task, "validation", None)
+    return task.guide if validation is None else validation
+
+
+def _check_finite(values: Tensor, what: str, method: str) -> None:
+    if not bool(torch.isfinite(values).all()):
+        raise TrainingDivergedError(
+            f"{method}: the {what} hold NaN or infinite values; the trained model is not usable: lower the "
+            "learning rate, check the data, or use another precision"
+        )
+
+
+def _scores(suite_name: str, logits: Tensor, images: LabeledImages, class_ids: tuple[str, ...]):
+    suite = get_suite(suite_name)
+    predictions = logits.argmax(dim=-1).cpu().tolist()
+    return suite.scoring.score(images.labels, predictions, images.domains, class_ids)
+
+
+def _evaluate(
+    trained: TrainedMethod, backbone: Any, images: LabeledImages, num_workers: int, method: str, what: str
+) -> Tensor:
+    features = image_features(backbone, images, num_workers=num_workers)
+    _check_finite(features, f"{what} image features", method)
+    logits = trained.logits(features)
+    _check_finite(logits, f"{what} logits", method)
+    return logits
+
+
+def _record(
+    spec: RunSpec, method: MethodSpec, manifest: Mapping[str, Any], task: TaskData, trained: TrainedMethod,
+    test_logits: Tensor, validation: Mapping[str, float], device: torch.device, phases: _Phases,
+) -> Record:
+    entry = manifest["configs"][spec.config]
+    suite_name = str(manifest.get("suite", IMAGENET_DG))
+    scores = _scores(suite_name, test_logits, task.test, task.class_ids)
+    phase_seconds = dict(phases.seconds)
+    for name, seconds in trained.record.get("phase_seconds", {}).items():
+        phase_seconds[name] = round(float(seconds), 3)
+    details = {k: v for k, v in trained.record.items() if k not in ("history", "phase_seconds")}
+    details["backbone"] = spec.backbone.describe()
+    details["config_name"] = spec.config
+    details["eval_order"] = "manifest (class, path)"
+    return Record(
+        suite=suite_name,
+        protocol=str(manifest.get("protocol", "fewshot")),
+        protocol_version=str(manifest["protocol_version"]),
+        task=str(entry.get("task", task.target)),
+        target=task.target,
+        sources=tuple(task.sources),
+        num_classes=len(task.class_ids),
+        method=method.family,
+        base=method.base,
+        routing=spec.hparams.finetune.routing if method.routes else None,
+        model=spec.backbone.arch,
+        pretrained=pretrained_label(spec.backbone),
+        precision=precision_of(device.type),
+        device_type=device.type,
+        shots=entry.get("shots"),
+        seed=spec.seed,
+        split_seed=entry.get("seed"),
+        accuracy=scores.accuracy,
+        domain_accuracy=dict(scores.domain_accuracy),
+        class_accuracy=dict(scores.class_accuracy),
+        worst_class_accuracy=scores.worst_class_accuracy,
+        validation_accuracy=dict(validation),
+        test_images=len(task.test),
+        preset=spec.preset,
+        config=spec.hparams.to_dict(),
+        manifest_content_hash=str(manifest["content_hash"]),
+        suite_source=dict(spec.suite_source),
+        package_version=__version__,
+        git_commit=source_commit(),
+        versions={"torch": torch.__version__, "open_clip": open_clip.__version__,
+                  "python": platform.python_version()},
+        device_name=device_name(device),
+        phase_seconds=phase_seconds,
+        n_trainable=int(trained.n_trainable),
+        eval_batch_size=int(trained.eval_batch_size),
+        details=json.loads(json.dumps(details, default=str)),
+    )
+
+
+@contextlib.contextmanager
+def _run_log(folder: Path) -> Iterator[None]:
+    """Copy the project's log lines into ``folder/run.log`` while the run goes."""
+    handler = logging.FileHandler(folder / LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.DEBUG)
+    loggers = [logging.getLogger(name) for name in ("guidg", "imagenet_dg", "leaderboard")]
+    for one in loggers:
+        one.addHandler(handler)
+    try:
+        yield
+    finally:
+        for one in loggers:
+            one.removeHandler(handler)
+        handler.close()
+
+
+def _clear_if_empty(folder: Path, lock: RunLock) -> None:
+    """After a failure: remove a run folder that holds nothing but bookkeeping (no resumable state)."""
+    try:
+        leftovers = {p.name for p in folder.iterdir()}
+    except FileNotFoundError:
+        return
+    if leftovers <= BOOKKEEPING_FILES:
+        for name in leftovers - {LOCK_FILE}:
+            (folder / name).unlink(missing_ok=True)
+        lock.release(remove=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _say_why_not_exported(folder: Path) -> None:
+    if not (folder / MODEL_FILE).is_file():
+        logger.warning(
+            "%s: finished earlier without --export-model, and its trained weights were not kept, so there is "
+            "nothing to export; remove the folder and run again with --export-model to get %s",
+            folder, MODEL_FILE,
+        )
+
+
+def attempt(
+    spec: RunSpec,
+    roots: Mapping[str, str | os.PathLike[str]],
+    runs_dir: str | os.PathLike[str],
+    *,
+    device: str | None = None,
+    num_workers: int = 0,
+    export_model: bool = False,
+    blocking: bool = True,
+) -> RunOutcome:
+    """Run ``spec`` unless it is finished (then read its record) or, without ``blocking``, held by another
+    process (then leave it).
+
+    ``roots`` maps domain id -> the folder the manifest's paths of that domain are relative to. The run folder
+    is locked for the whole run; a failure leaves no done marker and removes the folder unless it holds
+    resumable training state. With ``export_model``, the trained model is also saved as
+    ``model.safetensors`` in the run folder, in a form ``open_clip.create_model_and_transforms(arch,
+    pretrained=<file>)`` loads. Under several data-parallel processes every rank calls this for the same
+    spec; rank 0 decides, locks, scores and writes.
+    """
+    method = get_method(spec.method)
+    manifest = read_manifest(spec.benchmark)
+    if spec.config not in manifest["configs"]:
+        raise ImageNetDGError(
+            f"{spec.benchmark}: no configuration {spec.config!r}; it holds {', '.join(manifest['configs'])}"
+        )
+    torch_device = torch.device(device or default_device())
+    folder = run_folder(spec, runs_dir, str(manifest["content_hash"]), torch_device.type)
+    replica = current_replica()
+    lock = RunLock(folder)
+    status = "run"
+    if replica.is_main:
+        if is_done(folder):
+            status = "done"
+        elif not lock.acquire(blocking=blocking):
+            status = "busy"
+        elif is_done(folder):  # finished by another process while this one waited
+            lock.release()
+            status = "done"
+    status = str(broadcast_object(status, replica))
+    if status == "done":
+        if export_model and replica.is_main:
+            _say_why_not_exported(folder)
+        logger.info("%s on %s: already done (%s)", spec.method, spec.config, folder)
+        return RunOutcome(folder, "done", read_record(folder) if replica.is_main else None)
+    if status == "busy":
+        logger.info("%s on %s: running in another process (%s)", spec.method, spec.config, folder)
+        return RunOutcome(folder, "busy", None)
+    try:
+        if replica.is_main:
+            write_text_atomic(folder / RUN_FILE, json.dumps(_describe(spec, torch_device), sort_keys=True) + "\n")
+        with _run_log(folder) if replica.is_main else contextlib.nullcontext():
+            logger.info("%s on %s: running in %s", spec.method, spec.config, folder)
+            record = _train_and_score(spec, method, manifest, roots, runs_dir, folder, torch_device, num_workers,
+                                      export_model, replica.is_main)
+    except BaseException:
+        if replica.is_main:
+            _clear_if_empty(folder, lock)
+        raise
+    finally:
+        lock.release()
+    return RunOutcome(folder, "ran", record)
+
+
+def _describe(spec: RunSpec, device: torch.device) -> dict[str, Any]:
+    return {
+        "benchmark": str(spec.benchmark), "config": spec.config, "method": spec.method,
+        "backbone": spec.backbone.describe(), "preset": spec.preset, "hparams": spec.hparams.to_dict(),
+        "seed": spec.seed, "device_type": device.type, "precision": precision_of(device.type),
+    }
+
+
+def _train_and_score(
+    spec: RunSpec, method: MethodSpec, manifest: Mapping[str, Any], roots: Mapping[str, str | os.PathLike[str]],
+    runs_dir: str | os.PathLike[str], folder: Path, device: torch.device, num_workers: int, export_model: bool,
+    is_main: bool,
+) -> Record | None:
+    phases = _Phases()
+    with phases.timed("load"):
+        task = load_task(spec.benchmark, spec.config, roots)
+        backbone = load_backbone(spec.backbone, device)
+    with phases.timed("fit"):
+        trained = fit_method(
+            spec.method, backbone, task, spec.hparams, seed=spec.seed, run_dir=folder,
+            experts=ExpertStore(Path(runs_dir) / EXPERTS_DIR), num_workers=num_workers,
+        )
+    if not is_main:
+        return None  # rank 0 scores and writes
+    with phases.timed("evaluate"):
+        selection = _selection(task)
+        validation_images = LabeledImages.concat([selection[d] for d in task.sources])
+        validation_logits = _evaluate(trained, backbone, validation_images, num_workers, spec.method, "validation")
+        validation = _scores(str(manifest.get("suite", IMAGENET_DG)), validation_logits, validation_images,
+                             task.class_ids).domain_accuracy
+        # The target, once, after training and model selection.
+        test_logits = _evaluate(trained, backbone, task.test, num_workers, spec.method, "test")
+    record = _record(spec, method, manifest, task, trained, test_logits, validation, device, phases)
+    if export_model:
+        export_open_clip_checkpoint(
+            backbone.model, folder / MODEL_FILE, {"method": spec.method, "config": spec.config, "arch": spec.backbone.arch}
+        )
+    write_record(folder, record)
+    _clear_training_state(folder)
+    logger.info("%s on %s: %.2f%% on %s (%s)", spec.method, spec.config, record.accuracy, task.target, folder)
+    return record
+
+
+def _clear_training_state(folder: Path) -> None:
+    """A finished run needs its resumable state no more (it can be as large as the model)."""
+    from guidg.finetune import CHECKPOINT_FILE
+
+    (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
 
 
 def execute(
@@ -106,68 +412,8 @@ def execute(
     device: str | None = None,
     num_workers: int = 0,
     export_model: bool = False,
-) -> dict[str, Any]:
-    """Run ``spec`` (or read its record if it already finished) and return the result record.
-
-    ``roots`` maps domain id -> release root holding the images. The target is scored once, after training,
-    and never used for anything else. The record carries the configuration and versions that produced it.
-    With ``export_model``, the trained model is also saved as ``model.safetensors`` in the run folder, in a
-    form ``open_clip.create_model_and_transforms(arch, pretrained=<file>)`` loads.
-    """
-    get_method(spec.method)
-    manifest = read_manifest(spec.benchmark)
-    folder = Path(runs_dir) / run_key(spec, manifest["content_hash"])
-    if (folder / DONE_FILE).is_file():
-        logger.info("%s on %s: already done (%s)", spec.method, spec.config, folder)
-        return read_record(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    task = load_task(spec.benchmark, spec.config, roots)
-    torch_device = torch.device(device or default_device())
-    backbone = load_backbone(spec.backbone, torch_device)
-    started = time.perf_counter()
-    trained = fit_method(
-        spec.method, backbone, task, spec.hparams, seed=spec.seed, run_dir=folder,
-        experts=ExpertStore(Path(runs_dir) / EXPERTS_DIR), num_workers=num_workers,
-    )
-    trained_seconds = time.perf_counter() - started
-    guide = LabeledImages.concat([task.guide[d] for d in task.sources])
-    guide_logits = trained.logits(image_features(backbone, guide, num_workers=num_workers))
-    test_logits = trained.logits(image_features(backbone, task.test, num_workers=num_workers))
-    config = manifest["configs"][spec.config]
-    record = {
-        "method": spec.method,
-        "benchmark": "imagenet-dg",
-        "task": manifest["configs"][spec.config]["task"],
-        "config": spec.config,
-        "target": task.target,
-        "sources": list(task.sources),
-        "shots": config["shots"],
-        "split_seed": config["seed"],
-        "seed": spec.seed,
-        "accuracy": accuracy(test_logits, torch.tensor(task.test.labels)),
-        "test_images": len(task.test),
-        "guide_accuracy": dict(domain_accuracies(guide_logits, guide)),
-        "n_trainable": trained.n_trainable,
-        "eval_batch_size": trained.eval_batch_size,
-        "eval_order": "manifest (class, path)",
-        "routing": spec.hparams.finetune.routing if trained.cmattn is not None else None,
-        "preset": spec.preset,
-        "hparams": spec.hparams.to_dict(),
-        "backbone": spec.backbone.describe(),
-        "benchmark_content_hash": manifest["content_hash"],
-        "protocol_version": manifest["protocol_version"],
-        "train_seconds": round(trained_seconds, 2),
-        "environment": _environment(torch_device),
-        "details": {k: v for k, v in trained.record.items() if k != "history"},
-    }
-    if export_model:
-        export_open_clip_checkpoint(
-            backbone.model, folder / MODEL_FILE, {"method": spec.method, "config": spec.config, "arch": spec.backbone.arch}
-        )
-        record["model_file"] = MODEL_FILE
-    text = json.dumps(record, sort_keys=True)
-    write_text_atomic(folder / RESULTS_FILE, text + "\n")
-    write_text_atomic(folder / DONE_FILE, "")
-    logger.debug("%s on %s: %.2f%% on %s", spec.method, spec.config, record["accuracy"], task.target)
-    return json.loads(text)  # the record exactly as a later reader of the file sees it
+) -> Record | None:
+    """Run ``spec`` (waiting for another process that holds it), or read its record if it finished; see
+    :func:`attempt`. None on data-parallel ranks other than 0."""
+    return attempt(spec, roots, runs_dir, device=device, num_workers=num_workers, export_model=export_model).record
 

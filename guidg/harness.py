@@ -1,0 +1,628 @@
+"""The evaluation harness: a sweep (suite x targets x methods x shots x seeds) turned into runs, checked, run.
+
+Data flows one way: a :class:`Sweep` (what was asked) -> :func:`validate` (every name, the preset and its
+overrides, the device: nothing is scanned or trained before all of them are right) -> :func:`prepare`
+(the built manifests, building them when missing, and the folders the images are in, a sample of them
+checked) -> :func:`plan` (one :class:`PlannedRun` per run, with its folder and whether it is done) -> a
+launcher (:data:`LAUNCHERS`: ``local`` runs them in sequence, ``slurm`` submits them with submitit) ->
+records -> :func:`summary_table`. The command line is a thin layer over these functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from imagenet_dg.errors import ImageNetDGError
+from imagenet_dg.manifests import MANIFEST_FILE, read_manifest
+from imagenet_dg.suites import IMAGENET_DG, PROTOCOLS, Suite, config_name, get_suite
+from guidg.backbone import BackboneSpec
+from guidg.bases import BASES
+from guidg.distributed import init_from_environment
+from guidg.methods import METHODS, families_with_base, get_method, resolve_method
+from guidg.presets import PRESETS, MethodConfig, get_preset
+from guidg.run import RunOutcome, RunSpec, attempt, default_workers, is_done, run_folder
+
+logger = logging.getLogger(__name__)
+
+ALL_METHODS = "all"
+DEFAULT_SHOTS = (16,)
+DEFAULT_FEWSHOT_SEEDS = (1, 2, 3)
+DEFAULT_TRIAL_SEEDS = (0, 1, 2)
+"""DomainBed's trial seeds."""
+BUILT_DIR = "manifests"
+"""Sub-folder of the runs folder where the harness builds manifests that were not built beforehand."""
+SAMPLE_PER_DOMAIN = 8
+"""Images per domain and split checked to exist before anything runs."""
+
+
+class SweepError(ImageNetDGError):
+    """A sweep asks for something that does not exist or does not fit together."""
+
+
+# --- what was asked -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Everything an ``evaluate`` invocation asks for. Empty tuples mean "the default" (see each field)."""
+
+    suite: str = IMAGENET_DG
+    protocol: str = "fewshot"
+    targets: tuple[str, ...] = ()
+    """Targets or task names; empty: every leave-one-domain-out task."""
+    methods: tuple[str, ...] = ()
+    """Registered method names, ``guidg`` (with :attr:`base`) or ``all``."""
+    base: str | None = None
+    model: str = "ViT-B-16"
+    pretrained: str = "openai"
+    """open_clip tag, checkpoint file, or ``none`` for random weights."""
+    shots: tuple[int, ...] = ()
+    """Shots per class (fewshot); empty: 16."""
+    seeds: tuple[int, ...] = ()
+    """Few-shot seeds (fewshot; also the training seed) or trial seeds (full); empty: 1 2 3, or 0 1 2."""
+    preset: str | None = None
+    """None: ``paper`` for the standard suites, ``paper-imagenet-dg`` (``-i`` for task i) for ImageNet-DG,
+    ``smoke`` for synthetic data."""
+    overrides: tuple[str, ...] = ()
+    """``section.key=value`` changes to the preset, e.g. ``finetune.lr=1e-5``."""
+    device: str | None = None
+    workers: int | None = None
+    runs: Path = Path("runs")
+    benchmark: Path | None = None
+    """Built manifests; None: the harness builds them under ``<runs>/manifests/``."""
+    root: Path | None = None
+    """A folder searched for the suite (or the ImageNet releases)."""
+    release_paths: Mapping[str, Path] = field(default_factory=dict)
+    """ImageNet-DG only: domain id -> release folder given one by one."""
+    mini_dir: Path = Path("mini-releases")
+    """Where miniature data is written when a miniature suite (or ImageNet-DG without releases) is asked for."""
+    export_model: bool = False
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A validated sweep: names resolved, configuration built, device known."""
+
+    sweep: Sweep
+    suite: Suite
+    methods: tuple[str, ...]
+    """Registered method names."""
+    backbone: BackboneSpec
+    shots: tuple[int, ...] | None
+    """None for the full protocol."""
+    seeds: tuple[int, ...]
+    device: str
+    workers: int
+    preset: str | None
+    """The preset named on the command line (None: chosen per task from the suite)."""
+    changes: Mapping[str, Mapping[str, Any]]
+    """Overrides per configuration section, already checked against the preset's fields."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Built manifests and where their images are."""
+
+    benchmark: Path
+    manifest: Mapping[str, Any]
+    roots: Mapping[str, Path]
+    """Domain id -> the folder that domain's manifest paths are relative to."""
+    suite_source: Mapping[str, Any]
+    built: bool
+    """Whether the harness built the manifests now."""
+    synthetic: bool = False
+    """Whether the images are miniature synthetic ones (the manifest says so, or the harness made them)."""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a sweep."""
+
+    spec: RunSpec
+    folder: Path
+    done: bool
+    task: str
+    target: str
+    shots: int | None
+    split_seed: int | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every run of a sweep, in order, and what running them needs."""
+
+    checked: Checked
+    prepared: Prepared
+    runs: tuple[PlannedRun, ...]
+
+
+# --- validation -----------------------------------------------------------------------------------------------
+
+
+def resolve_methods(names: Sequence[str], base: str | None) -> tuple[str, ...]:
+    """Registered method names meant by ``names`` (``all``: every registered one) and ``base``.
+
+    ``base`` chooses the base of the methods that run on one (``guidg``); a base given when no chosen method
+    runs on one is an error, as is a method family named without its base. Order is kept, duplicates dropped.
+    """
+    if not names:
+        raise SweepError(f"no method given; expected --method with one of {', '.join([*METHODS, 'guidg', 'all'])}")
+    if base is not None and base not in BASES:
+        raise SweepError(f"--base {base}: unknown base method; expected one of {', '.join(BASES)}")
+    families = families_with_base()
+    chosen: list[str] = []
+    for name in names:
+        if name == ALL_METHODS:
+            chosen += [m for m, spec in METHODS.items() if base is None or spec.base in (None, base)]
+        elif name in families or base is None:
+            chosen.append(resolve_method(name, base).name)
+        else:
+            spec = get_method(name)
+            if spec.base is not None and spec.base != base:
+                raise SweepError(f"--method {name} runs on base {spec.base}, but --base {base} was given")
+            chosen.append(name)
+    if base is not None and not any(METHODS[m].base is not None for m in chosen):
+        raise SweepError(
+            f"--base {base} was given, but none of the methods {', '.join(names)} runs on a base; --base applies "
+            f"only to {', '.join(families)}: remove --base or add --method {families[0]}"
+        )
+    return tuple(dict.fromkeys(chosen))
+
+
+def _field_types(section: str) -> dict[str, Any]:
+    cls = type(getattr(MethodConfig(), section))
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(text: str, kind: Any, where: str) -> Any:
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in arguments:
+            return None
+        kinds = [a for a in arguments if a is not type(None)]
+        return _coerce(text, kinds[0], where)
+    if origin is tuple:
+        parts = value if isinstance(value, list) else [p for p in str(text).split(",") if p.strip()]
+        return tuple(_coerce(str(p), arguments[0], where) for p in parts)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        return text
+    raise SweepError(f"--set {where}={text}: expected a value of type {getattr(kind, '__name__', kind)}")
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``section.key=value`` texts as ``{section: {key: value}}``, each value of its field's type.
+
+    Values are read as YAML scalars (``1e-5``, ``true``, ``null``), tuples as comma-separated lists.
+    """
+    changes: dict[str, dict[str, Any]] = {}
+    sections = [f.name for f in dataclasses.fields(MethodConfig)]
+    for text in overrides:
+        name, equals, value = text.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not equals or not dot or not key:
+            raise SweepError(f"--set {text}: expected section.key=value, e.g. finetune.lr=1e-5")
+        if section not in sections:
+            raise SweepError(f"--set {text}: unknown section {section!r}; expected one of {', '.join(sections)}")
+        types = _field_types(section)
+        if key not in types:
+            raise SweepError(f"--set {text}: {section} has no setting {key!r}; it has {', '.join(types)}")
+        changes.setdefault(section, {})[key] = _coerce(value.strip(), types[key], name)
+    return changes
+
+
+def resolve_device(device: str | None) -> str:
+    """The torch device to run on: ``cuda`` when a GPU is visible and none was named, else ``cpu``.
+
+    ``gpu`` means ``cuda``. A CUDA device that is not there is an error saying so, not a fallback to the CPU.
+    """
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    text = "cuda" + device[3:] if device.startswith("gpu") else device
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise SweepError(f"--device {device}: not a device; expected cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SweepError(f"--device {device}: no CUDA GPU is visible to PyTorch on this machine; use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise SweepError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0"
+            )
+    elif parsed.type != "cpu":
+        raise SweepError(f"--device {device}: expected cpu, cuda or cuda:N")
+    return text
+
+
+def validate(sweep: Sweep) -> Checked:
+    """Check every name and value of ``sweep`` before anything is scanned, built or trained."""
+    suite = get_suite(sweep.suite)
+    if sweep.protocol not in PROTOCOLS:
+        raise SweepError(f"--protocol {sweep.protocol}: expected one of {', '.join(PROTOCOLS)}")
+    if suite.name == IMAGENET_DG and sweep.protocol != "fewshot":
+        raise SweepError("ImageNet-DG has only the fewshot protocol; use --protocol fewshot")
+    for target in sweep.targets:
+        suite.task(target)
+    methods = resolve_methods(sweep.methods, sweep.base)
+    if sweep.preset is not None:
+        get_preset(sweep.preset)
+    changes = parse_overrides(sweep.overrides)
+    get_preset("paper").replace(**changes)  # a value the configuration refuses is refused now
+    if sweep.protocol == "full":
+        if sweep.shots:
+            raise SweepError("--shots: the full protocol trains on every image; leave --shots out")
+        shots = None
+    else:
+        shots = tuple(dict.fromkeys(sweep.shots or DEFAULT_SHOTS))
+        if any(k < 1 for k in shots):
+            raise SweepError(f"--shots {' '.join(map(str, shots))}: expected positive numbers of images per class")
+    seeds = tuple(dict.fromkeys(sweep.seeds or (DEFAULT_FEWSHOT_SEEDS if sweep.protocol == "fewshot"
+                                                 else DEFAULT_TRIAL_SEEDS)))
+    if any(s < 0 for s in seeds):
+        raise SweepError(f"--seeds: expected non-negative integers, got {' '.join(map(str, seeds))}")
+    device = resolve_device(sweep.device)
+    if sweep.workers is not None and sweep.workers < 0:
+        raise SweepError(f"--workers {sweep.workers}: expected 0 or more")
+    workers = default_workers(device) if sweep.workers is None else sweep.workers
+    pretrained = None if sweep.pretrained.lower() == "none" else sweep.pretrained
+    backbone = BackboneSpec(sweep.model, pretrained)
+    backbone.describe()  # an unknown tag or a missing checkpoint file is refused before anything runs
+    return Checked(sweep, suite, methods, backbone, shots, seeds, device, workers, sweep.preset, changes)
+
+
+def default_preset(suite: Suite, task: str, synthetic: bool) -> str:
+    """The preset that fits a suite: ``paper`` for the standard suites, ``paper-imagenet-dg`` for ImageNet-DG
+    (``paper-imagenet-dg-i`` on its task i, whose reference script uses prompt batch 8), ``smoke`` for
+    synthetic miniature data, which the paper's settings would train for hours."""
+    if synthetic or suite.synthetic:
+        return "mini" if "mini" in PRESETS else "smoke"
+    if suite.name == IMAGENET_DG:
+        return "paper-imagenet-dg-i" if task == "i" else "paper-imagenet-dg"
+    return "paper"
+
+
+# --- manifests and images -------------------------------------------------------------------------------------
+
+
+def _built_name(checked: Checked) -> str:
+    parts = [checked.suite.name, checked.sweep.protocol]
+    if checked.shots is not None:
+        parts.append("-".join(map(str, sorted(checked.shots))) + "shot")
+    parts.append("seeds" + "-".join(map(str, sorted(checked.seeds))))
+    return "-".join(parts)
+
+
+def _imagenet_dg_inputs(checked: Checked) -> tuple[dict[str, Path], Path | None, bool]:
+    """The release folders given, the root to search, and whether they are the miniature releases."""
+    sweep = checked.sweep
+    given = {d: Path(p) for d, p in sweep.release_paths.items() if p is not None}
+    if given or sweep.root is not None:
+        return given, sweep.root, False
+    from imagenet_dg.mini import make_mini_releases
+
+    mini = make_mini_releases(Path(sweep.mini_dir))
+    logger.info("No release given: using the miniature (synthetic) releases in %s", mini.root)
+    return dict(mini.paths), None, True
+
+
+def _prepare_imagenet_dg(checked: Checked, on_build: Callable[[str], None]) -> Prepared:
+    from imagenet_dg.build import BuildOptions, build
+    from imagenet_dg.releases import locate_releases, scan_releases
+
+    sweep = checked.sweep
+    paths, root, mini = _imagenet_dg_inputs(checked)
+    tasks = tuple(checked.suite.task(t).name for t in sweep.targets) or tuple(t.name for t in checked.suite.tasks())
+    benchmark = (sweep.benchmark or Path(sweep.runs) / BUILT_DIR / (_built_name(checked) + ("-mini" if mini else ""))).absolute()
+    built = False
+    if not (Path(benchmark) / MANIFEST_FILE).is_file():
+        options = BuildOptions(tasks=tasks, shots=checked.shots or DEFAULT_SHOTS, seeds=checked.seeds)
+        on_build(f"Building the ImageNet-DG manifests into {benchmark}")
+        build(scan_releases(paths, root=root, domains=options.domains()), benchmark, options)
+        built = True
+    manifest = read_manifest(benchmark)
+    domains = sorted({d for c in manifest["configs"].values() for d in (c["target"], *c["sources"])})
+    roots = locate_releases(paths, root=root, domains=domains)
+    return Prepared(Path(benchmark), manifest, {d: Path(p) for d, p in roots.items()}, {"kind": "folder"}, built,
+                    mini or bool(manifest.get("synthetic", False)))
+
+
+def _prepare_suite(checked: Checked, on_build: Callable[[str], None]) -> Prepared:
+    from imagenet_dg.suite_build import SuiteBuildOptions, build_suite
+    from imagenet_dg.suite_discovery import scan_suite, suite_roots
+
+    sweep, suite = checked.sweep, checked.suite
+    root = sweep.root
+    if root is None:
+        if not suite.synthetic:
+            raise SweepError(
+                f"--suite {suite.name}: give --root, the folder holding the {suite.display_name} folder "
+                f"({' or '.join(suite.folder_names)}). {suite.source}".strip()
+            )
+        from imagenet_dg.mini_suites import make_mini_suite
+
+        root = make_mini_suite(suite.name, Path(sweep.mini_dir) / suite.name).root
+        logger.info("Using the miniature (synthetic) %s in %s", suite.name, root)
+    benchmark = (sweep.benchmark or Path(sweep.runs) / BUILT_DIR / _built_name(checked)).absolute()
+    built = False
+    if not (Path(benchmark) / MANIFEST_FILE).is_file():
+        options = SuiteBuildOptions(protocol=sweep.protocol, shots=checked.shots or DEFAULT_SHOTS,
+                                    seeds=checked.seeds)
+        on_build(f"Building the {suite.name} manifests ({sweep.protocol}) into {benchmark}")
+        build_suite(scan_suite(suite, root), benchmark, options)
+        built = True
+    manifest = read_manifest(benchmark)
+    if manifest.get("suite", IMAGENET_DG) != suite.name or manifest.get("protocol", "fewshot") != sweep.protocol:
+        raise SweepError(
+            f"{benchmark}: holds suite {manifest.get('suite', IMAGENET_DG)} under protocol "
+            f"{manifest.get('protocol', 'fewshot')}, not {suite.name} under {sweep.protocol}; give the right "
+            "--benchmark, or leave it out to let the harness build one"
+        )
+    roots = suite_roots(suite, root)
+    return Prepared(Path(benchmark), manifest, roots, dict(manifest.get("source") or {"kind": "folder"}), built,
+                    bool(manifest.get("synthetic", False)))
+
+
+def prepare(checked: Checked, on_build: Callable[[str], None] = logger.info) -> Prepared:
+    """The manifests the sweep runs on (built now into a folder named after the sweep when missing) and the
+    folder each domain's images are in; ``on_build`` is told where a build goes before it starts."""
+    if checked.suite.name == IMAGENET_DG:
+        return _prepare_imagenet_dg(checked, on_build)
+    return _prepare_suite(checked, on_build)
+
+
+def check_image_sample(prepared: Prepared, configs: Sequence[str], per_domain: int = SAMPLE_PER_DOMAIN) -> None:
+    """Check that the first ``per_domain`` images of every domain of every split of ``configs`` exist under
+    the domain's folder; an error names the domain, the folder it was looked for in, and a missing file."""
+    from imagenet_dg.loading import load_task
+
+    checked: set[tuple[str, str]] = set()
+    for config in configs:
+        task = load_task(prepared.benchmark, config, prepared.roots)
+        pools = [*task.expert.values(), *task.guide.values(), *getattr(task, "validation", {}).values(), task.test]
+        for pool in pools:
+            for domain in sorted(set(pool.domains)):
+                paths = [p for p, d in zip(pool.paths, pool.domains) if d == domain][:per_domain]
+                missing = [p for p in paths if (domain, str(p)) not in checked and not Path(p).is_file()]
+                if missing:
+                    raise SweepError(
+                        f"domain {domain}: {len(missing)} of {len(paths)} checked images named by "
+                        f"{prepared.benchmark / MANIFEST_FILE} are missing from {prepared.roots[domain]} "
+                        f"(first: {missing[0]}); give the folder the manifests were built from"
+                    )
+                checked.update((domain, str(p)) for p in paths)
+    for domain, folder in sorted(prepared.roots.items()):
+        logger.debug("domain %s: images found in %s", domain, folder)
+
+
+# --- the runs -------------------------------------------------------------------------------------------------
+
+
+def select_configs(checked: Checked, manifest: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The manifest configurations the sweep asks for, in task, shots, seed order; every asked-for
+    combination must be there."""
+    suite, sweep = checked.suite, checked.sweep
+    tasks = [suite.task(t) for t in sweep.targets] or list(suite.tasks())
+    configs = manifest["configs"]
+    chosen, missing = [], []
+    for task in tasks:
+        for shots in checked.shots or (None,):
+            for seed in checked.seeds:
+                name = config_name(task.name, sweep.protocol, shots=shots, seed=seed)
+                if name in configs:
+                    chosen.append((name, configs[name]))
+                else:
+                    missing.append(name)
+    if missing:
+        raise SweepError(
+            f"the manifests in {sweep.benchmark or 'the built folder'} lack the configuration(s) "
+            f"{', '.join(missing)}; they hold {', '.join(configs) or 'none'}: rebuild them with these shots and "
+            "seeds, or leave --benchmark out to let the harness build what is asked"
+        )
+    return chosen
+
+
+def hparams_for(checked: Checked, task: str, synthetic: bool) -> tuple[str, MethodConfig]:
+    """The preset name and the resolved configuration of a run on ``task``."""
+    name = checked.preset or default_preset(checked.suite, task, synthetic)
+    config = get_preset(name)
+    if checked.changes:
+        config = config.replace(**checked.changes)
+    return name, config
+
+
+def plan(checked: Checked, prepared: Prepared) -> Plan:
+    """Every run of the sweep: configurations x methods, each with its folder and whether it is done."""
+    manifest = prepared.manifest
+    synthetic = prepared.synthetic
+    device_type = torch.device(checked.device).type
+    runs = []
+    for name, entry in select_configs(checked, manifest):
+        preset, hparams = hparams_for(checked, str(entry.get("task", entry["target"])), synthetic)
+        seed = int(entry["seed"])
+        for method in checked.methods:
+            spec = RunSpec(prepared.benchmark, name, method, checked.backbone, preset, hparams, seed,
+                           prepared.suite_source)
+            folder = run_folder(spec, checked.sweep.runs, str(manifest["content_hash"]), device_type)
+            runs.append(PlannedRun(spec, folder, is_done(folder), str(entry.get("task", entry["target"])),
+                                   str(entry["target"]), entry.get("shots"), entry.get("seed")))
+    return Plan(checked, prepared, tuple(runs))
+
+
+def make_plan(sweep: Sweep, on_build: Callable[[str], None] = logger.info) -> Plan:
+    """Validate ``sweep``, prepare its manifests and images (checking a sample), and plan its runs."""
+    checked = validate(sweep)
+    prepared = prepare(checked, on_build)
+    configs = [name for name, _ in select_configs(checked, prepared.manifest)]
+    check_image_sample(prepared, configs)
+    return plan(checked, prepared)
+
+
+def describe_plan(the_plan: Plan) -> str:
+    """The dry-run listing: one line per run (done or to run, what, where it writes), then a count."""
+    lines = []
+    for run in the_plan.runs:
+        state = "done" if run.done else "to run"
+        lines.append(f"{state:<7} {run.spec.method:<15} {run.spec.config:<28} seed {run.spec.seed:<3} "
+                     f"preset {run.spec.preset:<20} {run.folder}")
+    done = sum(r.done for r in the_plan.runs)
+    lines.append(f"{len(the_plan.runs)} runs, {done} done, {len(the_plan.runs) - done} to run "
+                 f"({the_plan.checked.device}; manifests {the_plan.prepared.benchmark})")
+    return "\n".join(lines)
+
+
+# --- launchers ------------------------------------------------------------------------------------------------
+
+
+def run_one(
+    run: PlannedRun, roots: Mapping[str, Path], runs_dir: Path, device: str, workers: int, export_model: bool,
+    blocking: bool = True,
+) -> RunOutcome:
+    """Run one planned run in this process (what a Slurm job executes)."""
+    return attempt(run.spec, roots, runs_dir, device=device, num_workers=workers, export_model=export_model,
+                   blocking=blocking)
+
+
+def _rank_device(device: str) -> str:
+    """Under torchrun, each CUDA rank uses the GPU of its LOCAL_RANK."""
+    if torch.device(device).type == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
+def run_local(the_plan: Plan, on_start: Callable[[PlannedRun], None] | None = None) -> list[RunOutcome]:
+    """Run every planned run here, in order (a finished one is read, not rerun).
+
+    A run another process is running is put off to the end and then waited for, so two ``evaluate``
+    processes sharing a runs folder share the work instead of queueing behind each other. Under ``torchrun``
+    every process runs this with the same plan (the fine-tuning is data-parallel).
+    """
+    checked, prepared = the_plan.checked, the_plan.prepared
+    device = _rank_device(checked.device)
+    init_from_environment(torch.device(device).type)
+    outcomes: dict[int, RunOutcome] = {}
+    put_off = []
+    for index, run in enumerate(the_plan.runs):
+        if on_start is not None and not run.done:
+            on_start(run)
+        outcome = run_one(run, prepared.roots, checked.sweep.runs, device, checked.workers,
+                          checked.sweep.export_model, blocking=False)
+        if outcome.status == "busy":
+            put_off.append(index)
+        else:
+            outcomes[index] = outcome
+    for index in put_off:
+        run = the_plan.runs[index]
+        outcomes[index] = run_one(run, prepared.roots, checked.sweep.runs, device, checked.workers,
+                                  checked.sweep.export_model, blocking=True)
+    return [outcomes[i] for i in range(len(the_plan.runs))]
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Slurm resources of each job (one job per run; a sweep is one array job)."""
+
+    partition: str | None = None
+    time_minutes: int = 240
+    gpus_per_job: int = 1
+    cpus_per_job: int = 8
+    mem_gb: int | None = None
+    array_parallelism: int = 64
+    """At most this many jobs of the array run at once."""
+    folder: Path | None = None
+    """Where submitit keeps job scripts and logs; None: ``<runs>/slurm``."""
+    cluster: str | None = "slurm"
+    """submitit cluster: ``slurm``; ``debug`` or ``local`` run the jobs on this machine (for tests)."""
+
+    def parameters(self, name: str) -> dict[str, Any]:
+        """The submitit parameters of each job."""
+        parameters: dict[str, Any] = {
+            "name": name,
+            "timeout_min": self.time_minutes,
+            "gpus_per_node": self.gpus_per_job,
+            "cpus_per_task": self.cpus_per_job,
+            "tasks_per_node": 1,
+            "nodes": 1,
+            "slurm_array_parallelism": self.array_parallelism,
+        }
+        if self.partition is not None:
+            parameters["slurm_partition"] = self.partition
+        if self.mem_gb is not None:
+            parameters["mem_gb"] = self.mem_gb
+        return parameters
+
+
+def submit_slurm(the_plan: Plan, options: SlurmOptions) -> list[Any]:
+    """Submit every run not yet done as one job of one array job; returns the submitit jobs.
+
+    Each job runs :func:`run_one` on the cluster, which takes the run folder's lock, so a job that finds its
+    run finished or running elsewhere does nothing twice.
+    """
+    import submitit
+
+    checked, prepared = the_plan.checked, the_plan.prepared
+    pending = [r for r in the_plan.runs if not r.done]
+    if not pending:
+        return []
+    folder = options.folder or Path(checked.sweep.runs) / "slurm"
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=options.cluster)
+    executor.update_parameters(**options.parameters(f"imagenet-dg-{checked.suite.name}"))
+    device = "cuda" if options.gpus_per_job > 0 else "cpu"
+    jobs = []
+    with executor.batch():
+        for run in pending:
+            jobs.append(executor.submit(run_one, run, dict(prepared.roots), Path(checked.sweep.runs).absolute(),
+                                        device, checked.workers, checked.sweep.export_model))
+    return jobs
+
+
+LAUNCHERS: Mapping[str, str] = {
+    "local": "run here, one after the other",
+    "slurm": "submit each run as a Slurm job (one array job per sweep) with submitit",
+}
+
+
+# --- the table ------------------------------------------------------------------------------------------------
+
+
+def summary_table(the_plan: Plan, outcomes: Sequence[RunOutcome]) -> str:
+    """What was run: one row per run with its state, what it is, its accuracy and its folder."""
+    header = ["state", "method", "task", "target", "shots", "seed", "accuracy", "validation", "run"]
+    rows = []
+    for run, outcome in zip(the_plan.runs, outcomes):
+        record = outcome.record
+        accuracy = f"{record.accuracy:.2f}" if record is not None else "-"
+        validation = "-"
+        if record is not None and record.validation_accuracy:
+            values = list(record.validation_accuracy.values())
+            validation = f"{sum(values) / len(values):.2f}"
+        rows.append([outcome.status, run.spec.method, run.task, run.target,
+                     "-" if run.shots is None else str(run.shots), str(run.spec.seed), accuracy, validation,
+                     outcome.folder.name])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
