@@ -59,10 +59,10 @@ class BackboneSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, str) or not self.arch:
-            raise BackboneError(f"BackboneSpec.arch must be an open_clip architecture name, got {self.arch!r}")
+            raise BackboneError(f"the model (--model) must be an open_clip architecture name, got {self.arch!r}")
         if self.pretrained is not None and (not isinstance(self.pretrained, str) or not self.pretrained):
             raise BackboneError(
-                f"BackboneSpec.pretrained must be a pretrained tag, a checkpoint file path or None, "
+                f"the weights (--pretrained) must be a pretrained tag, a checkpoint file path or none, "
                 f"got {self.pretrained!r}"
             )
 
@@ -310,7 +310,7 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Bac
     if ":" in spec.arch or open_clip.get_model_config(spec.arch) is None:
         raise BackboneError(
             f"unknown architecture {spec.arch!r}: expected an open_clip config name (see open_clip.list_models(); "
-            f"{TINY_MODEL!r} for the tiny test model), with weights given through BackboneSpec.pretrained"
+            f"{TINY_MODEL!r} for the tiny test model), with the weights given by --pretrained"
         )
     kind = spec.pretrained_kind()
     tag_cfg = open_clip.get_pretrained_cfg(spec.arch, spec.pretrained) if kind == "tag" else {}
@@ -332,7 +332,7 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Bac
                 f"could not load the pretrained weights {spec.pretrained!r} of {spec.arch!r} ({exc}); they are not "
                 f"in the local cache and could not be downloaded. Cache them beforehand (open_clip keeps them in "
                 f"the Hugging Face cache under HF_HOME; HF_HUB_OFFLINE=1 then uses it without network) or give a "
-                f"checkpoint file as BackboneSpec.pretrained"
+                f"checkpoint file as --pretrained"
             ) from exc
         if kind == "file":
             raise BackboneError(

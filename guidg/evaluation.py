@@ -15,6 +15,7 @@ from torch import Tensor
 from imagenet_dg.loading import LabeledImages
 from guidg.backbone import Backbone
 from guidg.cmattn import CMAttn
+from guidg.divergence import check_finite_outputs
 from guidg.features import encode_views
 from guidg.image_pipeline import eval_batch_size
 from guidg.losses import LOGIT_SCALE, ensemble_logits
@@ -31,9 +32,10 @@ def image_features(
     through the run's decoded-image cache when one is active, with the same result as from the files.
     """
     batch_size = batch_size or eval_batch_size(backbone.device)
-    return encode_views(
+    features = encode_views(
         backbone, images, eval_transform(backbone.image_size), batch_size=batch_size, num_workers=num_workers
     )[:, 0]
+    return check_finite_outputs(features, "image features")
 
 
 @torch.no_grad()
@@ -47,13 +49,13 @@ def head_logits(features: Tensor, heads: Tensor, cmattn: CMAttn | None, batch_si
     if cmattn is None:
         if heads.shape[0] != 1:
             raise ValueError("several heads need CMAttn to weigh them")
-        return LOGIT_SCALE * features @ heads[0].T
+        return check_finite_outputs(LOGIT_SCALE * features @ heads[0].T, "logits")
     cmattn = cmattn.to(features.device).eval()
     chunks = []
     for start in range(0, len(features), batch_size):
         batch = features[start : start + batch_size]
         chunks.append(ensemble_logits(batch, heads, cmattn(batch, heads)))
-    return torch.cat(chunks) if chunks else features.new_zeros(0, heads.shape[1])
+    return check_finite_outputs(torch.cat(chunks) if chunks else features.new_zeros(0, heads.shape[1]), "logits")
 
 
 def accuracy(logits: Tensor, labels: Tensor) -> float:

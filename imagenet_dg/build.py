@@ -331,13 +331,19 @@ def _protected_problem(out: Path, release_roots: Sequence[Path]) -> str | None:
 
 
 def _check_output(
-    out: Path, fingerprint: str, overwrite: bool, release_roots: Sequence[Path] = ()
+    out: Path,
+    fingerprint: str,
+    overwrite: bool,
+    release_roots: Sequence[Path] = (),
+    card: Callable[[Mapping], str] | None = None,
 ) -> dict | None:
     """The existing manifest when ``out`` already holds this very build, intact; None when ``out`` may be
     (re)built; raises OutputExistsError when ``out`` must not be touched.
 
     ``--overwrite`` replaces only a folder that holds an ImageNet-DG build (its ``manifest.json``) and no file
     the build did not write, and never the current folder or a folder holding (or inside) a release.
+    ``card`` gives the ``README.md`` text the build writes for a manifest (read back from its file); with it,
+    a different card also makes the output out of date. Without it the card only has to be present.
     """
     protected = _protected_problem(out, release_roots)
     if protected is not None:
@@ -368,8 +374,10 @@ def _check_output(
             )
         damage = verify_files(out, manifest)
         readme = out / CARD_FILE
-        if not readme.is_file() or readme.read_text(encoding="utf-8") != dataset_readme(manifest):
-            damage.append(f"{readme}: missing or not the card this version writes for the manifest")
+        if not readme.is_file():
+            damage.append(f"{readme}: missing")
+        elif card is not None and readme.read_text(encoding="utf-8") != card(manifest):
+            damage.append(f"{readme}: not the card this version writes for the manifest")
     if manifest is not None and manifest.get("build_fingerprint") == fingerprint and not damage:
         return manifest
     if overwrite:
@@ -494,7 +502,7 @@ def build(
     splits, health, excluded = _verified_splits(scans, tables, options)
     images_sha256 = _selected_images_sha256(scans, splits) if options.embed_images else None
     fingerprint = _fingerprint(releases, options, excluded, images_sha256)
-    existing = _check_output(out, fingerprint, overwrite, release_roots)
+    existing = _check_output(out, fingerprint, overwrite, release_roots, card=dataset_readme)
     if existing is not None:
         logger.info("%s already holds this build (content hash %s)", out, existing["content_hash"])
         return BuildResult(out, existing, up_to_date=True, health=health)

@@ -359,6 +359,19 @@ def verify_build(folder: str | os.PathLike[str]) -> list[str]:
     return problems
 
 
+def check_build(folder: str | os.PathLike[str]) -> dict:
+    """The manifest of ``folder`` once :func:`verify_build` finds nothing wrong; raises ManifestError naming
+    every problem otherwise."""
+    problems = verify_build(folder)
+    if problems:
+        raise ManifestError(
+            f"{folder} does not match its {MANIFEST_FILE} ({len(problems)} problem(s)):\n"
+            + "\n".join(f"  {p}" for p in problems)
+            + "\nDownload or build it again; remove files that are not part of it"
+        )
+    return read_manifest(folder)
+
+
 def unlisted_files(folder: str | os.PathLike[str], manifest: Mapping) -> list[str]:
     """Relative paths of the entries of ``folder`` that are not the card, the manifest or a listed shard."""
     folder = Path(folder)
