@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,23 @@ def _scan(kwargs: dict[str, Any], domains: tuple[str, ...]):
     return scan_releases(paths, root=root, domains=domains)
 
 
+def _verbose() -> bool:
+    """Whether the command line asked for ``-v``."""
+    context = click.get_current_context(silent=True)
+    return bool(context is not None and context.find_root().params.get("verbose"))
+
+
 def _errors_to_exit(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the library's errors (a user's mistake or damaged input) into one ``error:`` line and exit code 2;
+    with ``-v`` the traceback is printed first."""
+
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
         except ImageNetDGError as error:
+            if _verbose():
+                traceback.print_exc(file=sys.stderr)
             click.echo(f"error: {error}", err=True)
             sys.exit(2)
 
@@ -87,7 +99,7 @@ def _errors_to_exit(function: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group()
 @click.version_option(package_name="imagenet-dg")
-@click.option("-v", "--verbose", is_flag=True, help="Log progress in detail.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress in detail; show the traceback of an error.")
 def main(verbose: bool) -> None:
     """ImageNet-DG: build the benchmark, evaluate methods, print the leaderboard."""
     # Our own progress at INFO; other libraries (open_clip logs every model build at INFO) only from WARNING.
@@ -145,6 +157,9 @@ def build(out: Path, tasks: str, shots: str, seeds: str | None, suite: str | Non
 
     options = replace(options, synthetic=releases_are_synthetic([s.root for s in scans.values()]))
     result = run_build(scans, out, options, overwrite=overwrite, on_config=lambda c: logger.info("wrote %s", c))
+    if result.resumed:
+        logger.info("kept %d configuration(s) of the interrupted build: %s", len(result.resumed),
+                    ", ".join(result.resumed))
     if result.health is not None:
         click.echo(result.health.format(), err=True)
     state = "already up to date" if result.up_to_date else "built"
@@ -186,7 +201,7 @@ def _build_suite(suite: str, out: Path, shots: str, seeds: str | None, protocol:
 @release_options
 @_errors_to_exit
 def stats(**releases: Any) -> None:
-    """Print the task statistics (SPEC section 2) of the releases found."""
+    """Print the task statistics (classes, target and source images per task) of the releases found."""
     from imagenet_dg.protocol import task_statistics
 
     scans = _scan(releases, tuple(RELEASE_OPTIONS))
@@ -233,6 +248,19 @@ def push(folder: Path, repo_id: str, public: bool, revision: str | None, token: 
     url = run_push(folder, repo_id, private=not public, revision=revision, token=token,
                    allow_embedded_images=allow_embedded_images)
     click.echo(url)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_errors_to_exit
+def verify(folder: Path) -> None:
+    """Check a built or downloaded FOLDER against the SHA-256 of every file its manifest.json lists."""
+    from imagenet_dg.manifests import check_build
+
+    manifest = check_build(folder)
+    files = sum(len(s["files"]) for c in manifest["configs"].values() for s in c["splits"].values())
+    click.echo(f"{folder}: intact, {len(manifest['configs'])} configurations, {files} data files, "
+               f"content hash {manifest['content_hash']}")
 
 
 @main.command()
