@@ -326,12 +326,32 @@ def evaluate(benchmark: Path, configs: str | None, method: str, base: str, model
 
 
 @main.command()
-@click.option("--runs", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("runs"),
-              show_default=True)
+@click.option("--runs", "runs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A runs folder of 'imagenet-dg evaluate' (several may follow, or repeat --runs). Default: runs.")
+@click.argument("more_runs", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write leaderboard.md, .csv, .tex and .html here (default: print the Markdown).")
+@click.option("--spread", type=click.Choice(["auto", "sd", "se"]), default="auto", show_default=True,
+              help="Spread over seeds: standard deviation (sd, the CoOp line), standard error (se, DomainBed), or "
+                   "auto: sd for the fewshot protocol, se for the full one.")
 @_errors_to_exit
-def leaderboard(runs: Path) -> None:
-    """Print the leaderboard table of every finished run under RUNS."""
+def leaderboard(runs: tuple[Path, ...], more_runs: tuple[Path, ...], out: Path | None, spread: str) -> None:
+    """Aggregate every finished run under the runs folders into the leaderboard's tables."""
+    from leaderboard.aggregation import build_leaderboard
+    from leaderboard.markdown import render_markdown
+    from leaderboard.publish import publish
     from leaderboard.records import collect
-    from leaderboard.table import render_markdown
+    from leaderboard.reported import load_reported
 
-    click.echo(render_markdown(collect(runs)), nl=False)
+    folders = [*runs, *more_runs] or [Path("runs")]
+    if out is None:
+        board = build_leaderboard(collect(folders), load_reported(), spread)
+        click.echo(render_markdown(board), nl=False)
+    else:
+        published = publish(folders, out, spread=spread)
+        board = published.board
+        for file in published.files:
+            click.echo(f"wrote {file}", err=True)
+    if board.unfinished:
+        click.echo(f"{len(board.unfinished)} unfinished run folder(s) not counted: "
+                   + ", ".join(str(p) for p in board.unfinished), err=True)

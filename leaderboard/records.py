@@ -78,7 +78,9 @@ class Record:
     accuracy: float
     domain_accuracy: dict[str, float]
     class_accuracy: dict[str, float]
-    worst_class_accuracy: float
+    """Per class id (the label index, as a string); empty when the run did not measure it."""
+    worst_class_accuracy: float | None
+    """The lowest per-class accuracy; None when the run did not measure per-class accuracy."""
     validation_accuracy: dict[str, float]
     """Source-only model-selection accuracy per source domain."""
     test_images: int
@@ -190,6 +192,10 @@ def _percent(value: Any) -> str | None:
     return None if ok else f"expected a percentage in [0, 100], found {value!r}"
 
 
+def _optional_percent(value: Any) -> str | None:
+    return None if value is None else _percent(value)
+
+
 def _seconds(value: Any) -> str | None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
     return None if ok else f"expected a number of seconds >= 0, found {value!r}"
@@ -227,7 +233,7 @@ _CHECKS: dict[str, Check] = {
     "routing": _one_of(ROUTINGS), "model": _text, "pretrained": _text, "precision": _one_of(PRECISIONS),
     "device_type": _one_of(DEVICE_TYPES), "shots": _optional_count(1), "seed": _count(0),
     "split_seed": _optional_int, "accuracy": _percent, "domain_accuracy": _mapping_of(_percent),
-    "class_accuracy": _mapping_of(_percent), "worst_class_accuracy": _percent,
+    "class_accuracy": _mapping_of(_percent), "worst_class_accuracy": _optional_percent,
     "validation_accuracy": _mapping_of(_percent), "test_images": _count(1), "preset": _text,
     "config": _mapping_of(_anything), "manifest_content_hash": _text, "suite_source": _mapping_of(_anything),
     "package_version": _text, "git_commit": _optional_text, "versions": _mapping_of(_text),
@@ -247,6 +253,11 @@ def _consistency_problems(record: Record) -> list[str]:
         problems.append(f"sources: the target {record.target!r} is also a source")
     if isinstance(record.suite_source, dict) and "kind" not in record.suite_source:
         problems.append("suite_source: expected a 'kind' entry (folder or hub)")
+    if isinstance(record.class_accuracy, dict) and record.class_accuracy and record.worst_class_accuracy is not None \
+            and all(_percent(v) is None for v in record.class_accuracy.values()) \
+            and not math.isclose(record.worst_class_accuracy, min(record.class_accuracy.values())):
+        problems.append(f"worst_class_accuracy: {record.worst_class_accuracy} is not the lowest class accuracy "
+                        f"{min(record.class_accuracy.values())}")
     if isinstance(record.versions, dict):
         absent = [k for k in ("torch", "open_clip", "python") if k not in record.versions]
         if absent:

@@ -19,7 +19,7 @@ def make_record(**changes) -> Record:
         sources=("art_painting", "cartoon", "photo"), num_classes=7, method="guidg", base="clipood",
         routing="batch", model="ViT-B-16", pretrained="openai", precision="bf16", device_type="cuda", shots=16,
         seed=1, split_seed=1, accuracy=91.25, domain_accuracy={"sketch": 91.25},
-        class_accuracy={str(c): 90.0 for c in range(7)}, worst_class_accuracy=80.0,
+        class_accuracy={str(c): 80.0 + c for c in range(7)}, worst_class_accuracy=80.0,
         validation_accuracy={"art_painting": 95.0, "cartoon": 96.0, "photo": 99.0}, test_images=786,
         preset="paper", config={"finetune": {"lr": 5e-6}}, manifest_content_hash="abc123",
         suite_source={"kind": "folder"}, package_version="0.1.0", git_commit=None,
@@ -94,11 +94,17 @@ def test_a_failed_record_write_leaves_no_done_marker(tmp_path: Path, monkeypatch
         ({"protocol": "full"}, "shots"),
         ({"shots": None}, "shots"),
         ({"model": ""}, "model"),
+        ({"worst_class_accuracy": 85.0}, "worst_class_accuracy"),
     ],
 )
 def test_an_invalid_record_is_refused_naming_the_field(changes: dict, field: str) -> None:
     with pytest.raises(RecordError, match=rf"\b{field}:"):
         make_record(**changes)
+
+
+def test_per_class_accuracy_may_be_unmeasured() -> None:
+    record = make_record(class_accuracy={}, worst_class_accuracy=None)
+    assert record.worst_class_accuracy is None
 
 
 def test_the_full_protocol_has_no_shots() -> None:

@@ -1,0 +1,395 @@
+"""Records aggregated over seeds into the leaderboard's tables, with reported numbers beside them.
+
+One table per (suite, protocol, model, pretrained weights, shots); one row per (method, base, routing); one
+column per target domain plus the average over targets. A cell is the mean over seeds, its spread and the number
+of seeds. The average column is computed per seed first (the mean over targets of one seed's runs), then
+aggregated, so its spread is the spread of per-seed averages, not a combination of the cells' spreads.
+Records that disagree on anything that changes what a number means are refused, never averaged together.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagenet_dg.errors import ImageNetDGError
+from leaderboard.records import FinishedRun, Record, RecordSet
+from leaderboard.reported import AVERAGE, Reported
+
+SPREADS = ("auto", "sd", "se")
+SPREAD_NAMES = {"sd": "standard deviation", "se": "standard error"}
+CELL_FIELDS = ("protocol_version", "manifest_content_hash", "model", "pretrained", "precision", "shots", "preset")
+"""What every record of one cell must share: the same number then means the same thing."""
+METHOD_ORDER = ("zeroshot", "zeroshot-ensemble", "coop", "erm", "ueo", "clipood")
+"""Row order: the baselines, each fine-tuning base followed by GuiDG on top of it (as in the paper's Table 8)."""
+TRAINING_PHASE = "fit"
+"""The phase the harness times around training; its parts (e.g. ``experts``, ``finetune``) are recorded too and
+must not be added to it."""
+NOT_TRAINING = ("eval", "score", "test", "load")
+"""Without a ``fit`` phase, phases whose name starts with one of these are left out of training time."""
+
+
+class LeaderboardError(ImageNetDGError):
+    """Records cannot be put into one table as asked."""
+
+
+@dataclass(frozen=True)
+class TableKey:
+    """What one table holds: a suite under one protocol, with one model, weights and number of shots."""
+
+    suite: str
+    protocol: str
+    model: str
+    pretrained: str
+    shots: int | None
+
+    def title(self) -> str:
+        shots = "all images" if self.shots is None else f"{self.shots} shots"
+        return f"{self.suite}, {self.protocol} protocol, {self.model} ({self.pretrained} weights), {shots}"
+
+    def sort_key(self) -> tuple:
+        return (self.suite, self.protocol, self.model, self.pretrained, -1 if self.shots is None else self.shots)
+
+
+@dataclass(frozen=True)
+class RowKey:
+    """One row: a method, its base and its routing."""
+
+    method: str
+    base: str | None
+    routing: str | None
+
+    @property
+    def label(self) -> str:
+        label = self.method if self.base is None else f"{self.method}+{self.base}"
+        return label if self.routing in (None, "batch") else f"{label} ({self.routing} routing)"
+
+    def sort_key(self) -> tuple:
+        family = self.base if self.base is not None else self.method
+        rank = METHOD_ORDER.index(family) if family in METHOD_ORDER else len(METHOD_ORDER)
+        return (rank, family, self.base is not None, self.method, self.routing not in (None, "batch"),
+                self.routing or "")
+
+
+def row_key(record: Record) -> RowKey:
+    return RowKey(record.method, record.base, record.routing)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Mean accuracy over seeds, its spread (None with fewer than two seeds) and the runs behind it."""
+
+    values: tuple[float, ...]
+    """One accuracy (percent) per seed, in replicate order."""
+    replicates: tuple[tuple[int, int | None], ...]
+    """(seed, split seed) of each value."""
+    runs: tuple[Path, ...]
+    """Run folders behind the cell (for the average column: every run of the row's complete seeds)."""
+    spread_kind: str
+    """``sd`` or ``se``."""
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def spread(self) -> float | None:
+        if self.n < 2:
+            return None
+        deviation = statistics.stdev(self.values)
+        return deviation / math.sqrt(self.n) if self.spread_kind == "se" else deviation
+
+
+@dataclass(frozen=True)
+class Column:
+    """A target domain of a table, with what a reader needs to judge its numbers."""
+
+    target: str
+    num_classes: int
+
+    @property
+    def chance(self) -> float:
+        """Accuracy of a uniform random guess, in percent."""
+        return 100.0 / self.num_classes
+
+
+@dataclass(frozen=True)
+class Row:
+    """A reproduced row: one cell per target, the average over targets, and what the row cost."""
+
+    key: RowKey
+    cells: dict[str, Cell]
+    average: Cell
+    n_trainable: float
+    """Mean number of trainable parameters over the row's runs."""
+    training_seconds: float
+    """Mean training wall time per run (every phase but scoring)."""
+    device_types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReportedRow:
+    """Published numbers beside a reproduced row, with the difference reproduced minus reported."""
+
+    key: RowKey
+    source: str
+    file: str
+    values: dict[str, float]
+    """Per target, and under ``"average"`` the average (reported, or computed when every target is reported)."""
+    differences: dict[str, float]
+    """Reproduced mean minus reported, wherever both exist (``"average"`` included)."""
+
+
+@dataclass(frozen=True)
+class Table:
+    key: TableKey
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+    reported: tuple[ReportedRow, ...]
+    spread_kind: str
+    precisions: tuple[str, ...]
+    presets: tuple[str, ...]
+    device_types: tuple[str, ...]
+    max_seeds: int
+    """The largest number of seeds of any cell; cells with fewer are marked."""
+
+    def fewer_seeds(self, cell: Cell) -> bool:
+        return 0 < cell.n < self.max_seeds
+
+    def caption(self) -> str:
+        """What the numbers are, said once per table (the spread convention included); the title is apart."""
+        spread = SPREAD_NAMES[self.spread_kind]
+        marked = any(self.fewer_seeds(c) for row in self.rows for c in (*row.cells.values(), row.average))
+        return (f"Accuracy (%) on each target domain: mean ± {spread} over seeds (n = number of seeds). Average: "
+                "the mean over targets, computed per seed; its spread is over the per-seed averages. "
+                + (f"† marks cells with fewer seeds than the table's {self.max_seeds}. " if marked else "")
+                + f"Precision {', '.join(self.precisions)}; preset {', '.join(self.presets)}; "
+                f"ran on {', '.join(self.device_types)}.")
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    tables: tuple[Table, ...]
+    unfinished: tuple[Path, ...]
+    spread: str
+    """The option asked for (``auto``, ``sd`` or ``se``)."""
+    runs: tuple[FinishedRun, ...]
+    """Every finished run behind the tables."""
+
+    @property
+    def run_count(self) -> int:
+        return len(self.runs)
+
+    def record_of(self, folder: Path) -> Record:
+        """The record of one of the leaderboard's run folders."""
+        return next(run.record for run in self.runs if run.folder == folder)
+
+
+def spread_for(protocol: str, spread: str) -> str:
+    """The spread convention of a table: as asked, or with ``auto`` the convention of the protocol's literature
+    (few-shot papers in the CoOp line report standard deviations, DomainBed reports standard errors)."""
+    if spread not in SPREADS:
+        raise LeaderboardError(f"spread {spread!r}: expected one of {', '.join(SPREADS)}")
+    if spread != "auto":
+        return spread
+    return "sd" if protocol == "fewshot" else "se"
+
+
+def training_seconds(record: Record) -> float:
+    """Training wall time of a run: its ``fit`` phase, or, in a record without one, every phase but loading and
+    scoring."""
+    if TRAINING_PHASE in record.phase_seconds:
+        return record.phase_seconds[TRAINING_PHASE]
+    return sum(s for phase, s in record.phase_seconds.items() if not phase.lower().startswith(NOT_TRAINING))
+
+
+def _results_file(run: FinishedRun) -> str:
+    return str(run.folder / "results.jsonl")
+
+
+def check_cell(runs: Sequence[FinishedRun], where: str) -> None:
+    """Refuse a cell whose records disagree on anything in :data:`CELL_FIELDS`, or repeat a seed."""
+    problems = []
+    for name in CELL_FIELDS:
+        by_value: dict[str, list[str]] = defaultdict(list)
+        for run in runs:
+            by_value[repr(getattr(run.record, name))].append(_results_file(run))
+        if len(by_value) > 1:
+            listed = "; ".join(f"{value} in {', '.join(files)}" for value, files in sorted(by_value.items()))
+            problems.append(f"{name} differs ({listed})")
+    by_replicate: dict[tuple, list[str]] = defaultdict(list)
+    for run in runs:
+        by_replicate[(run.record.seed, run.record.split_seed)].append(_results_file(run))
+    for (seed, split_seed), files in sorted(by_replicate.items(), key=lambda item: repr(item[0])):
+        if len(files) > 1:
+            problems.append(f"seed {seed} (split seed {split_seed}) is recorded {len(files)} times ({', '.join(files)})")
+    if problems:
+        raise LeaderboardError(
+            f"cannot put into one cell ({where}) records that disagree: {'; '.join(problems)}. Keep runs of "
+            "different settings in separate runs folders and pass only the ones meant for one table"
+        )
+
+
+def _cell(runs: Sequence[FinishedRun], spread_kind: str) -> Cell:
+    ordered = sorted(runs, key=lambda r: (r.record.seed, -1 if r.record.split_seed is None else r.record.split_seed))
+    return Cell(
+        values=tuple(r.record.accuracy for r in ordered),
+        replicates=tuple((r.record.seed, r.record.split_seed) for r in ordered),
+        runs=tuple(r.folder for r in ordered),
+        spread_kind=spread_kind,
+    )
+
+
+def _average_cell(cells: dict[str, Cell], targets: Sequence[str], spread_kind: str) -> Cell:
+    """Mean over targets computed per seed, over the seeds present in every target."""
+    if any(t not in cells for t in targets):
+        return Cell((), (), (), spread_kind)
+    per_target = [dict(zip(cells[t].replicates, zip(cells[t].values, cells[t].runs))) for t in targets]
+    complete = sorted(set.intersection(*(set(p) for p in per_target)), key=lambda r: (r[0], -1 if r[1] is None else r[1]))
+    values = tuple(statistics.fmean(p[r][0] for p in per_target) for r in complete)
+    runs = tuple(p[r][1] for r in complete for p in per_target)
+    return Cell(values, tuple(complete), runs, spread_kind)
+
+
+def _columns(key: TableKey, runs: Sequence[FinishedRun]) -> tuple[Column, ...]:
+    classes: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        classes[run.record.target][run.record.num_classes].append(_results_file(run))
+    columns = []
+    for target in sorted(classes):
+        if len(classes[target]) > 1:
+            listed = "; ".join(f"{n} classes in {', '.join(files)}" for n, files in sorted(classes[target].items()))
+            raise LeaderboardError(f"{key.title()}: the target {target} has different numbers of classes ({listed}); "
+                                   "these records come from different builds and cannot share a column")
+        columns.append(Column(target, next(iter(classes[target]))))
+    return tuple(columns)
+
+
+def _reported_rows(key: TableKey, rows: Sequence[Row], columns: Sequence[Column],
+                   reported: Iterable[Reported]) -> tuple[ReportedRow, ...]:
+    by_row = {row.key: row for row in rows}
+    targets = [c.target for c in columns]
+    grouped: dict[tuple[RowKey, str, str], dict[str, float]] = defaultdict(dict)
+    for item in reported:
+        if (item.suite, item.protocol, item.model, item.pretrained) != (key.suite, key.protocol, key.model, key.pretrained):
+            continue
+        if not item.matches_shots(key.shots):
+            continue
+        row = RowKey(item.method, item.base, item.routing)
+        if row in by_row and (item.target in targets or item.target == AVERAGE):
+            grouped[(row, item.source, item.file)][item.target] = item.accuracy
+    result = []
+    for (row, source, file), values in grouped.items():
+        values = dict(values)
+        if AVERAGE not in values and all(t in values for t in targets):
+            values[AVERAGE] = statistics.fmean(values[t] for t in targets)
+        reproduced = by_row[row]
+        means = {t: c.mean for t, c in reproduced.cells.items()} | {AVERAGE: reproduced.average.mean}
+        differences = {t: means[t] - v for t, v in values.items() if means.get(t) is not None}
+        result.append(ReportedRow(row, source, file, values, differences))
+    return tuple(sorted(result, key=lambda r: (r.key.sort_key(), r.source)))
+
+
+def build_table(key: TableKey, runs: Sequence[FinishedRun], reported: Iterable[Reported], spread: str) -> Table:
+    """One table from the runs of one (suite, protocol, model, weights, shots)."""
+    spread_kind = spread_for(key.protocol, spread)
+    columns = _columns(key, runs)
+    targets = [c.target for c in columns]
+    by_row: dict[RowKey, dict[str, list[FinishedRun]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        by_row[row_key(run.record)][run.record.target].append(run)
+    rows = []
+    for row in sorted(by_row, key=RowKey.sort_key):
+        cells = {}
+        for target in targets:
+            if by_row[row][target]:
+                check_cell(by_row[row][target], f"{key.title()}; {row.label}; target {target}")
+                cells[target] = _cell(by_row[row][target], spread_kind)
+        row_runs = [r for target_runs in by_row[row].values() for r in target_runs]
+        rows.append(Row(
+            key=row, cells=cells, average=_average_cell(cells, targets, spread_kind),
+            n_trainable=statistics.fmean(r.record.n_trainable for r in row_runs),
+            training_seconds=statistics.fmean(training_seconds(r.record) for r in row_runs),
+            device_types=tuple(sorted({r.record.device_type for r in row_runs})),
+        ))
+    counts = [c.n for row in rows for c in (*row.cells.values(), row.average) if c.n]
+    return Table(
+        key=key, columns=columns, rows=tuple(rows), reported=_reported_rows(key, rows, columns, reported),
+        spread_kind=spread_kind,
+        precisions=tuple(sorted({r.record.precision for r in runs})),
+        presets=tuple(sorted({r.record.preset for r in runs})),
+        device_types=tuple(sorted({r.record.device_type for r in runs})),
+        max_seeds=max(counts, default=0),
+    )
+
+
+def table_key(record: Record) -> TableKey:
+    return TableKey(record.suite, record.protocol, record.model, record.pretrained, record.shots)
+
+
+def build_leaderboard(found: RecordSet, reported: Iterable[Reported] = (), spread: str = "auto") -> Leaderboard:
+    """Every table of the records found, with the reported numbers that match them."""
+    spread_for("fewshot", spread)  # reject an unknown convention even when there is nothing to aggregate
+    reported = list(reported)
+    by_table: dict[TableKey, list[FinishedRun]] = defaultdict(list)
+    for run in found.runs:
+        by_table[table_key(run.record)].append(run)
+    tables = tuple(build_table(key, by_table[key], reported, spread) for key in sorted(by_table, key=TableKey.sort_key))
+    return Leaderboard(tables, tuple(found.unfinished), spread, tuple(found.runs))
+
+
+@dataclass(frozen=True)
+class OverviewKey:
+    """The tables that share a protocol, model, weights and shots, compared across suites."""
+
+    protocol: str
+    model: str
+    pretrained: str
+    shots: int | None
+
+    def title(self) -> str:
+        shots = "all images" if self.shots is None else f"{self.shots} shots"
+        return f"{self.protocol} protocol, {self.model} ({self.pretrained} weights), {shots}"
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Suite averages side by side: one row per (method, base, routing), one column per suite."""
+
+    key: OverviewKey
+    suites: tuple[str, ...]
+    rows: tuple[tuple[RowKey, dict[str, Cell]], ...]
+    spread_kinds: tuple[str, ...]
+
+    def mean_over_suites(self, cells: dict[str, Cell]) -> float | None:
+        """Mean of the suite averages, when the row has one in every suite."""
+        means = [cells[s].mean for s in self.suites if s in cells]
+        if len(means) != len(self.suites) or any(m is None for m in means):
+            return None
+        return statistics.fmean(means)  # type: ignore[arg-type]
+
+
+def overviews(board: Leaderboard) -> tuple[Overview, ...]:
+    """One overview per (protocol, model, weights, shots) of the leaderboard's tables."""
+    grouped: dict[OverviewKey, list[Table]] = defaultdict(list)
+    for table in board.tables:
+        grouped[OverviewKey(table.key.protocol, table.key.model, table.key.pretrained, table.key.shots)].append(table)
+    result = []
+    for key in sorted(grouped, key=lambda k: (k.protocol, k.model, k.pretrained, -1 if k.shots is None else k.shots)):
+        tables = grouped[key]
+        suites = tuple(t.key.suite for t in tables)
+        cells: dict[RowKey, dict[str, Cell]] = defaultdict(dict)
+        for table in tables:
+            for row in table.rows:
+                cells[row.key][table.key.suite] = row.average
+        rows = tuple((row, cells[row]) for row in sorted(cells, key=RowKey.sort_key))
+        result.append(Overview(key, suites, rows, tuple(sorted({t.spread_kind for t in tables}))))
+    return tuple(result)

@@ -1,0 +1,134 @@
+"""The leaderboard's pictures, drawn with matplotlib as inline SVG that is identical from run to run.
+
+Per table: accuracy on each target (and the average) for each method, bars at the mean with the seed spread as
+error bars and one dot per seed, the chance level dashed. Across suites: each row's suite average against its
+trainable parameters and against its training time per run.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # never a window: the plots are written into the page
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from leaderboard.aggregation import SPREAD_NAMES, Table  # noqa: E402
+
+# Everything that could vary between runs or machines is fixed: SVG ids come from a fixed salt, no date is
+# written, text is drawn as paths with the DejaVu fonts matplotlib ships (no dependence on the fonts installed).
+STYLE = {
+    "svg.hashsalt": "imagenet-dg-leaderboard",
+    "svg.fonttype": "path",
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "axes.grid.axis": "y",
+    "grid.alpha": 0.3,
+    "path.simplify": False,
+}
+COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
+           "#64b5cd")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _svg(figure: plt.Figure) -> str:
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+    plt.close(figure)
+    text = buffer.getvalue()
+    # Inline in HTML: drop the XML prolog and DOCTYPE, keep the <svg> element.
+    return text[text.index("<svg"):].strip() + "\n"
+
+
+def _colour(index: int) -> str:
+    return COLOURS[index % len(COLOURS)]
+
+
+def table_plot(table: Table) -> str:
+    """Grouped bars of one table: one group per target plus the average, one bar per row."""
+    with matplotlib.rc_context(STYLE):
+        labels = [*(c.target for c in table.columns), "average"]
+        rows = table.rows
+        width = 0.8 / max(len(rows), 1)
+        figure, axes = plt.subplots(figsize=(max(5.0, 1.2 + 0.9 * len(labels) * max(1, len(rows)) * 0.35), 3.4))
+        for index, row in enumerate(rows):
+            cells = [row.cells.get(c.target) for c in table.columns] + [row.average]
+            offset = (index - (len(rows) - 1) / 2) * width
+            for position, cell in enumerate(cells):
+                if cell is None or cell.n == 0:
+                    continue
+                x = position + offset
+                axes.bar(x, cell.mean, width * 0.9, color=_colour(index), alpha=0.85,
+                         label=row.key.label if position == 0 or all(c is None for c in cells[:position]) else None)
+                if cell.spread is not None:
+                    axes.errorbar(x, cell.mean, yerr=cell.spread, color="#222222", capsize=2, linewidth=0.9)
+                axes.scatter([x] * cell.n, cell.values, s=6, color="#222222", zorder=3, linewidths=0)
+        for position, column in enumerate(table.columns):
+            axes.hlines(column.chance, position - 0.45, position + 0.45, colors="#555555", linestyles="dashed",
+                        linewidth=0.9)
+        axes.set_xticks(range(len(labels)), labels)
+        axes.set_ylabel("accuracy (%)")
+        axes.set_ylim(0, 100)
+        axes.set_title(f"{table.key.suite}: mean ± {SPREAD_NAMES[table.spread_kind]} over seeds "
+                       "(dots: seeds; dashed: chance)", fontsize=9)
+        axes.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        return _svg(figure)
+
+
+def hours_unit(device_types: Sequence[str]) -> str:
+    """What training time is measured in: GPU-hours, CPU-hours, or both when runs of both are shown."""
+    kinds = set(device_types)
+    if kinds <= {"cpu"}:
+        return "CPU-hours"
+    if "cpu" not in kinds:
+        return "GPU-hours"
+    return "hours (hollow markers: runs on CPU)"
+
+
+def cost_plot(tables: Sequence[Table]) -> str:
+    """Suite average of each row against trainable parameters and against training hours per run."""
+    with matplotlib.rc_context(STYLE):
+        labels = sorted({row.key.label for t in tables for row in t.rows},
+                        key=lambda label: next(r.key.sort_key() for t in tables for r in t.rows if r.key.label == label))
+        suites = sorted({t.key.suite for t in tables})
+        unit = hours_unit([d for t in tables for row in t.rows for d in row.device_types])
+        figure, (params_axes, hours_axes) = plt.subplots(1, 2, figsize=(8.6, 3.4), sharey=True)
+        for table in tables:
+            marker = MARKERS[suites.index(table.key.suite) % len(MARKERS)]
+            for row in table.rows:
+                if row.average.mean is None:
+                    continue
+                colour = _colour(labels.index(row.key.label))
+                hollow = "cpu" in row.device_types and unit.startswith("hours")
+                style = {"marker": marker, "s": 28, "edgecolors": colour, "zorder": 3,
+                         "facecolors": "none" if hollow else colour}
+                params_axes.scatter(row.n_trainable, row.average.mean, **style)
+                hours_axes.scatter(row.training_seconds / 3600.0, row.average.mean, **style)
+        params = [row.n_trainable for t in tables for row in t.rows if row.n_trainable > 0]
+        hours = [row.training_seconds / 3600.0 for t in tables for row in t.rows if row.training_seconds > 0]
+        for axes, positive in ((params_axes, params), (hours_axes, hours)):
+            # symlog keeps methods that train nothing (0 parameters, 0 hours) on the axis at zero
+            axes.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+            axes.grid(True, axis="both", alpha=0.3)
+        params_axes.set_xlabel("trainable parameters")
+        hours_axes.set_xlabel(f"training {unit} per run (mean)")
+        params_axes.set_ylabel("suite average accuracy (%)")
+        handles = [Line2D([], [], color=_colour(i), marker="o", linestyle="", label=label) for i, label in enumerate(labels)]
+        handles += [Line2D([], [], color="#444444", marker=MARKERS[i % len(MARKERS)], linestyle="", markerfacecolor="none",
+                           label=f"suite {suite}") for i, suite in enumerate(suites)]
+        hours_axes.legend(handles=handles, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        return _svg(figure)
+
+
+def svg_ids(svg: str) -> list[str]:
+    """The element ids of an SVG (each page must keep them unique across its several inline plots)."""
+    return re.findall(r'id="([^"]+)"', svg)
