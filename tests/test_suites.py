@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torchvision
 from click.testing import CliRunner
@@ -20,6 +21,7 @@ from imagenet_dg.suite_discovery import (
     scan_suite,
     suite_roots,
 )
+from imagenet_dg.suite_protocols import imagefolder_order
 from imagenet_dg.suites import SUITES, Scoring, SuiteError, config_name, get_suite, prompt_name
 
 STANDARD = ("pacs", "vlcs", "officehome", "terraincognita", "domainnet")
@@ -251,6 +253,9 @@ def test_images_are_listed_in_torchvision_imagefolder_order(tmp_path: Path) -> N
     reference = torchvision.datasets.ImageFolder(str(domain))
     ours = [f"{cls}/{f}" for cls in sorted(("dog", "Dog")) for f in imagefolder_files(domain / cls)]
     assert ours == [Path(p).relative_to(domain).as_posix() for p, _ in reference.samples]
+    # The protocols' pure ordering function gives the same order from the paths alone.
+    shuffled = pd.DataFrame({"path": ours[::-1], "class_id": [p.split("/")[0] for p in ours[::-1]]})
+    assert imagefolder_order(shuffled)["path"].tolist() == ours
 
 
 # --- the command line ------------------------------------------------------------------------------------
