@@ -267,7 +267,8 @@ def miniature(suite: Suite, classes: Sequence[str]) -> Suite:
         classes=tuple(sorted(classes)),
         synthetic=True,
         miniature_of=suite.name,
-        source="written by 'imagenet-dg make-mini-suite' (synthetic pictures in the suite's folder layout)",
+        source="written by imagenet_dg.mini_suites.make_mini_suite, or by 'imagenet-dg build --suite "
+        f"mini-{suite.name}' without --root (synthetic pictures in the suite's folder layout)",
     )
 
 
