@@ -143,8 +143,16 @@ def build(out: Path, tasks: str, shots: str, seeds: str | None, suite: str | Non
     from imagenet_dg.build import build as run_build
 
     if suite not in (None, "imagenet-dg"):
+        if embed_images or verify:
+            raise ImageNetDGError("--embed-images and --verify apply to ImageNet-DG builds, not with --suite")
         _build_suite(suite, out, shots, seeds, protocol, targets, hub, revision, hub_columns, overwrite, releases)
         return
+    suite_only = [f"--{n}" for n, v in (("targets", targets), ("hub", hub), ("revision", revision)) if v is not None]
+    if protocol != "fewshot":
+        suite_only.append(f"--protocol {protocol}")
+    if suite_only:
+        raise ImageNetDGError(f"{', '.join(suite_only)} apply only with --suite (ImageNet-DG has the fewshot protocol "
+                              "and its tasks a, i, r: choose them with --tasks)")
     options = BuildOptions(
         tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
         shots=_int_list(shots), seeds=_int_list(seeds or "1,2,3"), embed_images=embed_images, verify=verify,

@@ -280,3 +280,11 @@ def test_build_of_a_real_suite_without_root_is_one_error_line(tmp_path: Path) ->
 
 def test_registry_is_keyed_by_each_suites_own_name() -> None:
     assert all(s.name == n for n, s in SUITES.items())
+
+
+@pytest.mark.parametrize("options", [["--protocol", "full"], ["--targets", "photo"], ["--hub", "some/repo"]])
+def test_suite_options_without_a_suite_are_refused(tmp_path: Path, options: list[str]) -> None:
+    result = CliRunner().invoke(main, ["build", *options, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "apply only with --suite" in result.output
+    assert not (tmp_path / "out").exists()
