@@ -41,8 +41,6 @@ DEFAULT_TRIAL_SEEDS = (0, 1, 2)
 """DomainBed's trial seeds."""
 BUILT_DIR = "manifests"
 """Sub-folder of the runs folder where the harness builds manifests that were not built beforehand."""
-SAMPLE_PER_DOMAIN = 8
-"""Images per domain and split checked to exist before anything runs."""
 
 
 class SweepError(ImageNetDGError):
@@ -202,12 +200,13 @@ def _coerce(text: str, kind: Any, where: str) -> Any:
     if kind is bool:
         if isinstance(value, bool):
             return value
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+    elif kind in (int, float):
+        try:
+            number = float(text) if kind is float else int(text)
+        except ValueError:
+            pass
+        else:
+            return number
     elif kind is str:
         return text
     raise SweepError(f"--set {where}={text}: expected a value of type {getattr(kind, '__name__', kind)}")
@@ -394,28 +393,14 @@ def prepare(checked: Checked, on_build: Callable[[str], None] = logger.info) -> 
     return _prepare_suite(checked, on_build)
 
 
-def check_image_sample(prepared: Prepared, configs: Sequence[str], per_domain: int = SAMPLE_PER_DOMAIN) -> None:
-    """Check that the first ``per_domain`` images of every domain of every split of ``configs`` exist under
-    the domain's folder; an error names the domain, the folder it was looked for in, and a missing file."""
-    from imagenet_dg.loading import load_task
+def check_image_sample(prepared: Prepared, configs: Sequence[str]) -> None:
+    """Read every configuration of the sweep, checking its shards against their hashes and that each domain's
+    folder holds a sample of the images the manifests name there
+    (:func:`imagenet_dg.loading.check_roots`); the error names the domain, its folder and the missing files."""
+    from imagenet_dg.loading import check_roots, load_task
 
-    checked: set[tuple[str, str]] = set()
     for config in configs:
-        task = load_task(prepared.benchmark, config, prepared.roots)
-        pools = [*task.expert.values(), *task.guide.values(), *getattr(task, "validation", {}).values(), task.test]
-        for pool in pools:
-            for domain in sorted(set(pool.domains)):
-                paths = [p for p, d in zip(pool.paths, pool.domains) if d == domain][:per_domain]
-                missing = [p for p in paths if (domain, str(p)) not in checked and not Path(p).is_file()]
-                if missing:
-                    raise SweepError(
-                        f"domain {domain}: {len(missing)} of {len(paths)} checked images named by "
-                        f"{prepared.benchmark / MANIFEST_FILE} are missing from {prepared.roots[domain]} "
-                        f"(first: {missing[0]}); give the folder the manifests were built from"
-                    )
-                checked.update((domain, str(p)) for p in paths)
-    for domain, folder in sorted(prepared.roots.items()):
-        logger.debug("domain %s: images found in %s", domain, folder)
+        check_roots(load_task(prepared.benchmark, config, prepared.roots), prepared.roots)
 
 
 # --- the runs -------------------------------------------------------------------------------------------------
