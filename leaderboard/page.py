@@ -91,10 +91,11 @@ def _e(text: object) -> str:
 
 def _prefix_ids(svg: str, prefix: str) -> str:
     """Make the ids of one inline SVG unique within the page."""
-    for name in sorted(set(svg_ids(svg)), key=len, reverse=True):
-        svg = svg.replace(f'id="{name}"', f'id="{prefix}-{name}"')
-        svg = re.sub(rf'(["(])#{re.escape(name)}([")])', rf"\1#{prefix}-{name}\2", svg)
-    return svg
+    names = set(svg_ids(svg))
+    svg = re.sub(r'id="([^"]+)"', lambda m: f'id="{prefix}-{m.group(1)}"', svg)
+    return re.sub(r'(["(])#([^")]+)([")])',
+                  lambda m: f"{m.group(1)}#{prefix}-{m.group(2)}{m.group(3)}" if m.group(2) in names else m.group(0),
+                  svg)
 
 
 class _Page:
@@ -185,7 +186,8 @@ class _Page:
                  f'<p class="caption">Average accuracy (%) over each suite\'s targets, mean ± {_e(spreads)} over seeds (n).</p>',
                  f'<table class="sortable"><thead><tr><th>method</th>{head}<th>mean over suites</th></tr></thead><tbody>']
         by_suite = {t.key.suite: t for t in tables}
-        for row, cells in overview.rows:
+        overview_index = overviews(self.board).index(overview)
+        for row_index, (row, cells) in enumerate(overview.rows):
             texts = []
             for suite in overview.suites:
                 cell = cells.get(suite)
@@ -195,7 +197,14 @@ class _Page:
                 order = (self.board.tables.index(table), rows.index(row) if row in rows else 0, len(table.columns))
                 texts.append(self.cell(cell, where, order, False))
             mean = overview.mean_over_suites(cells)
-            texts.append(f'<td data-v="{"" if mean is None else f"{mean:.6f}"}">{accuracy_text(mean)}</td>')
+            if mean is None:
+                texts.append(f'<td data-v="">{MISSING}</td>')
+            else:
+                behind = Cell((), (), tuple(run for s in overview.suites for run in cells[s].runs), "sd")
+                anchor = self.link(f"{overview.key.title()}; {row.label}; mean over suites", behind,
+                                   (len(self.board.tables), overview_index, row_index))
+                texts.append(f'<td data-v="{mean:.6f}"><a href="#{anchor}" title="show the records">'
+                             f"{accuracy_text(mean)}</a></td>")
             parts.append(f"<tr><td>{_e(row.label)}</td>{''.join(texts)}</tr>")
         parts.append("</tbody></table>")
         parts.append(self.plot(cost_plot(tables),

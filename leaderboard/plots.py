@@ -42,11 +42,25 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 def _svg(figure: plt.Figure) -> str:
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+    # a fixed layout (no bbox_inches="tight"): the figure is drawn once, and its size does not depend on the text
+    figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     plt.close(figure)
     text = buffer.getvalue()
     # Inline in HTML: drop the XML prolog and DOCTYPE, keep the <svg> element.
     return text[text.index("<svg"):].strip() + "\n"
+
+
+LEGEND_INCHES = 2.0
+"""Room at the right of each figure for its legend, which sits outside the axes so it never hides a bar."""
+
+
+def _figure(plot_width: float, height: float, columns: int = 1, **options) -> tuple[plt.Figure, object]:
+    """A figure with fixed margins in inches: plots of ``plot_width`` inches, then the legend's room."""
+    width = plot_width + LEGEND_INCHES
+    figure, axes = plt.subplots(1, columns, figsize=(width, height), **options)
+    figure.subplots_adjust(left=0.65 / width, right=1 - LEGEND_INCHES / width, bottom=0.55 / height,
+                           top=1 - 0.35 / height, wspace=0.12 if columns > 1 else None)
+    return figure, axes
 
 
 def _colour(index: int) -> str:
@@ -59,7 +73,7 @@ def table_plot(table: Table) -> str:
         labels = [*(c.target for c in table.columns), "average"]
         rows = table.rows
         width = 0.8 / max(len(rows), 1)
-        figure, axes = plt.subplots(figsize=(max(5.0, 1.2 + 0.9 * len(labels) * max(1, len(rows)) * 0.35), 3.4))
+        figure, axes = _figure(max(3.6, 0.6 + len(labels) * (0.35 + 0.22 * max(1, len(rows)))), 3.2)
         for index, row in enumerate(rows):
             cells = [row.cells.get(c.target) for c in table.columns] + [row.average]
             offset = (index - (len(rows) - 1) / 2) * width
@@ -101,7 +115,7 @@ def cost_plot(tables: Sequence[Table]) -> str:
                         key=lambda label: next(r.key.sort_key() for t in tables for r in t.rows if r.key.label == label))
         suites = sorted({t.key.suite for t in tables})
         unit = hours_unit([d for t in tables for row in t.rows for d in row.device_types])
-        figure, (params_axes, hours_axes) = plt.subplots(1, 2, figsize=(8.6, 3.4), sharey=True)
+        figure, (params_axes, hours_axes) = _figure(6.8, 3.2, columns=2, sharey=True)
         for table in tables:
             marker = MARKERS[suites.index(table.key.suite) % len(MARKERS)]
             for row in table.rows:
