@@ -51,6 +51,7 @@ from imagenet_dg.suite_protocols import (
     SUITE_PROTOCOL_VERSION,
     SuiteSplits,
     fewshot_splits,
+    full_split_domain,
     full_splits,
     partition_domain,
     protocol_splits,
@@ -167,10 +168,14 @@ def _all_splits(suite: Suite, scan: SuiteScan, options: SuiteBuildOptions) -> di
                     name = config_name(suite.task(target).name, "fewshot", shots=shots, seed=seed)
                     result[name] = fewshot_splits(suite, tables, target, shots, seed, options.partition_seed, partitions)
     else:
+        by_seed = {
+            seed: {d: full_split_domain(tables[d], suite, d, seed) for d in suite.domain_ids}
+            for seed in options.resolved_seeds()
+        }
         for target in options.resolved_targets(suite):
             for seed in options.resolved_seeds():
                 name = config_name(suite.task(target).name, "full", seed=seed)
-                result[name] = full_splits(suite, tables, target, seed)
+                result[name] = full_splits(suite, tables, target, seed, by_seed[seed])
     return result
 
 

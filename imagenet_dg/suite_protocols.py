@@ -95,17 +95,19 @@ def partition_domain(table: pd.DataFrame, domain: str, partition_seed: int = PAR
 
 
 def _frame(rows: pd.DataFrame, domain: str, suite: Suite, pool: str | None = None) -> pd.DataFrame:
-    index = {c: i for i, c in enumerate(suite.classes)}
-    unknown = sorted(set(rows["class_id"]) - set(index))
-    if unknown:
+    class_ids = rows["class_id"].to_numpy(dtype=object)
+    labels = pd.Categorical(class_ids, categories=list(suite.classes)).codes.astype(np.int64)
+    if (labels < 0).any():
+        unknown = sorted(set(class_ids[labels < 0]))
         raise ProtocolError(f"domain {domain}: classes {unknown[:5]} are not {suite.display_name} classes")
+    names = np.asarray([prompt_name(c) for c in suite.classes], dtype=object)
     return pd.DataFrame(
         {
             "path": rows["path"].to_numpy(dtype=object),
             "domain": domain,
-            "class_id": rows["class_id"].to_numpy(dtype=object),
-            "class_name": [prompt_name(c) for c in rows["class_id"]],
-            "label": np.fromiter((index[c] for c in rows["class_id"]), dtype=np.int64, count=len(rows)),
+            "class_id": class_ids,
+            "class_name": names[labels] if len(labels) else np.asarray([], dtype=object),
+            "label": labels,
             "pool": rows["pool"].to_numpy(dtype=object) if pool is None else pool,
         },
         columns=list(SPLIT_COLUMNS),
@@ -245,23 +247,36 @@ def full_split_domain(table: pd.DataFrame, suite: Suite, domain: str, trial_seed
     return ordered
 
 
-def full_splits(suite: Suite, tables: Mapping[str, pd.DataFrame], target: str, trial_seed: int) -> SuiteSplits:
+def full_splits(
+    suite: Suite,
+    tables: Mapping[str, pd.DataFrame],
+    target: str,
+    trial_seed: int,
+    domain_splits: Mapping[str, pd.DataFrame] | None = None,
+) -> SuiteSplits:
     """The train, validation and test splits of the task targeting ``target`` under DomainBed's protocol.
 
     train: the sources' in splits (80%); validation: the sources' held-out splits (20%); test: the target's
     in split (80%), which DomainBed's training-domain validation scores. Rows are in ImageFolder order per
-    domain, domains in the task's order.
+    domain, domains in the task's order. ``domain_splits`` may give each domain's :func:`full_split_domain`
+    result at this trial seed (a domain's split does not depend on the task, so a caller splits it once).
     """
     task = suite.task(target)
-    missing = [d for d in (task.target, *task.sources) if d not in tables]
+    missing = [d for d in (task.target, *task.sources) if d not in tables and d not in (domain_splits or {})]
     if missing:
         raise ProtocolError(f"{suite.display_name}: the task needs the domain tables of {', '.join(missing)}")
+
+    def split_of(domain: str) -> pd.DataFrame:
+        if domain_splits is not None and domain in domain_splits:
+            return domain_splits[domain]
+        return full_split_domain(tables[domain], suite, domain, trial_seed)
+
     train, validation = [], []
     for domain in task.sources:
-        split = full_split_domain(tables[domain], suite, domain, trial_seed)
+        split = split_of(domain)
         train.append(_frame(split.loc[split["pool"] == "in"], domain, suite, "train"))
         validation.append(_frame(split.loc[split["pool"] == "holdout"], domain, suite, "validation"))
-    target_split = full_split_domain(tables[task.target], suite, task.target, trial_seed)
+    target_split = split_of(task.target)
     test = _frame(target_split.loc[target_split["pool"] == "in"], task.target, suite, "test")
     return SuiteSplits(
         suite=suite.name,
