@@ -341,6 +341,8 @@ def check_roots(
     """Check that each domain's release root holds the images the manifest names there; return the root used
     for each domain (domain id -> absolute folder).
 
+    ``images`` are as loaded over ``roots`` (their paths already joined to them, as :func:`load_task` gives).
+
     Up to ``sample`` images per domain, spread evenly over the domain's sorted paths, must exist as files.
     A root that is not the release the benchmark was built from (another release, the wrong level of its
     folders, an incomplete copy) fails here, before anything is trained, with an error naming the domain, the
