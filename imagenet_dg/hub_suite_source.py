@@ -222,7 +222,9 @@ def materialise_hub_suite(
             if target.exists():
                 duplicates += 1
                 continue
-            write_bytes_atomic(target, data)
+            # Plain writes: the staging folder is renamed into place only when complete.
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
             counts[domain][class_id] += 1
     source_record = {"source": source, "rows": rows, "duplicates_merged": duplicates, "counts": counts}
     write_bytes_atomic(staging / SOURCE_FILE, (json.dumps(source_record, indent=1, sort_keys=True) + "\n").encode())

@@ -188,8 +188,12 @@ def make_mini_suite(
     staging = root / f".{folder_name}.partial"
     if staging.exists():
         shutil.rmtree(staging)  # our own leftover of an interrupted run
+    # The staging folder is renamed into place only when complete: that rename is the atomic step, so the
+    # files inside need no rename (nor an fsync) of their own.
     for relative, data in files.items():
-        write_bytes_atomic(staging / relative.split("/", 1)[1], data)
+        target = staging / relative.split("/", 1)[1]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
     write_bytes_atomic(staging / MARKER, marker)
     os.replace(staging, folder)
     return MiniSuite(suite.name, root, folder, variant, counts)
