@@ -68,3 +68,36 @@ def test_prefix_sharing_is_a_computation_choice_not_a_different_result(mini_task
         seed=1, method="t",
     )
     torch.testing.assert_close(shared.context["ctx"], full.context["ctx"], rtol=1e-3, atol=1e-4)
+
+
+def test_the_text_encoding_and_image_pipeline_are_recorded(mini_task, tiny_backbone, tmp_path) -> None:
+    from guidg.image_cache import CacheSettings, using_image_cache
+
+    train = pooled(mini_task.expert)
+    config = dataclasses.replace(CONFIG, epochs=1)
+    plain = train_prompt(tiny_backbone, mini_task.class_names, train, None, config, seed=1, method="t")
+    assert plain.text_encoding == {"text_encoding": "shared-prefix", "chosen_by": "rule (cpu)"}
+    assert plain.pipeline["decoded_image_cache"] is None
+    unshared = train_prompt(
+        tiny_backbone, mini_task.class_names, train, None, dataclasses.replace(config, share_prefix=False),
+        seed=1, method="t",
+    )
+    assert unshared.text_encoding["text_encoding"] == "cut"
+    with using_image_cache(CacheSettings(tmp_path / "cache", place="runs")):
+        cached = train_prompt(tiny_backbone, mini_task.class_names, train, None, config, seed=1, method="t")
+    assert cached.pipeline["decoded_image_cache"]["place"] == "runs"
+    assert any((tmp_path / "cache").iterdir())
+
+
+def test_cached_and_uncached_evaluation_transformed_training_are_identical(mini_task, tiny_backbone, tmp_path) -> None:
+    from guidg.image_cache import CacheSettings, using_image_cache
+
+    train, select = pooled(mini_task.expert), pooled(mini_task.guide)
+    config = dataclasses.replace(CONFIG, epochs=2)
+    files = train_prompt(tiny_backbone, mini_task.class_names, train, select, config, seed=2, method="t", augment=False)
+    with using_image_cache(CacheSettings(tmp_path / "cache")):
+        cached = train_prompt(
+            tiny_backbone, mini_task.class_names, train, select, config, seed=2, method="t", augment=False
+        )
+    assert torch.equal(files.context["ctx"], cached.context["ctx"])
+    assert files.best_accuracy == cached.best_accuracy

@@ -160,3 +160,45 @@ def test_unknown_class_position_is_refused(tiny: Backbone) -> None:
 def test_prompt_longer_than_the_context_length_is_refused(tiny: Backbone) -> None:
     with pytest.raises(PromptError, match="at most 77"):
         PromptLearner(tiny.text, tiny.tokenizer, ["dog " * 70], n_ctx=16)
+
+
+@pytest.mark.parametrize("encoding", ["full", "cut", "shared-prefix", "shared-prefix-padded"])
+def test_every_text_encoding_computes_the_same_features(tiny: Backbone, encoding: str) -> None:
+    names = ["dog", "guitar player", "house", "person of interest", "elephant"]
+
+    def build(name: str) -> PromptLearner:
+        return PromptLearner(
+            tiny.text, tiny.tokenizer, names, generator=torch.Generator().manual_seed(0), text_encoding=name
+        )
+
+    reference = build("full")()
+    chosen = build(encoding)
+    assert chosen.text_encoding == encoding
+    torch.testing.assert_close(chosen(), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_a_shared_encoding_on_prompts_without_a_common_prefix_runs_cut(tiny: Backbone) -> None:
+    assert learner(tiny, class_position="front", text_encoding="shared-prefix-padded").text_encoding == "cut"
+
+
+def test_the_cpu_rule_chooses_the_grouped_shared_prefix_and_says_so(tiny: Backbone) -> None:
+    from guidg.prompts import choose_text_encoding
+
+    chosen = learner(tiny, text_encoding="full")
+    assert choose_text_encoding(chosen) == {"text_encoding": "shared-prefix", "chosen_by": "rule (cpu)"}
+    assert chosen.text_encoding == "shared-prefix"
+    assert choose_text_encoding(chosen, share_prefix=False)["text_encoding"] == "cut"
+
+
+def test_without_a_rule_the_fastest_measured_encoding_is_kept_and_recorded(tiny: Backbone, monkeypatch) -> None:
+    import guidg.prompts as prompts
+
+    monkeypatch.setattr(prompts, "DEVICE_RULES", {})
+    chosen = learner(tiny)
+    before = chosen.ctx.detach().clone()
+    record = prompts.choose_text_encoding(chosen)
+    assert record["chosen_by"] == "measured (cpu)"
+    assert set(record["seconds"]) == set(prompts.MEASURED_CANDIDATES)
+    assert record["text_encoding"] == min(record["seconds"], key=record["seconds"].__getitem__)
+    assert chosen.text_encoding == record["text_encoding"]
+    assert torch.equal(chosen.ctx, before) and chosen.ctx.grad is None  # timing leaves the learner as it was
