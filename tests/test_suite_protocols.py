@@ -224,3 +224,18 @@ def test_a_miniature_built_as_the_real_suite_is_still_recorded_synthetic(pacs_ro
     result = build_suite(scan, tmp_path / "out", SuiteBuildOptions(shots=(1,), seeds=(1,), targets=("photo",)))
     assert result.manifest["suite"] == "pacs"
     assert result.manifest["synthetic"] is True
+
+
+def test_an_interrupted_suite_build_publishes_nothing_and_resumes(pacs_scan: SuiteScan, tmp_path: Path) -> None:
+    options = SuiteBuildOptions(shots=(1,), seeds=(1,), targets=("photo", "sketch"))
+
+    def stop_after_the_first(config: str) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_suite(pacs_scan, tmp_path / "out", options, on_config=stop_after_the_first)
+    assert not (tmp_path / "out").exists()
+    result = build_suite(pacs_scan, tmp_path / "out", options)
+    assert result.resumed == ("photo-1shot-seed1",) and result.written == ("sketch-1shot-seed1",)
+    fresh = build_suite(pacs_scan, tmp_path / "fresh", options)
+    assert fresh.manifest["content_hash"] == result.manifest["content_hash"]

@@ -288,3 +288,19 @@ def test_suite_options_without_a_suite_are_refused(tmp_path: Path, options: list
     assert result.exit_code == 2
     assert "apply only with --suite" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_miniature_leaves_no_suite_folder_and_is_redone(tmp_path: Path, monkeypatch) -> None:
+    import imagenet_dg.mini_suites as mini_suites
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mini_suites.os, "replace", fail)
+    with pytest.raises(KeyboardInterrupt):
+        make_mini_suite("mini-terraincognita", tmp_path, images_per_class=1)
+    assert not (tmp_path / "terra_incognita").exists()
+    monkeypatch.undo()
+    mini = make_mini_suite("mini-terraincognita", tmp_path, images_per_class=1)
+    assert len(scan_suite("mini-terraincognita", tmp_path).tables["location_38"]) == 4
+    assert not (tmp_path / ".terra_incognita.partial").exists() and mini.folder.is_dir()
