@@ -152,3 +152,35 @@ def test_build_from_a_hub_folder_in_one_call(hub_repo: Path, tmp_path: Path) -> 
     assert result.manifest["source"]["kind"] == "hub"
     assert result.manifest["synthetic"] is False
     assert set(result.manifest["configs"]) == {"sketch-full-trial0"}
+
+
+def test_a_remote_branch_is_pinned_to_its_commit_before_loading(
+    hub_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    import imagenet_dg.hub_suite_source as source
+
+    commit = "89abcdef" * 5
+    asked: list[tuple[str, str | None]] = []
+
+    class Info:
+        sha = commit
+
+    def dataset_info(self, repo_id: str, revision: str | None = None) -> Info:
+        asked.append((repo_id, revision))
+        return Info()
+
+    def load(repo_id: str, revision: str | None, cache_dir: object):
+        asked.append((repo_id, revision))
+        return real_load(str(hub_repo), None, tmp_path / "cache")
+
+    real_load = source._load
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", dataset_info)
+    monkeypatch.setattr(source, "_load", load)
+    result = materialise_hub_suite("pacs", "someone/pacs-mirror", tmp_path / "images", revision="main")
+    assert asked == [("someone/pacs-mirror", "main"), ("someone/pacs-mirror", commit)]
+    assert result.source["repo_id"] == "someone/pacs-mirror" and result.source["revision"] == commit
+    built = build_suite(scan_suite("pacs", tmp_path / "images"), tmp_path / "out",
+                        SuiteBuildOptions(shots=(1,), seeds=(1,), targets=("photo",)))
+    assert built.manifest["source"]["revision"] == commit
