@@ -200,3 +200,58 @@ def test_the_readme_snippet_runs_against_a_miniature_build(mini_benchmark: Path,
     images, labels = next(iter(namespace["loader"]))
     assert images.shape[1:] == (3, 224, 224) and labels.dtype == torch.int64
     assert len(namespace["task"].guide["imagenet"]) == len(namespace["loader"].dataset)
+
+
+# --- whole runs: damaged weights or data end the run unrecorded -------------------------------------------
+
+
+def run_spec(benchmark: Path, backbone):
+    from guidg.presets import get_preset
+    from guidg.run import RunSpec
+
+    return RunSpec(benchmark, "a-16shot-seed1", "zeroshot", backbone, "smoke", get_preset("smoke"), 1)
+
+
+def no_run_left(runs: Path) -> bool:
+    return not runs.exists() or all(p.name == "experts" for p in runs.iterdir())
+
+
+def test_a_zero_shot_run_with_nan_weights_stops_unrecorded(mini_benchmark, mini_releases, tmp_path, tiny_backbone) -> None:
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    from guidg.backbone import TINY_SPEC
+    from guidg.divergence import TrainingDivergedError
+    from guidg.run import execute
+
+    weights = {k: v.detach().clone().contiguous() for k, v in tiny_backbone.model.state_dict().items()}
+    weights["visual.proj"].fill_(float("nan"))
+    checkpoint = tmp_path / "nan.safetensors"
+    save_file(weights, str(checkpoint))
+    runs = tmp_path / "runs"
+    with pytest.raises(TrainingDivergedError, match="NaN"):
+        execute(run_spec(mini_benchmark, replace(TINY_SPEC, pretrained=str(checkpoint))), dict(mini_releases.paths),
+                runs, device="cpu")
+    assert no_run_left(runs)
+
+
+def test_a_run_on_a_rewritten_shard_is_refused_before_anything_is_recorded(
+    mini_benchmark, mini_releases, tmp_path
+) -> None:
+    import pandas as pd
+
+    from guidg.backbone import TINY_SPEC
+    from guidg.run import execute
+    from imagenet_dg.errors import ManifestError
+
+    copy = tmp_path / "benchmark"
+    shutil.copytree(mini_benchmark, copy)
+    victim = copy / "data" / "a-16shot-seed1" / "test-00000-of-00001.parquet"
+    frame = pd.read_parquet(victim)
+    frame["label"] = 0
+    frame.to_parquet(victim, index=False)
+    runs = tmp_path / "runs"
+    with pytest.raises(ManifestError, match="content differs"):
+        execute(run_spec(copy, TINY_SPEC), dict(mini_releases.paths), runs, device="cpu")
+    assert no_run_left(runs)
