@@ -271,66 +271,110 @@ def verify(folder: Path) -> None:
                f"content hash {manifest['content_hash']}")
 
 
+class VariadicOption(click.Option):
+    """An option that takes every value up to the next option: ``--seeds 1 2 3`` (commas work too)."""
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            option = parser._long_opt.get(name) or parser._short_opt.get(name)
+            if option is None:
+                continue
+            original = option.process
+
+            def process(value: Any, state: Any, original: Callable[..., Any] = original) -> None:
+                values = [value]
+                while state.rargs and not state.rargs[0].startswith("-"):
+                    values.append(state.rargs.pop(0))
+                original(" ".join(values), state)
+
+            option.process = process
+
+
+def _words(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(w for value in values for w in value.replace(",", " ").split())
+
+
+def _ints(values: tuple[str, ...], option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(w) for w in _words(values))
+    except ValueError:
+        raise click.BadParameter(f"expected integers, got {' '.join(values)!r}", param_hint=option) from None
+
+
 @main.command()
 @release_options
-@click.option("--benchmark", type=click.Path(path_type=Path), default=Path("imagenet-dg"), show_default=True,
-              help="A folder built by 'imagenet-dg build'.")
-@click.option("--configs", default=None, help="Configurations to run, comma-separated (default: all of them).")
-@click.option("--method", required=True,
-              help="zeroshot, zeroshot-ensemble, coop, erm, clipood, ueo, guidg (with --base) or guidg+<base>.")
-@click.option("--base", type=click.Choice(["erm", "clipood", "ueo"]), default="erm", show_default=True,
-              help="Base fine-tuning method under GuiDG.")
+@click.option("--suite", default="imagenet-dg", show_default=True,
+              help="Registered suite: imagenet-dg, pacs, vlcs, officehome, terraincognita, domainnet, mini-pacs ...")
+@click.option("--protocol", type=click.Choice(["fewshot", "full"]), default="fewshot", show_default=True,
+              help="The paper's few-shot protocol, or DomainBed's full-data protocol.")
+@click.option("--target", "targets", multiple=True, cls=VariadicOption,
+              help="Target domains or task names (default: every leave-one-domain-out task).")
+@click.option("--method", "methods", multiple=True, cls=VariadicOption, required=True,
+              help="Methods: zeroshot, zeroshot-ensemble, coop, erm, clipood, ueo, guidg (with --base), "
+                   "guidg+<base>, or all.")
+@click.option("--base", type=click.Choice(["erm", "clipood", "ueo"]), default=None,
+              help="Base method under guidg (an error for methods without a base).")
 @click.option("--model", default="ViT-B-16", show_default=True, help="open_clip architecture.")
 @click.option("--pretrained", default="openai", show_default=True,
               help="open_clip pretrained tag, a local checkpoint file, or 'none' for random weights.")
-@click.option("--preset", default="paper", show_default=True, help="Hyperparameter preset (see guidg.presets).")
-@click.option("--routing", type=click.Choice(["batch", "sample"]), default=None, help="CMAttn routing.")
-@click.option("--wise-ft", "wise_mode", type=click.Choice(["end", "per-epoch"]), default=None,
-              help="When WiSE-FT interpolates (ERM and UEO bases).")
-@click.option("--seed", type=int, default=None, help="Training seed (default: the configuration's few-shot seed).")
-@click.option("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda when available).")
+@click.option("--shots", multiple=True, cls=VariadicOption, help="Shots per class (fewshot) [default: 16].")
+@click.option("--seeds", multiple=True, cls=VariadicOption,
+              help="Few-shot seeds, also the training seeds [default: 1 2 3; trial seeds 0 1 2 under full].")
+@click.option("--preset", default=None,
+              help="Hyperparameter preset [default: paper; paper-imagenet-dg for ImageNet-DG; smoke on synthetic data].")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Change one preset value, e.g. --set finetune.lr=1e-5 (repeatable).")
+@click.option("--benchmark", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Built manifests (imagenet-dg build); default: built by this command under RUNS/manifests/.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when a GPU is visible).")
 @click.option("--workers", type=int, default=None,
               help="Image-loading worker processes (default: none on CPU, up to 8 with a GPU).")
 @click.option("--runs", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
               help="Folder of run folders; finished runs are not repeated.")
 @click.option("--export-model", is_flag=True,
               help="Also save each trained model as <run>/model.safetensors, loadable by open_clip.")
+@click.option("--dry-run", is_flag=True, help="List the runs, which are done and where each writes, and stop.")
+@click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
+              help="Run here in sequence, or submit each run as a Slurm job (an array job per sweep).")
+@click.option("--partition", default=None, help="With --launcher slurm: the Slurm partition.")
+@click.option("--time", "time_minutes", type=int, default=240, show_default=True,
+              help="With --launcher slurm: minutes each job may run.")
+@click.option("--gpus-per-job", type=int, default=1, show_default=True, help="With --launcher slurm.")
+@click.option("--cpus-per-job", type=int, default=8, show_default=True, help="With --launcher slurm.")
 @_errors_to_exit
-def evaluate(benchmark: Path, configs: str | None, method: str, base: str, model: str, pretrained: str,
-             preset: str, routing: str | None, wise_mode: str | None, seed: int | None, device: str | None,
-             workers: int | None, runs: Path, export_model: bool, **releases: Any) -> None:
-    """Train METHOD on benchmark configurations and score it on each target."""
-    from guidg.backbone import BackboneSpec
-    from guidg.presets import get_preset
-    from guidg.run import RunSpec, default_device, default_workers, execute
-    from imagenet_dg.manifests import read_manifest
-    from imagenet_dg.releases import locate_releases
-    from leaderboard.records import collect
-    from leaderboard.table import render_markdown
+def evaluate(suite: str, protocol: str, targets: tuple[str, ...], methods: tuple[str, ...], base: str | None,
+             model: str, pretrained: str, shots: tuple[str, ...], seeds: tuple[str, ...], preset: str | None,
+             overrides: tuple[str, ...], benchmark: Path | None, device: str | None, workers: int | None,
+             runs: Path, export_model: bool, dry_run: bool, launcher: str, partition: str | None,
+             time_minutes: int, gpus_per_job: int, cpus_per_job: int, **releases: Any) -> None:
+    """Train methods on a suite's leave-one-domain-out tasks and score each on its target."""
+    from guidg import harness
+    from guidg.distributed import current_replica
 
-    name = f"guidg+{base}" if method == "guidg" else method
-    hparams = get_preset(preset)
-    changes = {k: v for k, v in (("routing", routing), ("wise_mode", wise_mode)) if v is not None}
-    if changes:
-        hparams = hparams.replace(finetune=changes)
-    manifest = read_manifest(benchmark)
-    chosen = [c.strip() for c in configs.split(",")] if configs else list(manifest["configs"])
-    unknown = [c for c in chosen if c not in manifest["configs"]]
-    if unknown:
-        raise ImageNetDGError(f"{benchmark} has no configuration {', '.join(unknown)}; it has {', '.join(manifest['configs'])}")
-    domains = sorted({d for c in chosen for d in (manifest["configs"][c]["target"], *manifest["configs"][c]["sources"])})
-    paths, root = _release_paths(releases)
-    roots = locate_releases(paths, root=root, domains=domains)
-    backbone = BackboneSpec(model, None if pretrained.lower() == "none" else pretrained)
-    device = device or default_device()
-    workers = default_workers(device) if workers is None else workers
-    for config in chosen:
-        spec = RunSpec(benchmark, config, name, backbone, preset, hparams,
-                       manifest["configs"][config]["seed"] if seed is None else seed)
-        record = execute(spec, roots, runs, device=device, num_workers=workers, export_model=export_model)
-        click.echo(f"{record['method']}\t{config}\t{record['target']}\t{record['accuracy']:.2f}")
-    records = collect(runs)
-    click.echo(render_markdown(records[records["method"] == name]))
+    paths = {d: releases.pop(f"release_{d.replace('-', '_')}") for d in RELEASE_OPTIONS}
+    sweep = harness.Sweep(
+        suite=suite, protocol=protocol, targets=_words(targets), methods=_words(methods), base=base, model=model,
+        pretrained=pretrained, shots=_ints(shots, "--shots"), seeds=_ints(seeds, "--seeds"), preset=preset,
+        overrides=overrides, device=device, workers=workers, runs=runs, benchmark=benchmark,
+        root=releases.pop("root"), release_paths={d: p for d, p in paths.items() if p is not None},
+        mini_dir=releases.pop("mini_dir"), export_model=export_model,
+    )
+    plan = harness.make_plan(sweep, on_build=lambda text: click.echo(text, err=True))
+    if dry_run:
+        click.echo(harness.describe_plan(plan))
+        return
+    if launcher == "slurm":
+        options = harness.SlurmOptions(partition=partition, time_minutes=time_minutes, gpus_per_job=gpus_per_job,
+                                       cpus_per_job=cpus_per_job)
+        jobs = harness.submit_slurm(plan, options)
+        for job in jobs:
+            click.echo(f"submitted job {job.job_id}")
+        click.echo(f"{len(jobs)} jobs submitted, {len(plan.runs) - len(jobs)} runs already done")
+        return
+    outcomes = harness.run_local(plan)  # each run logs its folder when it starts
+    if current_replica().is_main:
+        click.echo(harness.summary_table(plan, outcomes))
 
 
 @main.command()
