@@ -348,6 +348,10 @@ def _check_output(
     protected = _protected_problem(out, release_roots)
     if protected is not None:
         raise OutputExistsError(f"{protected}; it cannot be the output of a build: choose another --out")
+    if out.is_symlink():
+        raise OutputExistsError(
+            f"{out} is a symbolic link; give the folder it points to ({out.resolve()}) or another --out"
+        )
     if not out.exists():
         return None
     if not out.is_dir():

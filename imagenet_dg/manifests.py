@@ -214,7 +214,8 @@ def _check_structure(path: Path, manifest: object) -> None:
     for key in ("format", "protocol_version", "configs", "content_hash"):
         if key not in manifest:
             raise refuse(f"missing the field {key!r}")
-    if not isinstance(manifest["format"], int) or not 1 <= manifest["format"] <= MANIFEST_FORMAT:
+    fmt = manifest["format"]
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or not 1 <= fmt <= MANIFEST_FORMAT:
         raise ManifestError(
             f"{path}: manifest format {manifest['format']!r}, this version reads 1 to {MANIFEST_FORMAT}; "
             "install the imagenet-dg version that wrote it, or rebuild the dataset"
@@ -242,6 +243,9 @@ def _check_structure(path: Path, manifest: object) -> None:
                     raise refuse(problem, PathEscapeError)
                 if not isinstance(shard.get("sha256"), str) or not _SHA256.match(shard["sha256"]):
                     raise refuse(f"{shard['path']} has no SHA-256 (64 hexadecimal digits)")
+                rows = shard.get("rows", 0)
+                if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+                    raise refuse(f"{shard['path']} has the row count {rows!r}; expected a whole number")
                 entries.append((shard["path"], shard["sha256"]))
     if len({p for p, _ in entries}) != len(entries):
         raise refuse("a shard is listed twice")

@@ -223,3 +223,12 @@ def test_written_files_get_the_mode_the_umask_gives(mini_scans, tmp_path: Path, 
     files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {mode}
     assert verify_build(tmp_path / "out") == []
+
+
+def test_an_output_given_as_a_symbolic_link_is_refused(reference: Path, mini_scans, tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    shutil.copytree(reference, real)
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(OutputExistsError, match="symbolic link"):
+        build(mini_scans, tmp_path / "link", TWO, overwrite=True)
+    assert folder_bytes(real) == folder_bytes(reference) and (tmp_path / "link").is_symlink()

@@ -171,3 +171,16 @@ def test_verify_names_every_problem(copy: Path) -> None:
     assert result.exit_code == 2 and result.output.startswith("error: ")
     assert "test-00001-of-00001.parquet: not part of the build" in result.output
     assert "guide-00000-of-00001.parquet: content differs" in result.output
+
+
+@pytest.mark.parametrize(("field", "value"), [("format", True), ("rows", "many")])
+def test_malformed_fields_are_refused_in_words(copy: Path, field: str, value) -> None:
+    def spoil(manifest: dict) -> None:
+        if field == "format":
+            manifest["format"] = value
+        else:
+            manifest["configs"][CONFIG]["splits"]["test"]["files"][0]["rows"] = value
+
+    rewrite_manifest(copy, spoil)
+    with pytest.raises(ManifestError, match=field if field == "format" else "row count"):
+        read_manifest(copy)
