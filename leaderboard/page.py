@@ -34,13 +34,13 @@ th.sortable { cursor: pointer; user-select: none; }
 th.sortable::after { content: " \\2195"; color: #8c959f; font-weight: normal; }
 th.sorted-asc::after { content: " \\2191"; color: #1f2328; } th.sorted-desc::after { content: " \\2193"; color: #1f2328; }
 th small { display: block; font-weight: normal; color: #59636e; font-size: 0.8em; }
-td a { color: inherit; text-decoration: none; border-bottom: 1px dotted #8c959f; }
-td a:hover { color: #0969da; border-bottom-color: #0969da; }
+td a { color: inherit; text-decoration: inherit; }
+td a:hover { color: #0969da; }
 td .spread { color: #59636e; } td .n { color: #8c959f; font-size: 0.85em; }
 td.best { font-weight: 700; } td.second { text-decoration: underline; }
 td.fewer .n { color: #bc4c00; font-weight: 600; }
 tbody.reported td { color: #59636e; font-style: italic; background: #fbfbfc; }
-tbody.reported td.diff-pos .d { color: #1a7f37; } tbody.reported td.diff-neg .d { color: #cf222e; }
+tbody.reported td .d { color: #8c959f; }
 .caption { font-size: 0.85em; color: #59636e; max-width: 60em; margin: 0.2em 0 0.6em; }
 figure { margin: 0.6em 0 1.4em; } figure svg { max-width: 100%; height: auto; }
 details { margin: 0.2em 0; } details summary { cursor: pointer; font-size: 0.9em; }
@@ -104,12 +104,13 @@ class _Page:
     def __init__(self, board: Leaderboard, out_dir: str | os.PathLike[str] | None) -> None:
         self.board = board
         self.out_dir = out_dir
-        self.anchors: dict[tuple[str, tuple[Path, ...]], tuple[str, tuple[int, int, int]]] = {}
+        self.anchors: dict[tuple[str, str, tuple[Path, ...]], tuple[str, tuple[int, int, int]]] = {}
         self.plots = 0
 
-    def link(self, title: str, cell: Cell, order: tuple[int, int, int]) -> str:
-        """The anchor of the list of records behind a number; ``order`` (table, row, column) sorts the lists."""
-        key = (title, cell.runs)
+    def link(self, where: tuple[str, str], cell: Cell, order: tuple[int, int, int]) -> str:
+        """The anchor of the list of records behind a number; ``where`` is (table title, row and column), ``order``
+        (table, row, column) sorts the lists."""
+        key = (*where, cell.runs)
         if key not in self.anchors:
             self.anchors[key] = (f"records-{len(self.anchors) + 1}", order)
         return self.anchors[key][0]
@@ -121,7 +122,7 @@ class _Page:
         self.plots += 1
         return f"<figure>{_prefix_ids(svg, f'plot{self.plots}')}<figcaption class=\"caption\">{_e(caption)}</figcaption></figure>"
 
-    def cell(self, cell: Cell | None, title: str, order: tuple[int, int, int], fewer: bool,
+    def cell(self, cell: Cell | None, where: tuple[str, str], order: tuple[int, int, int], fewer: bool,
              rank: int | None = None) -> str:
         if cell is None or cell.n == 0:
             return '<td data-v="">' + MISSING + "</td>"
@@ -130,7 +131,7 @@ class _Page:
         spread_html = f' <span class="spread">± {spread}</span>' if spread else ""
         tip = f"{cell.n} seed{'s' if cell.n != 1 else ''}" + (", fewer than the rest of the table" if fewer else "")
         return (f'<td data-v="{cell.mean:.6f}"{" class=" + chr(34) + " ".join(classes) + chr(34) if classes else ""}>'
-                f'<a href="#{self.link(title, cell, order)}" title="{_e(tip)}: show the records">{mean}{spread_html} '
+                f'<a href="#{self.link(where, cell, order)}" title="{_e(tip)}: show the records">{mean}{spread_html} '
                 f'<span class="n">({seeds})</span></a></td>')
 
     def table(self, table: Table, index: int) -> str:
@@ -150,7 +151,7 @@ class _Page:
             for column, t in enumerate(targets):
                 cell = cells.get(t)
                 rank = ranks[t].get(accuracy_text(cell.mean)) if cell is not None and cell.n else None
-                where = f"{title}; {row.key.label}; {'average over targets' if t == AVERAGE else 'target ' + t}"
+                where = (title, f"{row.key.label}; {'average over targets' if t == AVERAGE else 'target ' + t}")
                 fewer = bool(cell is not None and table.fewer_seeds(cell))
                 texts.append(self.cell(cell, where, (index, row_index, column), fewer, rank))
             parts.append(f"<tr><td>{_e(row.key.label)}</td>{''.join(texts)}</tr>")
@@ -164,19 +165,18 @@ class _Page:
                         texts.append(f"<td>{MISSING}</td>")
                         continue
                     difference = reported.differences.get(t)
-                    sign = "" if difference is None else (" class=\"diff-pos\"" if difference > 0.05 else
-                                                           " class=\"diff-neg\"" if difference < -0.05 else "")
                     d = "" if difference is None else f' <span class="d">(Δ {difference_text(difference)})</span>'
                     tip = f' title="{_e(reported.source)} ({_e(reported.file)})"'
-                    texts.append(f"<td{sign}{tip}>{accuracy_text(reported.values[t])}{d}</td>")
+                    texts.append(f"<td{tip}>{accuracy_text(reported.values[t])}{d}</td>")
                 label = f"{reported.key.label}, reported: {reported.source}"
                 parts.append(f"<tr><td>{_e(label)}</td>{''.join(texts)}</tr>")
             parts.append("</tbody>")
         parts.append("</table>")
         if table.reported:
             parts.append('<p class="caption">Italic rows: published numbers; Δ = reproduced mean − reported.</p>')
-        parts.append(self.plot(table_plot(table), f"{title}: accuracy per target, bars at the mean, error bars "
-                                                  f"{SPREAD_NAMES[table.spread_kind]}, dots individual seeds."))
+        parts.append(self.plot(table_plot(table), f"Accuracy per target: markers at the mean, error bars one "
+                                                  f"{SPREAD_NAMES[table.spread_kind]}, dots the individual seeds; "
+                                                  "the axis is zoomed to the numbers."))
         return "\n".join(parts)
 
     def overview(self, overview: Overview, tables: list[Table]) -> str:
@@ -192,7 +192,7 @@ class _Page:
             for suite in overview.suites:
                 cell = cells.get(suite)
                 table = by_suite[suite]
-                where = f"{table.key.title()}; {row.label}; average over targets"
+                where = (table.key.title(), f"{row.label}; average over targets")
                 rows = [r.key for r in table.rows]
                 order = (self.board.tables.index(table), rows.index(row) if row in rows else 0, len(table.columns))
                 texts.append(self.cell(cell, where, order, False))
@@ -201,7 +201,7 @@ class _Page:
                 texts.append(f'<td data-v="">{MISSING}</td>')
             else:
                 behind = Cell((), (), tuple(run for s in overview.suites for run in cells[s].runs), "sd")
-                anchor = self.link(f"{overview.key.title()}; {row.label}; mean over suites", behind,
+                anchor = self.link((f"Suite averages, {overview.key.title()}", f"{row.label}; mean over suites"), behind,
                                    (len(self.board.tables), overview_index, row_index))
                 texts.append(f'<td data-v="{mean:.6f}"><a href="#{anchor}" title="show the records">'
                              f"{accuracy_text(mean)}</a></td>")
@@ -209,14 +209,19 @@ class _Page:
         parts.append("</tbody></table>")
         parts.append(self.plot(cost_plot(tables),
                                f"{overview.key.title()}: each method's suite average against its trainable parameters "
-                               "and its training time per run (symmetric log axes: zero is at the left edge)."))
+                               "and its training time per run (log axes; a method that trains nothing is drawn at 0, one decade below the "
+                               "smallest other value)."))
         return "\n".join(parts)
 
     def records_section(self) -> str:
         parts = ['<h2 id="records">Records behind each number</h2>',
                  '<p class="caption">One entry per number of the tables above (a click on the number opens it): the '
                  f"finished runs behind it, each with a link to its <code>{RESULTS_FILE}</code>.</p>"]
-        for (title, runs), (anchor, _) in sorted(self.anchors.items(), key=lambda item: item[1][1]):
+        group = None
+        for (title, item, runs), (anchor, _) in sorted(self.anchors.items(), key=lambda entry: entry[1][1]):
+            if title != group:
+                parts.append(f"<h3>{_e(title)}</h3>")
+                group = title
             rows = []
             for folder in runs:
                 record = self.board.record_of(folder)
@@ -224,7 +229,7 @@ class _Page:
                 rows.append(f"<tr><td>{record.seed}</td><td>{'' if record.split_seed is None else record.split_seed}</td>"
                             f"<td>{_e(record.target)}</td><td>{record.accuracy:.2f}</td><td>{_e(record.device_type)}</td>"
                             f'<td><a href="{_e(path)}"><code>{_e(path)}</code></a></td></tr>')
-            parts.append(f'<details id="{anchor}"><summary>{_e(title)} ({len(runs)} run{"s" if len(runs) != 1 else ""})'
+            parts.append(f'<details id="{anchor}"><summary>{_e(item)} ({len(runs)} run{"s" if len(runs) != 1 else ""})'
                          '</summary><table class="records"><thead><tr><th>seed</th>'
                          "<th>split seed</th><th>target</th><th>accuracy</th><th>device</th><th>record</th></tr></thead>"
                          f"<tbody>{''.join(rows)}</tbody></table></details>")

@@ -1,20 +1,22 @@
 """The leaderboard's pictures, drawn with matplotlib as inline SVG that is identical from run to run.
 
-Per table: accuracy on each target (and the average) for each method, bars at the mean with the seed spread as
-error bars and one dot per seed, the chance level dashed. Across suites: each row's suite average against its
+Per table: accuracy on each target (and the average) for each method, a marker at the mean with the seed spread
+as error bars and one dot per seed, the chance level dashed where it falls inside the zoomed axis. Across suites: each row's suite average against its
 trainable parameters and against its training time per run.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # never a window: the plots are written into the page
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from leaderboard.aggregation import SPREAD_NAMES, Table  # noqa: E402
@@ -68,34 +70,67 @@ def _colour(index: int) -> str:
 
 
 def table_plot(table: Table) -> str:
-    """Grouped bars of one table: one group per target plus the average, one bar per row."""
+    """One group per target plus the average, one marker per row at its mean with the spread as error bar and a
+    small dot per seed. The axis is zoomed to the numbers (differences of a point matter); the chance level is
+    drawn where it falls inside it."""
     with matplotlib.rc_context(STYLE):
         labels = [*(c.target for c in table.columns), "average"]
         rows = table.rows
-        width = 0.8 / max(len(rows), 1)
-        figure, axes = _figure(max(3.6, 0.6 + len(labels) * (0.35 + 0.22 * max(1, len(rows)))), 3.2)
+        step = 0.8 / max(len(rows), 1)
+        figure, axes = _figure(max(3.6, 0.6 + len(labels) * (0.35 + 0.16 * max(1, len(rows)))), 3.2)
+        shown: list[float] = []
         for index, row in enumerate(rows):
             cells = [row.cells.get(c.target) for c in table.columns] + [row.average]
-            offset = (index - (len(rows) - 1) / 2) * width
+            offset = (index - (len(rows) - 1) / 2) * step
+            label: str | None = row.key.label
             for position, cell in enumerate(cells):
                 if cell is None or cell.n == 0:
                     continue
                 x = position + offset
-                axes.bar(x, cell.mean, width * 0.9, color=_colour(index), alpha=0.85,
-                         label=row.key.label if position == 0 or all(c is None for c in cells[:position]) else None)
-                if cell.spread is not None:
-                    axes.errorbar(x, cell.mean, yerr=cell.spread, color="#222222", capsize=2, linewidth=0.9)
-                axes.scatter([x] * cell.n, cell.values, s=6, color="#222222", zorder=3, linewidths=0)
+                spread = cell.spread or 0.0
+                axes.errorbar(x, cell.mean, yerr=cell.spread, color=_colour(index), marker=MARKERS[index % len(MARKERS)],
+                              markersize=5, capsize=2, linewidth=1.0, label=label)
+                label = None
+                axes.scatter([x] * cell.n, cell.values, s=5, color="#222222", zorder=3, linewidths=0)
+                shown += [cell.mean - spread, cell.mean + spread, *cell.values]
+        low = max(0.0, min(shown, default=0.0) - 3.0)
+        high = min(102.0, max(shown, default=100.0) + 2.0)  # room above 100 for the error bars of near-perfect cells
+        chance_drawn = False
         for position, column in enumerate(table.columns):
-            axes.hlines(column.chance, position - 0.45, position + 0.45, colors="#555555", linestyles="dashed",
-                        linewidth=0.9)
+            if low <= column.chance <= high:
+                axes.hlines(column.chance, position - 0.45, position + 0.45, colors="#555555", linestyles="dashed",
+                            linewidth=0.9)
+                chance_drawn = True
+        for boundary in range(1, len(labels)):
+            axes.axvline(boundary - 0.5, color="#dddddd", linewidth=0.8)
         axes.set_xticks(range(len(labels)), labels)
+        axes.set_xlim(-0.5, len(labels) - 0.5)
+        axes.set_ylim(low, high)
         axes.set_ylabel("accuracy (%)")
-        axes.set_ylim(0, 100)
-        axes.set_title(f"{table.key.suite}: mean ± {SPREAD_NAMES[table.spread_kind]} over seeds "
-                       "(dots: seeds; dashed: chance)", fontsize=9)
+        axes.set_title(f"{table.key.suite}: mean ± {SPREAD_NAMES[table.spread_kind]}; dots: seeds"
+                       + ("; dashed: chance" if chance_drawn else ""), fontsize=9)
         axes.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _svg(figure)
+
+
+def _log_axis_with_zero(axes, values: Sequence[float]) -> Callable[[float], float]:
+    """Put the x axis on a log scale with zero drawn one decade below the smallest positive value (methods that
+    train nothing have 0 parameters and 0 hours); returns where a value is drawn."""
+    positive = [v for v in values if v > 0]
+    if not positive:
+        axes.set_xlim(-1.0, 1.0)
+        return lambda v: v
+    low = math.floor(math.log10(min(positive)))
+    high = math.ceil(math.log10(max(positive)))
+    zero = 10.0 ** (low - 1)
+    axes.set_xscale("log")
+    decades = list(range(low, high + 1))
+    has_zero = any(v <= 0 for v in values)
+    ticks = ([zero] if has_zero else []) + [10.0 ** k for k in decades]
+    axes.set_xticks(ticks, (["0"] if has_zero else []) + [f"$10^{{{k}}}$" for k in decades])
+    axes.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axes.set_xlim((zero if has_zero else 10.0 ** low) / 2.5, 10.0 ** high * 2.5)
+    return lambda v: v if v > 0 else zero
 
 
 def hours_unit(device_types: Sequence[str]) -> str:
@@ -116,22 +151,18 @@ def cost_plot(tables: Sequence[Table]) -> str:
         suites = sorted({t.key.suite for t in tables})
         unit = hours_unit([d for t in tables for row in t.rows for d in row.device_types])
         figure, (params_axes, hours_axes) = _figure(6.8, 3.2, columns=2, sharey=True)
-        for table in tables:
+        rows = [(t, row) for t in tables for row in t.rows if row.average.mean is not None]
+        at_params = _log_axis_with_zero(params_axes, [row.n_trainable for _, row in rows])
+        at_hours = _log_axis_with_zero(hours_axes, [row.training_seconds / 3600.0 for _, row in rows])
+        for table, row in rows:
             marker = MARKERS[suites.index(table.key.suite) % len(MARKERS)]
-            for row in table.rows:
-                if row.average.mean is None:
-                    continue
-                colour = _colour(labels.index(row.key.label))
-                hollow = "cpu" in row.device_types and unit.startswith("hours")
-                style = {"marker": marker, "s": 28, "edgecolors": colour, "zorder": 3,
-                         "facecolors": "none" if hollow else colour}
-                params_axes.scatter(row.n_trainable, row.average.mean, **style)
-                hours_axes.scatter(row.training_seconds / 3600.0, row.average.mean, **style)
-        params = [row.n_trainable for t in tables for row in t.rows if row.n_trainable > 0]
-        hours = [row.training_seconds / 3600.0 for t in tables for row in t.rows if row.training_seconds > 0]
-        for axes, positive in ((params_axes, params), (hours_axes, hours)):
-            # symlog keeps methods that train nothing (0 parameters, 0 hours) on the axis at zero
-            axes.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+            colour = _colour(labels.index(row.key.label))
+            hollow = "cpu" in row.device_types and unit.startswith("hours")
+            style = {"marker": marker, "s": 28, "edgecolors": colour, "zorder": 3,
+                     "facecolors": "none" if hollow else colour}
+            params_axes.scatter(at_params(row.n_trainable), row.average.mean, **style)
+            hours_axes.scatter(at_hours(row.training_seconds / 3600.0), row.average.mean, **style)
+        for axes in (params_axes, hours_axes):
             axes.grid(True, axis="both", alpha=0.3)
         params_axes.set_xlabel("trainable parameters")
         hours_axes.set_xlabel(f"training {unit} per run (mean)")
