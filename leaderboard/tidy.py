@@ -1,8 +1,9 @@
 """The leaderboard as tidy CSV: one row per cell (reproduced or reported), with the run folders behind it.
 
 Columns are listed in :data:`COLUMNS`. ``target`` is a target domain or ``average``; ``runs`` lists the run
-folders behind a reproduced cell, separated by ``;``, relative to the folder of the CSV file. Numbers are written
-with four decimals; an empty field is a missing value.
+folders behind a reproduced cell, separated by ``;``, relative to the folder of the CSV file; ``seeds`` lists each
+value's ``seed/split seed``. ``difference`` (reported rows) is the reproduced mean minus the reported number.
+Numbers are written with four decimals; an empty field is a missing value.
 """
 
 from __future__ import annotations
