@@ -38,7 +38,6 @@ from imagenet_dg.suites import IMAGENET_DG, get_suite
 from guidg.backbone import BackboneSpec, load_backbone
 from guidg.checkpoints import export_open_clip_checkpoint
 from guidg.distributed import broadcast_object, current_replica
-from guidg.divergence import TrainingDivergedError
 from guidg.evaluation import image_features
 from guidg.experts import ExpertStore
 from guidg.methods import MethodSpec, TrainedMethod, fit_method, get_method
@@ -172,28 +171,15 @@ def _selection(task: TaskData) -> Mapping[str, LabeledImages]:
     return task.guide if validation is None else validation
 
 
-def _check_finite(values: Tensor, what: str, method: str) -> None:
-    if not bool(torch.isfinite(values).all()):
-        raise TrainingDivergedError(
-            f"{method}: the {what} hold NaN or infinite values; the trained model is not usable: lower the "
-            "learning rate, check the data, or use another precision"
-        )
-
-
 def _scores(suite_name: str, logits: Tensor, images: LabeledImages, class_ids: tuple[str, ...]):
     suite = get_suite(suite_name)
     predictions = logits.argmax(dim=-1).cpu().tolist()
     return suite.scoring.score(images.labels, predictions, images.domains, class_ids)
 
 
-def _evaluate(
-    trained: TrainedMethod, backbone: Any, images: LabeledImages, num_workers: int, method: str, what: str
-) -> Tensor:
-    features = image_features(backbone, images, num_workers=num_workers)
-    _check_finite(features, f"{what} image features", method)
-    logits = trained.logits(features)
-    _check_finite(logits, f"{what} logits", method)
-    return logits
+def _evaluate(trained: TrainedMethod, backbone: Any, images: LabeledImages, num_workers: int) -> Tensor:
+    """Logits of ``images``; non-finite features or logits stop the run (checked in :mod:`guidg.evaluation`)."""
+    return trained.logits(image_features(backbone, images, num_workers=num_workers))
 
 
 def _record(
@@ -235,7 +221,7 @@ def _record(
         validation_accuracy=dict(validation),
         test_images=len(task.test),
         preset=spec.preset,
-        config=spec.hparams.to_dict(),
+        config=json.loads(json.dumps(spec.hparams.to_dict())),  # as a reader of the file sees it
         manifest_content_hash=str(manifest["content_hash"]),
         suite_source=dict(spec.suite_source),
         package_version=__version__,
@@ -381,11 +367,11 @@ def _train_and_score(
     with phases.timed("evaluate"):
         selection = _selection(task)
         validation_images = LabeledImages.concat([selection[d] for d in task.sources])
-        validation_logits = _evaluate(trained, backbone, validation_images, num_workers, spec.method, "validation")
+        validation_logits = _evaluate(trained, backbone, validation_images, num_workers)
         validation = _scores(str(manifest.get("suite", IMAGENET_DG)), validation_logits, validation_images,
                              task.class_ids).domain_accuracy
         # The target, once, after training and model selection.
-        test_logits = _evaluate(trained, backbone, task.test, num_workers, spec.method, "test")
+        test_logits = _evaluate(trained, backbone, task.test, num_workers)
     record = _record(spec, method, manifest, task, trained, test_logits, validation, device, phases)
     if export_model:
         export_open_clip_checkpoint(

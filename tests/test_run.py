@@ -1,18 +1,19 @@
-"""One evaluation run: its record, its folder, resumption of a sweep, and the leaderboard built from runs."""
+"""One evaluation run: its record, its folder, resumption of a sweep, failures, and the leaderboard built from runs."""
 
 from __future__ import annotations
 
 import json
 
 import open_clip
+import pytest
 from click.testing import CliRunner
 
+import guidg.run as run_module
 from guidg.backbone import TINY_SPEC
 from guidg.presets import get_preset
-from guidg.run import DONE_FILE, RESULTS_FILE, RunSpec, execute
+from guidg.run import DONE_FILE, RESULTS_FILE, RunSpec, attempt, execute
 from imagenet_dg.cli import main
-from leaderboard.records import collect
-from leaderboard.table import render_markdown
+from leaderboard.records import Record, collect, read_record
 
 QUICK = get_preset("smoke").replace(prompt={"epochs": 2}, finetune={"epochs": 1, "steps_per_epoch": 2})
 
@@ -21,72 +22,118 @@ def spec(benchmark, method: str = "zeroshot", seed: int = 1) -> RunSpec:
     return RunSpec(benchmark, "a-16shot-seed1", method, TINY_SPEC, "smoke", QUICK, seed)
 
 
+def finished(folder) -> list:
+    return [p for p in folder.iterdir() if (p / DONE_FILE).is_file()]
+
+
 def test_a_run_records_its_score_and_what_produced_it(mini_benchmark, mini_releases, tmp_path) -> None:
     record = execute(spec(mini_benchmark), dict(mini_releases.paths), tmp_path, device="cpu")
-    assert record["method"] == "zeroshot" and record["target"] == "imagenet-a" and record["task"] == "a"
-    assert 0.0 <= record["accuracy"] <= 100.0
-    assert record["test_images"] == sum(mini_releases.expected_counts["imagenet-a"].values())
-    assert set(record["guide_accuracy"]) == {"imagenet", "imagenet-sketch", "imagenetv2"}
-    assert record["backbone"]["arch"] == TINY_SPEC.arch
-    assert record["hparams"] == json.loads(json.dumps(QUICK.to_dict()))
-    assert record["eval_batch_size"] == QUICK.eval.batch_size
-    assert {"torch", "open_clip", "imagenet_dg"} <= set(record["environment"])
-    folders = [p for p in tmp_path.iterdir() if (p / DONE_FILE).is_file()]
-    assert len(folders) == 1
-    assert json.loads((folders[0] / RESULTS_FILE).read_text()) == record
+    assert isinstance(record, Record)
+    assert (record.suite, record.protocol, record.method, record.base) == ("imagenet-dg", "fewshot", "zeroshot", None)
+    assert record.target == "imagenet-a" and record.task == "a" and record.shots == 16 and record.split_seed == 1
+    assert (record.precision, record.device_type, record.pretrained) == ("fp32", "cpu", "none")
+    assert 0.0 <= record.accuracy <= 100.0
+    assert record.test_images == sum(mini_releases.expected_counts["imagenet-a"].values())
+    assert set(record.validation_accuracy) == {"imagenet", "imagenet-sketch", "imagenetv2"}
+    assert record.domain_accuracy == {"imagenet-a": record.accuracy}
+    assert record.worst_class_accuracy == min(record.class_accuracy.values())
+    assert record.config == json.loads(json.dumps(QUICK.to_dict()))
+    assert {"load", "fit", "evaluate"} <= set(record.phase_seconds)
+    folders = finished(tmp_path)
+    assert len(folders) == 1 and read_record(folders[0]) == record
+
+
+def test_guidg_records_its_base_routing_phases_and_selection_in_percent(mini_benchmark, mini_releases, tmp_path) -> None:
+    record = execute(spec(mini_benchmark, "guidg+clipood"), dict(mini_releases.paths), tmp_path, device="cpu")
+    assert (record.method, record.base, record.routing) == ("guidg", "clipood", "batch")
+    assert {"experts", "finetune"} <= set(record.phase_seconds)
+    selection = [e["select_accuracy"] for e in record.details["experts"].values()]
+    assert all(0.0 <= a <= 100.0 for a in selection) and max(selection) > 1.0  # percent, not a fraction
 
 
 def test_a_finished_run_is_not_repeated(mini_benchmark, mini_releases, tmp_path) -> None:
-    first = execute(spec(mini_benchmark, "erm"), dict(mini_releases.paths), tmp_path, device="cpu")
-    folder = next(p for p in tmp_path.iterdir() if (p / DONE_FILE).is_file())
-    stamp = (folder / RESULTS_FILE).stat().st_mtime_ns
-    again = execute(spec(mini_benchmark, "erm"), dict(mini_releases.paths), tmp_path, device="cpu")
-    assert again == first and (folder / RESULTS_FILE).stat().st_mtime_ns == stamp
+    first = attempt(spec(mini_benchmark, "erm"), dict(mini_releases.paths), tmp_path, device="cpu")
+    stamp = (first.folder / RESULTS_FILE).stat().st_mtime_ns
+    again = attempt(spec(mini_benchmark, "erm"), dict(mini_releases.paths), tmp_path, device="cpu")
+    assert (first.status, again.status) == ("ran", "done")
+    assert again.record == first.record and (first.folder / RESULTS_FILE).stat().st_mtime_ns == stamp
 
 
 def test_another_seed_is_another_run(mini_benchmark, mini_releases, tmp_path) -> None:
     for seed in (1, 2):
         execute(spec(mini_benchmark, seed=seed), dict(mini_releases.paths), tmp_path, device="cpu")
-    assert len([p for p in tmp_path.iterdir() if (p / DONE_FILE).is_file()]) == 2
+    assert len(finished(tmp_path)) == 2
 
 
-def test_the_leaderboard_averages_runs_over_seeds(mini_benchmark, mini_releases, tmp_path) -> None:
-    scores = [execute(spec(mini_benchmark, seed=s), dict(mini_releases.paths), tmp_path, device="cpu")["accuracy"] for s in (1, 2)]
-    records = collect(tmp_path)
-    assert len(records) == 2
-    table = render_markdown(records)
-    row = next(line for line in table.splitlines() if line.startswith("| zeroshot"))
-    assert f"{sum(scores) / 2:.1f}" in row and "(2)" in row
-    assert "imagenet-a" in table
+def test_a_failed_run_leaves_no_folder_and_no_done_marker(mini_benchmark, mini_releases, tmp_path, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(run_module, "fit_method", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        execute(spec(mini_benchmark), dict(mini_releases.paths), tmp_path, device="cpu")
+    assert list(tmp_path.iterdir()) == [] or [p.name for p in tmp_path.iterdir()] == ["experts"]
 
 
-def test_unfinished_runs_are_left_out_of_the_leaderboard(tmp_path) -> None:
-    folder = tmp_path / "run"
-    folder.mkdir()
-    (folder / RESULTS_FILE).write_text("{}\n")
-    assert collect(tmp_path).empty
+def test_non_finite_logits_stop_the_run_unrecorded(mini_benchmark, mini_releases, tmp_path, monkeypatch) -> None:
+    from guidg.divergence import TrainingDivergedError
+
+    real = run_module.image_features
+    monkeypatch.setattr(run_module, "image_features", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(TrainingDivergedError, match="NaN"):
+        execute(spec(mini_benchmark), dict(mini_releases.paths), tmp_path, device="cpu")
+    assert finished(tmp_path) == []
 
 
-def test_evaluate_command_runs_a_method_on_the_miniature_benchmark(mini_benchmark, mini_releases, tmp_path) -> None:
-    args = ["evaluate", "--benchmark", str(mini_benchmark), "--method", "guidg", "--base", "clipood",
-            "--model", "imagenet-dg-tiny", "--pretrained", "none", "--preset", "smoke", "--device", "cpu",
-            "--runs", str(tmp_path / "runs"), "--root", str(mini_releases.root), "--export-model"]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
-    assert "guidg+clipood\ta-16shot-seed1\timagenet-a" in result.output
-    exported = list((tmp_path / "runs").glob("*/model.safetensors"))
-    assert len(exported) == 1
-    model, _, _ = open_clip.create_model_and_transforms("imagenet-dg-tiny", pretrained=str(exported[0]))
-    assert model.visual.conv1.weight.shape[0] > 0
-    board = CliRunner().invoke(main, ["leaderboard", "--runs", str(tmp_path / "runs")])
-    assert board.exit_code == 0 and "| guidg+clipood |" in board.output
+def test_export_model_on_a_finished_run_says_why_it_cannot(mini_benchmark, mini_releases, tmp_path, caplog) -> None:
+    execute(spec(mini_benchmark), dict(mini_releases.paths), tmp_path, device="cpu")
+    with caplog.at_level("WARNING", logger="guidg.run"):
+        execute(spec(mini_benchmark), dict(mini_releases.paths), tmp_path, device="cpu", export_model=True)
+    assert "without --export-model" in caplog.text and "remove the folder" in caplog.text
 
 
 def test_the_same_run_twice_gives_the_same_result_on_cpu(mini_benchmark, mini_releases, tmp_path) -> None:
     records = [
-        execute(spec(mini_benchmark, "guidg+ueo"), dict(mini_releases.paths), tmp_path / name, device="cpu")
+        execute(spec(mini_benchmark, "guidg+ueo"), dict(mini_releases.paths), tmp_path / name, device="cpu").to_dict()
         for name in ("first", "second")
     ]
     for record in records:
-        record.pop("train_seconds")
+        record.pop("phase_seconds"), record.pop("git_commit")  # wall time, and commits made meanwhile
     assert records[0] == records[1]
+
+
+def test_evaluate_command_runs_a_method_and_prints_the_table(mini_benchmark, mini_releases, tmp_path) -> None:
+    args = ["evaluate", "--benchmark", str(mini_benchmark), "--target", "a", "--seeds", "1", "--method", "guidg",
+            "--base", "clipood", "--model", "imagenet-dg-tiny", "--pretrained", "none", "--preset", "smoke",
+            "--set", "prompt.epochs=2", "--set", "finetune.epochs=1", "--set", "finetune.steps_per_epoch=2",
+            "--device", "cpu", "--runs", str(tmp_path / "runs"), "--root", str(mini_releases.root),
+            "--export-model"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    table = result.output.splitlines()
+    assert table[-2].split()[:4] == ["state", "method", "task", "target"]
+    assert table[-1].split()[:4] == ["ran", "guidg+clipood", "a", "imagenet-a"]
+    exported = list((tmp_path / "runs").glob("*/model.safetensors"))
+    assert len(exported) == 1
+    model, _, _ = open_clip.create_model_and_transforms("imagenet-dg-tiny", pretrained=str(exported[0]))
+    assert model.visual.conv1.weight.shape[0] > 0
+    assert len(collect(tmp_path / "runs").runs) == 1
+    again = CliRunner().invoke(main, [*args[:-1], "--dry-run"])
+    assert again.exit_code == 0 and "1 runs, 1 done, 0 to run" in again.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--method", "zeroshot", "--base", "clipood"], "--base applies only to guidg"),
+     (["--method", "guidg"], "runs on a base method"),
+     (["--method", "zeroshot", "--device", "cuda"], "no CUDA GPU"),
+     (["--method", "zeroshot", "--set", "finetune.lr=fast"], "finetune.lr=fast")],
+)
+def test_evaluate_refuses_a_bad_request_in_one_line(extra, message, tmp_path, monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(main, ["evaluate", "--runs", str(tmp_path / "runs"), *extra])
+    assert result.exit_code == 2
+    assert result.output.count("error:") == 1 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
