@@ -369,6 +369,11 @@ class Overview:
     rows: tuple[tuple[RowKey, dict[str, Cell]], ...]
     spread_kinds: tuple[str, ...]
 
+    @property
+    def several(self) -> bool:
+        """Whether there is more than one suite, so that a mean over suites means something."""
+        return len(self.suites) > 1
+
     def mean_over_suites(self, cells: dict[str, Cell]) -> float | None:
         """Mean of the suite averages, when the row has one in every suite."""
         means = [cells[s].mean for s in self.suites if s in cells]

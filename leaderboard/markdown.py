@@ -22,11 +22,13 @@ def overview_markdown(overview: Overview) -> list[str]:
     spreads = " / ".join(SPREAD_NAMES[s] for s in overview.spread_kinds)
     lines = [f"### {overview.key.title()}", "",
              f"Average accuracy (%) over each suite's targets, mean ± {spreads} over seeds (n).", "",
-             _line(["method", *overview.suites, "mean over suites"]),
-             "|---|" + "---:|" * (len(overview.suites) + 1)]
+             _line(["method", *overview.suites, *(["mean over suites"] if overview.several else [])]),
+             "|---|" + "---:|" * (len(overview.suites) + overview.several)]
     for row, cells in overview.rows:
         texts = [cell_text(cells[s], False) if s in cells else MISSING for s in overview.suites]
-        lines.append(_line([row.label, *texts, accuracy_text(overview.mean_over_suites(cells))]))
+        if overview.several:
+            texts.append(accuracy_text(overview.mean_over_suites(cells)))
+        lines.append(_line([row.label, *texts]))
     return lines
 
 

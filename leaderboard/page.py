@@ -184,7 +184,8 @@ class _Page:
         head = "".join(f"<th>{_e(s)}</th>" for s in overview.suites)
         parts = [f"<h3>{_e(overview.key.title())}</h3>",
                  f'<p class="caption">Average accuracy (%) over each suite\'s targets, mean ± {_e(spreads)} over seeds (n).</p>',
-                 f'<table class="sortable"><thead><tr><th>method</th>{head}<th>mean over suites</th></tr></thead><tbody>']
+                 f'<table class="sortable"><thead><tr><th>method</th>{head}'
+                 f'{"<th>mean over suites</th>" if overview.several else ""}</tr></thead><tbody>']
         by_suite = {t.key.suite: t for t in tables}
         overview_index = overviews(self.board).index(overview)
         for row_index, (row, cells) in enumerate(overview.rows):
@@ -197,9 +198,9 @@ class _Page:
                 order = (self.board.tables.index(table), rows.index(row) if row in rows else 0, len(table.columns))
                 texts.append(self.cell(cell, where, order, False))
             mean = overview.mean_over_suites(cells)
-            if mean is None:
+            if overview.several and mean is None:
                 texts.append(f'<td data-v="">{MISSING}</td>')
-            else:
+            elif overview.several:
                 behind = Cell((), (), tuple(run for s in overview.suites for run in cells[s].runs), "sd")
                 anchor = self.link((f"Suite averages, {overview.key.title()}", f"{row.label}; mean over suites"), behind,
                                    (len(self.board.tables), overview_index, row_index))

@@ -191,7 +191,16 @@ def test_the_overview_puts_suite_averages_side_by_side(tmp_path: Path) -> None:
     assert overview.suites == ("pacs", "vlcs")
     ((row, cells),) = overview.rows
     assert cells["pacs"].mean == pytest.approx(60.0) and cells["vlcs"].mean == pytest.approx(90.0)
-    assert overview.mean_over_suites(cells) == pytest.approx(75.0)
+    assert overview.mean_over_suites(cells) == pytest.approx(75.0) and overview.several
+
+
+def test_one_suite_has_no_mean_over_suites(tmp_path: Path) -> None:
+    board = board_of(tmp_path, [record("photo", 1, 50.0)])
+    (overview,) = overviews(board)
+    assert not overview.several
+    from leaderboard.markdown import render_markdown
+
+    assert "mean over suites" not in render_markdown(board)
 
 
 # --- reported numbers -------------------------------------------------------------------------------------------
