@@ -97,7 +97,36 @@ def _errors_to_exit(function: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group()
+_NO_ARGS_IS_HELP: type[Exception] | tuple[()] = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class _CommandLine(click.Group):
+    """The command group, with click's usage errors (an unknown option, a missing or invalid value) given as
+    one ``error:`` line and exit code 2, like every other user error."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except _NO_ARGS_IS_HELP as error:  # the bare command: its help, as click gives it
+            click.echo(error.format_message(), err=True)
+            sys.exit(error.exit_code)
+        except click.UsageError as error:
+            command = error.ctx.command_path if error.ctx is not None else "imagenet-dg"
+            click.echo(f"error: {error.format_message()} (see '{command} --help')", err=True)
+            sys.exit(error.exit_code)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        # Without standalone mode click returns the exit code of --help, --version and ctx.exit().
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=_CommandLine)
 @click.version_option(package_name="imagenet-dg")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress in detail; show the traceback of an error.")
 def main(verbose: bool) -> None:

@@ -255,3 +255,14 @@ def test_a_run_on_a_rewritten_shard_is_refused_before_anything_is_recorded(
     with pytest.raises(ManifestError, match="content differs"):
         execute(run_spec(copy, TINY_SPEC), dict(mini_releases.paths), runs, device="cpu")
     assert no_run_left(runs)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [(["build", "--on-bad-image", "sometimes"], "--on-bad-image"), (["verify", "/no/such/folder"], "FOLDER"),
+     (["build", "--no-such-option"], "--no-such-option")],
+)
+def test_a_usage_error_is_one_error_line_with_exit_code_2(args: list[str], named: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and result.output.startswith("error: ") and result.output.count("\n") == 1
+    assert named in result.output and "Usage:" not in result.output
