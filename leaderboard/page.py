@@ -15,7 +15,7 @@ import matplotlib
 
 from leaderboard.aggregation import SPREAD_NAMES, Cell, Leaderboard, Overview, Table, overviews
 from leaderboard.numbers import MISSING, accuracy_text, cell_parts, classes_text, difference_text
-from leaderboard.plots import cost_plot, svg_ids, table_plot
+from leaderboard.plots import cost_plot, palette, svg_ids, table_plot
 from leaderboard.records import RESULTS_FILE
 from leaderboard.reported import AVERAGE
 
@@ -106,6 +106,7 @@ class _Page:
         self.out_dir = out_dir
         self.anchors: dict[tuple[str, str, tuple[Path, ...]], tuple[str, tuple[int, int, int]]] = {}
         self.plots = 0
+        self.styles = palette(board.tables)
 
     def link(self, where: tuple[str, str], cell: Cell, order: tuple[int, int, int]) -> str:
         """The anchor of the list of records behind a number; ``where`` is (table title, row and column), ``order``
@@ -174,7 +175,7 @@ class _Page:
         parts.append("</table>")
         if table.reported:
             parts.append('<p class="caption">Italic rows: published numbers; Δ = reproduced mean − reported.</p>')
-        parts.append(self.plot(table_plot(table), f"Accuracy per target: markers at the mean, error bars one "
+        parts.append(self.plot(table_plot(table, self.styles), f"Accuracy per target: markers at the mean, error bars one "
                                                   f"{SPREAD_NAMES[table.spread_kind]}, dots the individual seeds; "
                                                   "the axis is zoomed to the numbers."))
         return "\n".join(parts)
@@ -208,7 +209,7 @@ class _Page:
                              f"{accuracy_text(mean)}</a></td>")
             parts.append(f"<tr><td>{_e(row.label)}</td>{''.join(texts)}</tr>")
         parts.append("</tbody></table>")
-        parts.append(self.plot(cost_plot(tables),
+        parts.append(self.plot(cost_plot(tables, self.styles),
                                f"{overview.key.title()}: each method's suite average against its trainable parameters "
                                "and its training time per run (log axes; a method that trains nothing is drawn at 0, one decade below the "
                                "smallest other value)."))

@@ -69,7 +69,13 @@ def _colour(index: int) -> str:
     return COLOURS[index % len(COLOURS)]
 
 
-def table_plot(table: Table) -> str:
+def palette(tables: Sequence[Table]) -> dict[str, int]:
+    """Index of the colour and marker of each row label, the same in every plot of a page."""
+    keys = sorted({row.key for t in tables for row in t.rows}, key=lambda key: key.sort_key())
+    return {key.label: index for index, key in enumerate(keys)}
+
+
+def table_plot(table: Table, styles: dict[str, int] | None = None) -> str:
     """One group per target plus the average, one marker per row at its mean with the spread as error bar and a
     small dot per seed. The axis is zoomed to the numbers (differences of a point matter); the chance level is
     drawn where it falls inside it."""
@@ -77,7 +83,8 @@ def table_plot(table: Table) -> str:
         labels = [*(c.target for c in table.columns), "average"]
         rows = table.rows
         step = 0.8 / max(len(rows), 1)
-        figure, axes = _figure(max(3.6, 0.6 + len(labels) * (0.35 + 0.16 * max(1, len(rows)))), 3.2)
+        styles = palette([table]) if styles is None else styles
+        figure, axes = _figure(max(4.2, 0.6 + len(labels) * (0.35 + 0.16 * max(1, len(rows)))), 3.2)
         shown: list[float] = []
         for index, row in enumerate(rows):
             cells = [row.cells.get(c.target) for c in table.columns] + [row.average]
@@ -88,7 +95,8 @@ def table_plot(table: Table) -> str:
                     continue
                 x = position + offset
                 spread = cell.spread or 0.0
-                axes.errorbar(x, cell.mean, yerr=cell.spread, color=_colour(index), marker=MARKERS[index % len(MARKERS)],
+                axes.errorbar(x, cell.mean, yerr=cell.spread, color=_colour(styles[row.key.label]),
+                              marker=MARKERS[styles[row.key.label] % len(MARKERS)],
                               markersize=5, capsize=2, linewidth=1.0, label=label)
                 label = None
                 axes.scatter([x] * cell.n, cell.values, s=5, color="#222222", zorder=3, linewidths=0)
@@ -107,8 +115,8 @@ def table_plot(table: Table) -> str:
         axes.set_xlim(-0.5, len(labels) - 0.5)
         axes.set_ylim(low, high)
         axes.set_ylabel("accuracy (%)")
-        axes.set_title(f"{table.key.suite}: mean ± {SPREAD_NAMES[table.spread_kind]}; dots: seeds"
-                       + ("; dashed: chance" if chance_drawn else ""), fontsize=9)
+        axes.set_title(f"{table.key.suite}: mean ± {SPREAD_NAMES[table.spread_kind]}" + ("; dashed: chance" if chance_drawn else ""),
+                       fontsize=9, loc="left")
         axes.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _svg(figure)
 
@@ -143,11 +151,11 @@ def hours_unit(device_types: Sequence[str]) -> str:
     return "hours (hollow markers: runs on CPU)"
 
 
-def cost_plot(tables: Sequence[Table]) -> str:
+def cost_plot(tables: Sequence[Table], styles: dict[str, int] | None = None) -> str:
     """Suite average of each row against trainable parameters and against training hours per run."""
     with matplotlib.rc_context(STYLE):
-        labels = sorted({row.key.label for t in tables for row in t.rows},
-                        key=lambda label: next(r.key.sort_key() for t in tables for r in t.rows if r.key.label == label))
+        styles = palette(tables) if styles is None else styles
+        labels = sorted({row.key.label for t in tables for row in t.rows}, key=lambda label: styles[label])
         suites = sorted({t.key.suite for t in tables})
         unit = hours_unit([d for t in tables for row in t.rows for d in row.device_types])
         figure, (params_axes, hours_axes) = _figure(6.8, 3.2, columns=2, sharey=True)
@@ -156,7 +164,7 @@ def cost_plot(tables: Sequence[Table]) -> str:
         at_hours = _log_axis_with_zero(hours_axes, [row.training_seconds / 3600.0 for _, row in rows])
         for table, row in rows:
             marker = MARKERS[suites.index(table.key.suite) % len(MARKERS)]
-            colour = _colour(labels.index(row.key.label))
+            colour = _colour(styles[row.key.label])
             hollow = "cpu" in row.device_types and unit.startswith("hours")
             style = {"marker": marker, "s": 28, "edgecolors": colour, "zorder": 3,
                      "facecolors": "none" if hollow else colour}
@@ -167,7 +175,7 @@ def cost_plot(tables: Sequence[Table]) -> str:
         params_axes.set_xlabel("trainable parameters")
         hours_axes.set_xlabel(f"training {unit} per run (mean)")
         params_axes.set_ylabel("suite average accuracy (%)")
-        handles = [Line2D([], [], color=_colour(i), marker="o", linestyle="", label=label) for i, label in enumerate(labels)]
+        handles = [Line2D([], [], color=_colour(styles[label]), marker="o", linestyle="", label=label) for label in labels]
         handles += [Line2D([], [], color="#444444", marker=MARKERS[i % len(MARKERS)], linestyle="", markerfacecolor="none",
                            label=f"suite {suite}") for i, suite in enumerate(suites)]
         hours_axes.legend(handles=handles, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
