@@ -42,6 +42,7 @@ from guidg.distributed import (
     SINGLE, Replica, broadcast_from_main, check_divisible, current_replica, gather_in_order,
 )
 from guidg.divergence import check_finite
+from guidg.image_pipeline import cached_step_batches, uses_cache
 from guidg.losses import GuidedLoss, guided_loss, single_head_loss
 from guidg.presets import FinetuneConfig
 from guidg.schedule import cosine_lambda
@@ -128,19 +129,25 @@ class PoolImages(Dataset):
 
 
 def step_batches(
-    pools: Sequence[LabeledImages], transform: Callable, sampler: StepSampler, *, num_workers: int, pin_memory: bool
+    pools: Sequence[LabeledImages], transform: Callable, sampler: StepSampler, *, num_workers: int, pin_memory: bool,
+    device: torch.device | None = None,
 ) -> Iterable[tuple[Tensor, Tensor, Tensor]]:
     """The (images, labels, domains) of this rank's share of each step of ``sampler``, loaded and augmented.
 
-    The only place that turns image files into training batches: a faster loader replaces this function and
-    must yield the same tensors, in the same order.
+    The only place that turns image files into training batches. With a decoded-image cache active
+    (:func:`guidg.image_cache.using_image_cache`) and a ``device``, images come from the pools' caches, augmented
+    per image with the same seeded draws on uint8 tensors, and are yielded normalised on ``device``
+    (:func:`guidg.image_pipeline.cached_step_batches`); otherwise from the files, on the CPU.
     """
+    settings = uses_cache(transform)
+    if settings is not None and device is not None:
+        return cached_step_batches(pools, transform, settings, sampler, device=device, num_workers=num_workers)
     return DataLoader(
         PoolImages(pools, transform),
         batch_sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin_memory,
-        persistent_workers=False,
+        persistent_workers=num_workers > 0,
     )
 
 
@@ -240,7 +247,7 @@ def finetune_image_encoder(
     parameters = list(visual.parameters()) + (list(cmattn.parameters()) if cmattn is not None else [])
     for p in visual.parameters():
         p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(total, config.warmup_steps))
     averaged = described.averaging == "beta-moving-average"
     average = BetaMovingAverage(visual, total, config.bma_beta) if averaged else None
@@ -292,7 +299,9 @@ def finetune_image_encoder(
 
     transform = finetune_train_transform(backbone.image_size, config.randaugment)
     sampler = StepSampler([len(p) for p in pools], config.batch_per_domain, seed, total, start, replica)
-    batches = step_batches(pools, transform, sampler, num_workers=num_workers, pin_memory=device.type == "cuda")
+    batches = step_batches(
+        pools, transform, sampler, num_workers=num_workers, pin_memory=device.type == "cuda", device=device
+    )
     encoder: nn.Module = visual
     if replica.world_size > 1:
         # Gradients are averaged over the ranks; CMAttn sees the gathered batch on every rank, so its

@@ -162,25 +162,27 @@ class _DecodePil(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int]:
         image = open_image(self.paths[index])
         width, height = image.size
-        resized = _resize_pil(image, self.short_side)
-        return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()), height, width
+        pixels = np.ascontiguousarray(np.asarray(_resize_pil(image, self.short_side), dtype=np.uint8))
+        # The checksum is taken here, in the worker, so the writing process only writes.
+        return torch.from_numpy(pixels.copy()), height, width, zlib.crc32(pixels)
 
 
 def _as_list(batch: list) -> list:
     return batch
 
 
-def _decode_pil(paths: Sequence[Path], short_side: int, workers: int) -> Iterator[tuple[np.ndarray, int, int]]:
+def _decode_pil(paths: Sequence[Path], short_side: int, workers: int) -> Iterator[tuple[np.ndarray, int, int, int]]:
+    """(pixels (H, W, 3), source height, source width, CRC-32 of the pixels) of each image, in order."""
     loader = DataLoader(
         _DecodePil(paths, short_side), batch_size=32, num_workers=workers, collate_fn=_as_list,
         prefetch_factor=4 if workers > 0 else None,
     )
     for batch in loader:
-        for pixels, height, width in batch:
-            yield pixels.numpy(), height, width
+        for pixels, height, width, crc in batch:
+            yield pixels.numpy(), height, width, crc
 
 
 def _shorter_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -203,7 +205,7 @@ class _ReadBytes(Dataset):
 
 def _decode_nvjpeg(
     paths: Sequence[Path], short_side: int, workers: int, device: torch.device
-) -> Iterator[tuple[np.ndarray, int, int]]:
+) -> Iterator[tuple[np.ndarray, int, int, int]]:
     """JPEGs decoded in batches by nvjpeg and resized on the GPU; other files (PNG, CMYK) through Pillow."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -225,12 +227,14 @@ def _decode_nvjpeg(
             if image is None:
                 pil = open_image(path)
                 width, height = pil.size
-                yield np.asarray(_resize_pil(pil, short_side), dtype=np.uint8).copy(), height, width
+                pixels = np.ascontiguousarray(np.asarray(_resize_pil(pil, short_side), dtype=np.uint8))
+                yield pixels, height, width, zlib.crc32(pixels)
                 continue
             height, width = int(image.shape[1]), int(image.shape[2])
             size = _shorter_side_size(height, width, short_side)
             resized = T.functional.resize(image, list(size), T.InterpolationMode.BICUBIC, antialias=True)
-            yield resized.permute(1, 2, 0).contiguous().cpu().numpy(), height, width
+            pixels = resized.permute(1, 2, 0).contiguous().cpu().numpy()
+            yield pixels, height, width, zlib.crc32(pixels)
         position += len(batch)
 
 
@@ -435,7 +439,7 @@ def _write_cache(
     written = 0
     count = 0
     try:
-        for number, (pixels, height, width) in enumerate(stream):
+        for number, (pixels, height, width, crc) in enumerate(stream):
             data = np.ascontiguousarray(pixels)
             if handle is None or (written > 0 and written + data.nbytes > shard_bytes):
                 if handle is not None:
@@ -443,8 +447,8 @@ def _write_cache(
                     shards.append({"bytes": written})
                 handle = open(work / SHARD_PATTERN.format(len(shards)), "wb")
                 written = 0
-            handle.write(data.tobytes())
-            index[number] = (len(shards), written, data.shape[0], data.shape[1], height, width, zlib.crc32(data))
+            handle.write(memoryview(data).cast("B"))
+            index[number] = (len(shards), written, data.shape[0], data.shape[1], height, width, crc)
             written += data.nbytes
             count += 1
         if handle is None:

@@ -196,3 +196,14 @@ def test_seeded_views_from_the_cache_repeat_and_follow_their_seeds(backbone, ima
         other = encode_views(backbone, images, transform, views=2, seed=4, batch_size=4)
     assert torch.allclose(first, again, atol=1e-6)
     assert not torch.allclose(first, other, atol=1e-3)
+
+
+def test_the_jpeg_decoder_option_keeps_its_own_cache_close_to_pillow(images, tmp_path):
+    # decode_jpeg runs on the CPU here (libjpeg-turbo); on a GPU the same code decodes with nvjpeg.
+    pillow, _ = open_or_build(tmp_path / "cache", images, DecodeSpec(32))
+    decoded, stats = open_or_build(tmp_path / "cache", images, DecodeSpec(32, "nvjpeg"), device="cpu")
+    assert stats.built and decoded.folder != pillow.folder
+    for index in range(len(images)):
+        a, b = pillow.pixels(index), decoded.pixels(index)
+        assert a.shape == b.shape
+        assert (a.float() - b.float()).abs().mean() < 4.0
