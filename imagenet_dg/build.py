@@ -509,6 +509,7 @@ def build(
     existing = _check_output(out, fingerprint, overwrite, release_roots, card=dataset_readme)
     if existing is not None:
         logger.info("%s already holds this build (content hash %s)", out, existing["content_hash"])
+        remove_replaced(out)
         return BuildResult(out, existing, up_to_date=True, health=health)
 
     staging = _open_staging(out, fingerprint)
@@ -584,6 +585,13 @@ def _quirk_counts(health: HealthReport | None) -> dict[str, int]:
     for problem in health.quirks:
         counts[problem.kind] = counts.get(problem.kind, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def remove_replaced(out: Path) -> None:
+    """Remove the earlier build that a publish killed after moving the new one in left beside ``out``."""
+    old = out.parent / f".{out.name}.replaced"
+    if old.exists() and out.is_dir():
+        _remove_build_folder(old)
 
 
 def _publish(staging: Path, out: Path) -> None:

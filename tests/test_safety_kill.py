@@ -44,6 +44,16 @@ if mode == "replace":
             os.kill(os.getpid(), signal.SIGKILL)
         real_replace(source, target)
     os.replace = replace
+elif mode == "rmtree":
+    # Killed before the at-th folder removal: after a publish moved the new build in, before the old one
+    # moved aside is deleted.
+    import shutil
+    real_rmtree = shutil.rmtree
+    def rmtree(path, *args, **kwargs):
+        if count_and_maybe_kill():
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_rmtree(path, *args, **kwargs)
+    shutil.rmtree = rmtree
 else:
     # Killed in the middle of writing a shard: half of its bytes in the temporary file.
     real_write = manifests.pq.write_table
@@ -142,4 +152,16 @@ def test_an_overwrite_killed_while_publishing_loses_nothing_it_was_not_asked_to_
     assert not out.exists() and folder_bytes(aside) == old  # the old build is whole, beside the output
     build(mini_scans, out, OPTIONS, overwrite=True)
     assert folder_bytes(out) == files and verify_build(out) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imagenet-dg"]
+
+
+def test_an_overwrite_killed_before_removing_the_old_build_is_tidied_by_the_next_run(
+    clean, mini_releases: MiniReleases, mini_scans, tmp_path: Path
+) -> None:
+    files, _ = clean
+    out = tmp_path / "imagenet-dg"
+    build(mini_scans, out, OTHER)
+    kill_build(mini_releases, out, "rmtree", 1, OPTIONS, overwrite=True)
+    assert folder_bytes(out) == files  # the new build is in place, whole
+    assert build(mini_scans, out, OPTIONS).up_to_date
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imagenet-dg"]
