@@ -1,0 +1,102 @@
+"""The leaderboard kept in the repository is what the command generates from the records kept beside it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+from leaderboard.aggregation import build_leaderboard
+from leaderboard.committed import (
+    COMMITTED_BOARD, COMMITTED_RUNS, README_END, README_START, import_runs, readme_block, update_readme,
+)
+from leaderboard.page import GENERATOR
+from leaderboard.publish import HTML_FILE, OUTPUT_FILES, render_all
+from leaderboard.records import collect
+from leaderboard.reported import load_reported
+from test_leaderboard import record, write_all
+
+FIGURE = re.compile(r"<figure><svg.*?</svg>", re.DOTALL)
+
+
+def committed_board():
+    return build_leaderboard(collect([COMMITTED_RUNS]), load_reported())
+
+
+def comparable(name: str, text: str, same_matplotlib: bool) -> str:
+    """The text to compare: all of it, except the plots' SVG when made by another matplotlib version (its SVG
+    output changes between versions; the tables, links and captions must still be identical)."""
+    if name == HTML_FILE and not same_matplotlib:
+        text = FIGURE.sub("<figure><svg/>", text)
+        text = re.sub(r'<meta name="generator" content="[^"]*">', "", text)
+    return text
+
+
+def test_the_committed_outputs_are_exactly_what_the_committed_records_give() -> None:
+    expected = render_all(committed_board(), COMMITTED_BOARD)
+    assert sorted(expected) == sorted(OUTPUT_FILES)
+    page = (COMMITTED_BOARD / HTML_FILE).read_text(encoding="utf-8")
+    same_matplotlib = f'content="{GENERATOR}"' in page
+    stale = []
+    for name, text in expected.items():
+        committed = (COMMITTED_BOARD / name).read_text(encoding="utf-8")
+        if comparable(name, committed, same_matplotlib) != comparable(name, text, same_matplotlib):
+            stale.append(name)
+    assert not stale, (f"{', '.join(stale)} in {COMMITTED_BOARD} differ from what the committed records give; "
+                       "regenerate them with: python -m leaderboard.committed")
+
+
+def test_the_committed_records_hold_the_embedded_defaults_mini_runs_over_three_seeds() -> None:
+    board = committed_board()
+    assert not board.unfinished
+    imagenet_dg = [t for t in board.tables if t.key.suite == "imagenet-dg"]
+    assert imagenet_dg and all(t.max_seeds >= 3 for t in imagenet_dg)
+    labels = {row.key.label for t in imagenet_dg for row in t.rows}
+    assert {"zeroshot", "coop", "clipood", "guidg+clipood"} <= labels
+    for path in COMMITTED_RUNS.rglob("*"):
+        assert path.is_dir() or path.name in ("results.jsonl", "done"), f"{path}: only records are committed"
+
+
+def test_a_stale_output_is_detected(tmp_path: Path) -> None:
+    runs = write_all(tmp_path / "runs", [record("photo", s, 50.0 + s) for s in (1, 2, 3)])
+    board = build_leaderboard(collect([runs]), [])
+    expected = render_all(board, tmp_path / "board")
+    changed = build_leaderboard(collect([write_all(tmp_path / "more", [record("photo", 4, 10.0)]), runs]), [])
+    assert render_all(changed, tmp_path / "board")["leaderboard.md"] != expected["leaderboard.md"]
+
+
+def test_plots_are_masked_only_when_matplotlib_differs() -> None:
+    page = '<meta name="generator" content="x"><figure><svg a="1">old</svg><figcaption>c</figcaption></figure>'
+    other = '<meta name="generator" content="y"><figure><svg a="2">new</svg><figcaption>c</figcaption></figure>'
+    assert comparable(HTML_FILE, page, False) == comparable(HTML_FILE, other, False)
+    assert comparable(HTML_FILE, page, True) != comparable(HTML_FILE, other, True)
+    assert comparable(HTML_FILE, page.replace(">c<", ">d<"), False) != comparable(HTML_FILE, other, False)
+    assert matplotlib.__version__ in GENERATOR
+
+
+def test_importing_runs_copies_only_records_and_refuses_a_conflict(tmp_path: Path) -> None:
+    runs = write_all(tmp_path / "runs", [record("photo", 1, 50.0)])
+    (runs / "run000" / "model.safetensors").write_bytes(b"weights")
+    into = tmp_path / "committed"
+    assert import_runs([runs], into) == [into / "pacs" / "run000"]
+    assert sorted(p.name for p in (into / "pacs" / "run000").iterdir()) == ["done", "results.jsonl"]
+    assert import_runs([runs], into) == []  # the same record again: nothing to do
+    other = write_all(tmp_path / "other", [record("photo", 1, 60.0)])
+    with pytest.raises(Exception, match="holds another record"):
+        import_runs([other], into)
+
+
+def test_the_readme_block_is_replaced_between_its_markers(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n{README_START}\nOLD TABLE\n{README_END}\nafter\n")
+    block = readme_block()
+    assert update_readme(readme, block)
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nbefore\n") and text.endswith("\nafter\n") and "OLD TABLE" not in text
+    assert "\n## Suite averages" not in text and "### Suite averages" in text
+    assert not update_readme(readme, block)
+    (tmp_path / "plain.md").write_text("# no markers\n")
+    with pytest.raises(Exception, match="no lines"):
+        update_readme(tmp_path / "plain.md", block)
