@@ -9,15 +9,17 @@ import matplotlib
 import pytest
 
 from leaderboard.aggregation import build_leaderboard
-from leaderboard.committed import (
-    COMMITTED_BOARD, COMMITTED_RUNS, README_END, README_START, import_runs, readme_block, update_readme,
-)
+from leaderboard.committed import README_END, README_START, import_runs, readme_block, update_readme
 from leaderboard.page import GENERATOR
 from leaderboard.publish import HTML_FILE, OUTPUT_FILES, render_all
 from leaderboard.records import collect
 from leaderboard.reported import load_reported
 from test_leaderboard import record, write_all
 
+# the repository's folders (not the installed package's): the test checks what is committed
+REPOSITORY = Path(__file__).resolve().parents[1]
+COMMITTED_RUNS = REPOSITORY / "leaderboard" / "runs"
+COMMITTED_BOARD = REPOSITORY / "leaderboard" / "board"
 FIGURE = re.compile(r"<figure><svg.*?</svg>", re.DOTALL)
 
 
@@ -91,7 +93,7 @@ def test_importing_runs_copies_only_records_and_refuses_a_conflict(tmp_path: Pat
 def test_the_readme_block_is_replaced_between_its_markers(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\nbefore\n{README_START}\nOLD TABLE\n{README_END}\nafter\n")
-    block = readme_block()
+    block = readme_block(COMMITTED_RUNS, COMMITTED_BOARD)
     assert update_readme(readme, block)
     text = readme.read_text()
     assert text.startswith("# Title\n\nbefore\n") and text.endswith("\nafter\n") and "OLD TABLE" not in text
