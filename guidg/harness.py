@@ -549,7 +549,8 @@ class SlurmOptions:
             "timeout_min": self.time_minutes,
             "gpus_per_node": self.gpus_per_job,
             "cpus_per_task": self.cpus_per_job,
-            "tasks_per_node": 1,
+            # One process per GPU: a job of several GPUs fine-tunes data-parallel, as under torchrun.
+            "tasks_per_node": max(1, self.gpus_per_job),
             "nodes": 1,
             "slurm_array_parallelism": self.array_parallelism,
         }
@@ -579,9 +580,21 @@ def submit_slurm(the_plan: Plan, options: SlurmOptions) -> list[Any]:
     jobs = []
     with executor.batch():
         for run in pending:
-            jobs.append(executor.submit(run_one, run, dict(prepared.roots), Path(checked.sweep.runs).absolute(),
+            jobs.append(executor.submit(slurm_job, run, dict(prepared.roots), Path(checked.sweep.runs).absolute(),
                                         device, checked.workers, checked.sweep.export_model))
     return jobs
+
+
+def slurm_job(run: PlannedRun, roots: Mapping[str, Path], runs_dir: Path, device: str, workers: int,
+              export_model: bool) -> RunOutcome:
+    """What each Slurm job runs: one planned run, data-parallel over the job's tasks when it has several."""
+    import submitit
+
+    if submitit.JobEnvironment().num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export()  # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*
+    device = _rank_device(device)
+    init_from_environment(torch.device(device).type)
+    return run_one(run, roots, runs_dir, device, workers, export_model)
 
 
 LAUNCHERS: Mapping[str, str] = {
