@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from imagenet_dg.images import open_image
 from imagenet_dg.loading import LabeledImages
@@ -78,7 +79,8 @@ def encode_views(
         files = loader(ImageViews(images, transform, views, seed), device=backbone.device, num_workers=num_workers,
                        batch_size=batch_size)
         batches = (to_device(batch, backbone.device) for batch in files)
-    chunks = [backbone.encode_images(batch) for batch in batches]
+    progress = tqdm(batches, desc=f"encoding {len(images)} images x {views}", unit="batch", disable=None, leave=False)
+    chunks = [backbone.encode_images(batch) for batch in progress]
     if not chunks:
         return torch.empty(0, views, backbone.embed_dim, device=backbone.device)
     return torch.cat(chunks).reshape(len(images), views, -1)

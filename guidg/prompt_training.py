@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from imagenet_dg.loading import LabeledImages
 from guidg.backbone import Backbone
@@ -121,7 +122,7 @@ def train_prompt(
     best_epoch, best_accuracy = config.epochs, None
     history: list[dict[str, float]] = []
     step = 0
-    for epoch in range(config.epochs):
+    for epoch in tqdm(range(config.epochs), desc=method, unit="epoch", disable=None, leave=False):
         order = torch.randperm(len(train), generator=generator(seed, "epoch", epoch)).to(device)
         if cached is not None:
             view_of = torch.randint(cached.shape[1], (len(train),), generator=generator(seed, "views", epoch))
