@@ -162,7 +162,7 @@ def main(verbose: bool) -> None:
 @click.option("--on-bad-image", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
               help="With --verify: stop with the list, or exclude unusable images and record them.")
 @click.option("--workers", type=int, default=None, help="Parallel workers for --verify (default: all cores).")
-@click.option("--overwrite", is_flag=True, help="Replace an output folder holding another build.")
+@click.option("--overwrite", is_flag=True, help="Replace an output folder holding another or a damaged build (only a build: never other files, the current folder or a release folder).")
 @_errors_to_exit
 def build(out: Path, tasks: str, shots: str, seeds: str | None, suite: str | None, protocol: str,
           targets: str | None, hub: str | None, revision: str | None, hub_columns: str, embed_images: bool,
