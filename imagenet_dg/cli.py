@@ -162,7 +162,9 @@ def main(verbose: bool) -> None:
 @click.option("--on-bad-image", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
               help="With --verify: stop with the list, or exclude unusable images and record them.")
 @click.option("--workers", type=int, default=None, help="Parallel workers for --verify (default: all cores).")
-@click.option("--overwrite", is_flag=True, help="Replace an output folder holding another or a damaged build (only a build: never other files, the current folder or a release folder).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an output folder holding another or a damaged build (only a build: never other files, "
+                   "the current folder or a release folder).")
 @_errors_to_exit
 def build(out: Path, tasks: str, shots: str, seeds: str | None, suite: str | None, protocol: str,
           targets: str | None, hub: str | None, revision: str | None, hub_columns: str, embed_images: bool,
@@ -379,8 +381,11 @@ def evaluate(suite: str, protocol: str, targets: tuple[str, ...], methods: tuple
              time_minutes: int, gpus_per_job: int, cpus_per_job: int, **releases: Any) -> None:
     """Train methods on a suite's leave-one-domain-out tasks and score each on its target."""
     from guidg import harness
-    from guidg.distributed import current_replica
+    from guidg.distributed import current_replica, launched_as_main
 
+    if not launched_as_main():  # under torchrun only rank 0 reports progress
+        for name in ("imagenet_dg", "guidg", "leaderboard"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     paths = {d: releases.pop(f"release_{d.replace('-', '_')}") for d in RELEASE_OPTIONS}
     sweep = harness.Sweep(
         suite=suite, protocol=protocol, targets=_words(targets), methods=_words(methods), base=base, model=model,
