@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from huggingface_hub import HfApi
 
+from imagenet_dg.confinement import resolve_path
 from imagenet_dg.errors import ImageNetDGError, ManifestError
 from imagenet_dg.manifests import CARD_FILE, MANIFEST_FILE, listed_shards, read_manifest, shard_file, verify_files
 
@@ -52,7 +53,9 @@ def upload_plan(folder: str | os.PathLike[str], allow_embedded_images: bool = Fa
             f"{folder} embeds the images. ImageNet's terms forbid redistributing them: publish a manifest-only "
             "build, or confirm that you may publish these images (--allow-embedded-images)"
         )
-    files = [folder / CARD_FILE, folder / MANIFEST_FILE] + [shard_file(folder, s) for s in listed_shards(manifest)]
+    # Every file checked to lie inside the folder, links followed: a push never sends a file from elsewhere.
+    files = [resolve_path(folder, CARD_FILE), resolve_path(folder, MANIFEST_FILE)]
+    files += [shard_file(folder, s) for s in listed_shards(manifest)]
     return [UploadFile(f.relative_to(folder).as_posix(), f.stat().st_size) for f in files]
 
 

@@ -184,3 +184,12 @@ def test_malformed_fields_are_refused_in_words(copy: Path, field: str, value) ->
     rewrite_manifest(copy, spoil)
     with pytest.raises(ManifestError, match=field if field == "format" else "row count"):
         read_manifest(copy)
+
+
+def test_a_card_linked_to_a_file_outside_is_not_uploaded(copy: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the Hub")
+    (copy / "README.md").unlink()
+    (copy / "README.md").symlink_to(secret)
+    with pytest.raises(PathEscapeError, match="README.md"):
+        upload_plan(copy)
