@@ -22,9 +22,9 @@ offset, height, width, original height, original width, CRC-32 of each image).
   ``decoder="nvjpeg"`` decodes JPEGs on the GPU (``torchvision.io.decode_jpeg``) and resizes them there: much
   faster, not bit-identical to Pillow (its key differs, so the two never mix).
 
-Where caches live: :func:`cache_root` puts them in ``decoded-images/`` inside the built dataset folder (next
-to its manifests; a Hub push sends only the files its manifest lists) or, when that folder is read-only,
-under the runs folder.
+Where caches live: :func:`cache_root` puts them next to the built dataset folder, in ``<folder>.decoded-images/``
+beside it (not inside: a build folder holds only what its manifest lists, and a rebuild refuses anything
+else), or, when that place cannot be written, in ``decoded-images/`` under the runs folder.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 CACHE_DIR_NAME = "decoded-images"
-"""Name of the folder holding the caches, inside a dataset folder or a runs folder."""
+"""Name of the folder holding the caches under a runs folder; beside a dataset folder ``<name>.decoded-images``."""
 RECORD_FILE = "cache.json"
 INDEX_FILE = "index.npy"
 SHARD_PATTERN = "shard-{:05d}.u8"
@@ -131,15 +131,25 @@ def cache_key(images: LabeledImages, spec: DecodeSpec, content_hash: str | None 
 def cache_root(dataset_dir: str | os.PathLike[str], runs_dir: str | os.PathLike[str]) -> tuple[Path, str]:
     """Where the caches of a dataset's images go, and which place it is (``"dataset"`` or ``"runs"``).
 
-    Inside the dataset folder (next to its manifests) when it can be written, else under the runs folder.
+    Beside the dataset folder (``<folder>.decoded-images``, next to its manifests) when that can be written,
+    else under the runs folder.
     """
-    dataset = Path(dataset_dir)
-    target = dataset / CACHE_DIR_NAME
+    dataset = Path(dataset_dir).absolute()
+    target = dataset.parent / f"{dataset.name}.{CACHE_DIR_NAME}"
     if (target.is_dir() and os.access(target, os.W_OK | os.X_OK)) or (
-        not target.exists() and os.access(dataset, os.W_OK | os.X_OK)
+        not target.exists() and os.access(dataset.parent, os.W_OK | os.X_OK)
     ):
         return target, "dataset"
-    return Path(runs_dir) / CACHE_DIR_NAME, "runs"
+    return Path(runs_dir).absolute() / CACHE_DIR_NAME, "runs"
+
+
+def run_cache_settings(
+    dataset_dir: str | os.PathLike[str], runs_dir: str | os.PathLike[str], content_hash: str | None, workers: int
+) -> CacheSettings:
+    """The cache settings of a run over a built dataset: :func:`cache_root`, keyed by its content hash,
+    decoded with Pillow in ``workers`` processes."""
+    root, place = cache_root(dataset_dir, runs_dir)
+    return CacheSettings(root, place, content_hash, "pil", workers)
 
 
 def _umask() -> int:

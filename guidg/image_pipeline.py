@@ -165,7 +165,7 @@ def describe_pipeline(device: torch.device | str) -> dict[str, Any]:
     if settings is None:
         return {"decoded_image_cache": None, "decoder": "pil", "augmentation": "pil"}
     return {
-        "decoded_image_cache": {"place": settings.place, "root": str(settings.root)},
+        "decoded_image_cache": {"place": settings.place},
         "decoder": settings.decoder,
         "augmentation": "uint8 tensors (same seeded draws as pil)",
     }

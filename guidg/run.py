@@ -39,6 +39,8 @@ from guidg.backbone import BackboneSpec, load_backbone
 from guidg.checkpoints import export_open_clip_checkpoint
 from guidg.distributed import broadcast_object, current_replica
 from guidg.evaluation import image_features
+from guidg.image_cache import run_cache_settings, using_image_cache
+from guidg.image_pipeline import describe_pipeline, machine_workers
 from guidg.experts import ExpertStore
 from guidg.methods import MethodSpec, TrainedMethod, fit_method, get_method
 from guidg.presets import MethodConfig
@@ -89,8 +91,9 @@ def default_device() -> str:
 
 
 def default_workers(device: str) -> int:
-    """Image-loading processes: none on CPU (they would compete with the model for the cores), up to 8 on GPU."""
-    return 0 if torch.device(device).type == "cpu" else min(8, os.cpu_count() or 1)
+    """Image-loading processes: none on CPU (they would compete with the model for the cores), on a GPU every
+    core but one (:func:`guidg.image_pipeline.machine_workers`)."""
+    return machine_workers(device)
 
 
 def precision_of(device_type: str) -> str:
@@ -196,6 +199,7 @@ def _record(
     details["backbone"] = spec.backbone.describe()
     details["config_name"] = spec.config
     details["eval_order"] = "manifest (class, path)"
+    details["image_pipeline"] = describe_pipeline(device)
     return Record(
         suite=suite_name,
         protocol=str(manifest.get("protocol", "fewshot")),
@@ -327,7 +331,8 @@ def attempt(
     try:
         if replica.is_main:
             write_text_atomic(folder / RUN_FILE, json.dumps(_describe(spec, torch_device), sort_keys=True) + "\n")
-        with _run_log(folder) if replica.is_main else contextlib.nullcontext():
+        cache = run_cache_settings(spec.benchmark, runs_dir, manifest.get("content_hash"), num_workers)
+        with _run_log(folder) if replica.is_main else contextlib.nullcontext(), using_image_cache(cache):
             logger.info("%s on %s: running in %s", spec.method, spec.config, folder)
             record = _train_and_score(spec, method, manifest, roots, runs_dir, folder, torch_device, num_workers,
                                       export_model, replica.is_main)

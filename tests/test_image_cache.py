@@ -182,9 +182,10 @@ def test_small_shards_split_the_images_and_read_back_the_same(images, tmp_path):
 def test_caches_go_next_to_the_manifests_unless_that_folder_is_read_only(tmp_path, monkeypatch):
     dataset, runs = tmp_path / "dataset", tmp_path / "runs"
     dataset.mkdir()
-    assert cache_root(dataset, runs) == (dataset / "decoded-images", "dataset")
+    # Beside the build folder, never inside it: a build folder holds only what its manifest lists.
+    assert cache_root(dataset, runs) == (tmp_path / "dataset.decoded-images", "dataset")
     writable = os.access
-    monkeypatch.setattr(image_cache.os, "access", lambda path, mode: False if Path(path) == dataset else writable(path, mode))
+    monkeypatch.setattr(image_cache.os, "access", lambda path, mode: False if Path(path) == tmp_path else writable(path, mode))
     assert cache_root(dataset, runs) == (runs / "decoded-images", "runs")
 
 
