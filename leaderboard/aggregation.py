@@ -368,6 +368,11 @@ class Overview:
     suites: tuple[str, ...]
     rows: tuple[tuple[RowKey, dict[str, Cell]], ...]
     spread_kinds: tuple[str, ...]
+    max_seeds: dict[str, int]
+    """The largest number of seeds of each suite's table: a suite average with fewer is marked, as in the table."""
+
+    def fewer_seeds(self, suite: str, cell: Cell) -> bool:
+        return 0 < cell.n < self.max_seeds.get(suite, 0)
 
     @property
     def several(self) -> bool:
@@ -396,5 +401,6 @@ def overviews(board: Leaderboard) -> tuple[Overview, ...]:
             for row in table.rows:
                 cells[row.key][table.key.suite] = row.average
         rows = tuple((row, cells[row]) for row in sorted(cells, key=RowKey.sort_key))
-        result.append(Overview(key, suites, rows, tuple(sorted({t.spread_kind for t in tables}))))
+        result.append(Overview(key, suites, rows, tuple(sorted({t.spread_kind for t in tables})),
+                               {t.key.suite: t.max_seeds for t in tables}))
     return tuple(result)

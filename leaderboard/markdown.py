@@ -21,11 +21,11 @@ def _line(cells: list[str]) -> str:
 def overview_markdown(overview: Overview) -> list[str]:
     spreads = " / ".join(SPREAD_NAMES[s] for s in overview.spread_kinds)
     lines = [f"### {overview.key.title()}", "",
-             f"Average accuracy (%) over each suite's targets, mean ± {spreads} over seeds (n).", "",
+             f"Average accuracy (%) over each suite's targets, mean ± {spreads} over seeds (n); † fewer seeds than the rest of the suite's table.", "",
              _line(["method", *overview.suites, *(["mean over suites"] if overview.several else [])]),
              "|---|" + "---:|" * (len(overview.suites) + overview.several)]
     for row, cells in overview.rows:
-        texts = [cell_text(cells[s], False) if s in cells else MISSING for s in overview.suites]
+        texts = [cell_text(cells[s], overview.fewer_seeds(s, cells[s])) if s in cells else MISSING for s in overview.suites]
         if overview.several:
             texts.append(accuracy_text(overview.mean_over_suites(cells)))
         lines.append(_line([row.label, *texts]))

@@ -184,7 +184,7 @@ class _Page:
         spreads = " / ".join(SPREAD_NAMES[s] for s in overview.spread_kinds)
         head = "".join(f"<th>{_e(s)}</th>" for s in overview.suites)
         parts = [f"<h3>{_e(overview.key.title())}</h3>",
-                 f'<p class="caption">Average accuracy (%) over each suite\'s targets, mean ± {_e(spreads)} over seeds (n).</p>',
+                 f'<p class="caption">Average accuracy (%) over each suite\'s targets, mean ± {_e(spreads)} over seeds (n); † fewer seeds than the rest of the suite\'s table.</p>',
                  f'<table class="sortable"><thead><tr><th>method</th>{head}'
                  f'{"<th>mean over suites</th>" if overview.several else ""}</tr></thead><tbody>']
         by_suite = {t.key.suite: t for t in tables}
@@ -197,7 +197,7 @@ class _Page:
                 where = (table.key.title(), f"{row.label}; average over targets")
                 rows = [r.key for r in table.rows]
                 order = (self.board.tables.index(table), rows.index(row) if row in rows else 0, len(table.columns))
-                texts.append(self.cell(cell, where, order, False))
+                texts.append(self.cell(cell, where, order, cell is not None and overview.fewer_seeds(suite, cell)))
             mean = overview.mean_over_suites(cells)
             if overview.several and mean is None:
                 texts.append(f'<td data-v="">{MISSING}</td>')

@@ -136,6 +136,7 @@ def test_markdown_tables_are_rectangular_and_captioned(out: Path) -> None:
     assert "61.0 (Δ +1.0) | 75.0 (Δ −3.0) | 68.0 (Δ −1.0)" in text
     assert "1 unfinished run folder not counted: `../runs/killed`" in text
     assert "## Suite averages" in text and "| guidg+clipood | 67.0 ± 2.3 (3) | 92.0 ± 1.0 (3) | 79.5 |" in text
+    assert "| clipood | 52.0 ± 0.7 (2†) | – | – |" in text  # marked in the overview as in its table
 
 
 # --- LaTeX ---------------------------------------------------------------------------------------------------
