@@ -7,7 +7,7 @@ Best and second are decided among reproduced rows on the numbers as printed, so 
 from __future__ import annotations
 
 from leaderboard.aggregation import SPREAD_NAMES, Cell, Leaderboard, Table
-from leaderboard.numbers import DECIMALS, FEWER_SEEDS_MARK, accuracy_text, difference_text
+from leaderboard.numbers import DECIMALS, accuracy_text, difference_text
 from leaderboard.reported import AVERAGE
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
@@ -37,15 +37,21 @@ def _cell(cell: Cell | None, fewer: bool, ranks: dict[str, int]) -> str:
     text = f"$\\mathbf{{{body}}}$" if rank == 1 else f"${body}$"
     if rank == 2:
         text = f"\\underline{{{text}}}"
-    seeds = f"{cell.n}{FEWER_SEEDS_MARK if fewer else ''}"
-    return f"{text}\\,{{\\scriptsize ({escape(seeds)})}}"
+    # the number of seeds is said once in the caption; only a cell with fewer carries it, as a mark
+    return f"{text}\\textsuperscript{{\\dag{cell.n}}}" if fewer else text
 
 
 def table_latex(table: Table) -> str:
     targets = [c.target for c in table.columns]
     width = len(targets) + 2
-    caption = f"{table.key.title()}. {table.caption()} Bold: best reproduced mean of the column; underlined: second."
-    lines = ["\\begin{table}[t]", "\\centering", "\\small", f"\\caption{{{escape(caption)}}}",
+    caption = (f"{table.key.title()}. {table.caption()} Here n = {table.max_seeds} unless marked † with its n. "
+               "Bold: best reproduced mean of the column; underlined: second.")
+    sources = sorted({r.source for r in table.reported})
+    if sources:
+        caption += f" Reported: {'; '.join(sources)}."
+    # footnotesize and narrow column gaps: a suite of four or six targets fits the width of a paper's page
+    lines = ["\\begin{table}[t]", "\\centering", "\\footnotesize", "\\setlength{\\tabcolsep}{3pt}",
+             f"\\caption{{{escape(caption)}}}",
              f"\\begin{{tabular}}{{l{'r' * (width - 1)}}}", "\\toprule",
              " & ".join(["Method", *(escape(t) for t in targets), "Average"]) + " \\\\",
              " & ".join(["", *(f"{{\\scriptsize {c.num_classes} cl., chance {c.chance:.{DECIMALS}f}}}"
@@ -69,7 +75,8 @@ def table_latex(table: Table) -> str:
                 if t in reported.differences:
                     text += f" {{\\scriptsize ({escape(difference_text(reported.differences[t]))})}}"
                 texts.append(text)
-            label = escape(f"{reported.key.label}, {reported.source}")
+            label = escape(f"{reported.key.label} (reported)" if len(sources) == 1 else
+                           f"{reported.key.label} ({reported.source})")
             lines.append(" & ".join([label, *texts]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines)

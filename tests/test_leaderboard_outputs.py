@@ -171,7 +171,9 @@ def test_latex_is_well_formed_booktabs_with_best_bold_and_second_underlined(out:
     assert "$\\mathbf{62.0 \\pm 2.0}$" in rows["guidg+clipood"]
     assert "\\underline{$51.5 \\pm 0.7$}" in rows["clipood"]
     assert "\\mathbf" not in rows["zeroshot"] and "\\underline" not in rows["zeroshot"]
-    assert "guidg+clipood, GuiDG (AAAI 2026), Table 8" in text
+    assert "\\textsuperscript{\\dag2}" in rows["clipood"] and "\\dag" not in rows["zeroshot"]  # 2 of 3 seeds
+    assert "n = 3 unless marked" in pacs
+    assert "guidg+clipood (reported)" in text and "Reported: GuiDG (AAAI 2026), Table 8." in text
     for line in pacs.splitlines():
         if line.endswith("\\\\") and "multicolumn" not in line:
             assert line.count(" & ") == 3  # method, two targets, average
