@@ -76,6 +76,11 @@ def launched_world_size() -> int:
         raise DistributedError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number of processes") from None
 
 
+def launched_as_main() -> bool:
+    """Whether this process is rank 0 of a ``torchrun`` launch (or not launched by torchrun at all)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def init_from_environment(device_type: str) -> Replica:
     """Join the process group ``torchrun`` set up (NCCL on CUDA, gloo on CPU); :data:`SINGLE` without torchrun.
 

@@ -27,7 +27,7 @@ from imagenet_dg.manifests import MANIFEST_FILE, read_manifest
 from imagenet_dg.suites import IMAGENET_DG, PROTOCOLS, Suite, config_name, get_suite
 from guidg.backbone import BackboneSpec
 from guidg.bases import BASES
-from guidg.distributed import init_from_environment
+from guidg.distributed import barrier, init_from_environment
 from guidg.methods import METHODS, families_with_base, get_method, resolve_method
 from guidg.presets import PRESETS, MethodConfig, get_preset
 from guidg.run import RunOutcome, RunSpec, attempt, default_workers, is_done, run_folder
@@ -460,7 +460,13 @@ def plan(checked: Checked, prepared: Prepared) -> Plan:
 def make_plan(sweep: Sweep, on_build: Callable[[str], None] = logger.info) -> Plan:
     """Validate ``sweep``, prepare its manifests and images (checking a sample), and plan its runs."""
     checked = validate(sweep)
+    # Under torchrun, rank 0 builds whatever is missing while the others wait, then they read what it built.
+    replica = init_from_environment(torch.device(_rank_device(checked.device)).type)
+    if not replica.is_main:
+        barrier(replica)
     prepared = prepare(checked, on_build)
+    if replica.is_main:
+        barrier(replica)
     configs = [name for name, _ in select_configs(checked, prepared.manifest)]
     check_image_sample(prepared, configs)
     return plan(checked, prepared)
