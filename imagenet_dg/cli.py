@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from guidg.bases import BASES
 from imagenet_dg.errors import ImageNetDGError
 
 logger = logging.getLogger("imagenet_dg")
@@ -344,7 +345,7 @@ def _ints(values: tuple[str, ...], option: str) -> tuple[int, ...]:
 @click.option("--method", "methods", multiple=True, cls=VariadicOption, required=True,
               help="Methods: zeroshot, zeroshot-ensemble, coop, erm, clipood, ueo, guidg (with --base), "
                    "guidg+<base>, or all.")
-@click.option("--base", type=click.Choice(["erm", "clipood", "ueo"]), default=None,
+@click.option("--base", type=click.Choice(list(BASES)), default=None,
               help="Base method under guidg (an error for methods without a base).")
 @click.option("--model", default="ViT-B-16", show_default=True, help="open_clip architecture.")
 @click.option("--pretrained", default="openai", show_default=True,
