@@ -188,10 +188,6 @@ class Leaderboard:
     def run_count(self) -> int:
         return len(self.runs)
 
-    def record_of(self, folder: Path) -> Record:
-        """The record of one of the leaderboard's run folders."""
-        return next(run.record for run in self.runs if run.folder == folder)
-
 
 def spread_for(protocol: str, spread: str) -> str:
     """The spread convention of a table: as asked, or with ``auto`` the convention of the protocol's literature

@@ -107,6 +107,7 @@ class _Page:
         self.anchors: dict[tuple[str, str, tuple[Path, ...]], tuple[str, tuple[int, int, int]]] = {}
         self.plots = 0
         self.styles = palette(board.tables)
+        self.records = {run.folder: run.record for run in board.runs}
 
     def link(self, where: tuple[str, str], cell: Cell, order: tuple[int, int, int]) -> str:
         """The anchor of the list of records behind a number; ``where`` is (table title, row and column), ``order``
@@ -226,7 +227,7 @@ class _Page:
                 group = title
             rows = []
             for folder in runs:
-                record = self.board.record_of(folder)
+                record = self.records[folder]
                 path = self.relative(folder / RESULTS_FILE)
                 rows.append(f"<tr><td>{record.seed}</td><td>{'' if record.split_seed is None else record.split_seed}</td>"
                             f"<td>{_e(record.target)}</td><td>{record.accuracy:.2f}</td><td>{_e(record.device_type)}</td>"
