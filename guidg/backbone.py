@@ -30,6 +30,35 @@ TINY_MODEL = "imagenet-dg-tiny"
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 """Folder of open_clip architecture configs shipped with this package."""
 
+PACKAGED_WEIGHTS_DIR = Path(__file__).parent / "weights"
+"""Folder of the weights shipped with this package."""
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """Weights shipped in the package under a pretrained tag of one architecture."""
+
+    file: str
+    """File name inside :data:`PACKAGED_WEIGHTS_DIR` (an open_clip state dict as safetensors)."""
+    synthetic: bool
+    """True when the weights were trained on synthetic pictures only and model nothing real."""
+    description: str
+
+    @property
+    def path(self) -> Path:
+        return PACKAGED_WEIGHTS_DIR / self.file
+
+
+PACKAGED: dict[tuple[str, str], PackagedWeights] = {
+    (TINY_MODEL, "mini"): PackagedWeights(
+        file="imagenet-dg-tiny-mini.safetensors",
+        synthetic=True,
+        description="synthetic-world weights: the tiny CLIP pretrained contrastively on photographs and sketches "
+        "of the miniature world (imagenet_dg.world) by guidg.world_pretraining; not a model of real images",
+    ),
+}
+"""(architecture, pretrained tag) -> the packaged weights it names: ``imagenet-dg-tiny`` / ``mini``."""
+
 PROMPTABLE_POOL_TYPES = ("argmax", "eos", "last")
 """Text pooling rules under which the pooled position is known from the token ids alone."""
 
@@ -67,17 +96,20 @@ class BackboneSpec:
             )
 
     def pretrained_kind(self) -> str:
-        """``"random"``, ``"tag"`` or ``"file"``; a tag wins over a file of the same name, as in open_clip.
+        """``"random"``, ``"tag"``, ``"packaged"`` (a tag of :data:`PACKAGED`) or ``"file"``; a tag wins over a
+        file of the same name, as in open_clip.
 
         Raises BackboneError when ``pretrained`` is neither a known tag of ``arch`` nor an existing file.
         """
         if self.pretrained is None:
             return "random"
+        if (self.arch, self.pretrained) in PACKAGED:
+            return "packaged"
         if open_clip.get_pretrained_cfg(self.arch, self.pretrained):
             return "tag"
         if os.path.isfile(self.pretrained):
             return "file"
-        tags = open_clip.list_pretrained_tags_by_model(self.arch)
+        tags = open_clip.list_pretrained_tags_by_model(self.arch) + [t for a, t in PACKAGED if a == self.arch]
         raise BackboneError(
             f"pretrained={self.pretrained!r} is neither a pretrained tag of {self.arch!r} "
             f"(known tags: {', '.join(tags) if tags else 'none'}) nor an existing checkpoint file; "
@@ -95,7 +127,26 @@ class BackboneSpec:
         }
         if kind == "random":
             record["init_seed"] = self.init_seed
+        if kind == "packaged":
+            packaged = PACKAGED[(self.arch, self.pretrained)]
+            record["pretrained_sha256"] = _checkpoint_sha256(str(_packaged_path(packaged)))
+            record["synthetic"] = packaged.synthetic
+            record["description"] = packaged.description
         return record
+
+    def synthetic(self) -> bool:
+        """Whether the weights are synthetic-world weights (trained on no real image)."""
+        packaged = PACKAGED.get((self.arch, self.pretrained)) if self.pretrained is not None else None
+        return bool(packaged and packaged.synthetic)
+
+
+def _packaged_path(packaged: PackagedWeights) -> Path:
+    if not packaged.path.is_file():
+        raise BackboneError(
+            f"the packaged weights {packaged.path} are missing; expected them installed with the package "
+            f"(reinstall it, or rebuild them with 'python -m guidg.world_pretraining --out {packaged.path}')"
+        )
+    return packaged.path
 
 
 def _checkpoint_sha256(path: str) -> str:
@@ -314,13 +365,15 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Bac
         )
     kind = spec.pretrained_kind()
     tag_cfg = open_clip.get_pretrained_cfg(spec.arch, spec.pretrained) if kind == "tag" else {}
+    # Packaged weights are a tag to the user and a checkpoint file to open_clip: the same loading path.
+    weights = str(_packaged_path(PACKAGED[(spec.arch, spec.pretrained)])) if kind == "packaged" else spec.pretrained
     try:
         with torch.random.fork_rng(devices=[]):
             # Random weights are drawn on the CPU from a fixed seed, whatever ran before, on every device.
             torch.default_generator.manual_seed(spec.init_seed)
             model, _, eval_transform = open_clip.create_model_and_transforms(
                 spec.arch,
-                pretrained=spec.pretrained,
+                pretrained=weights,
                 precision="fp32",
                 device=device,
                 force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
@@ -334,9 +387,9 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Bac
                 f"the Hugging Face cache under HF_HOME; HF_HUB_OFFLINE=1 then uses it without network) or give a "
                 f"checkpoint file as --pretrained"
             ) from exc
-        if kind == "file":
+        if kind in ("file", "packaged"):
             raise BackboneError(
-                f"could not load the checkpoint file {spec.pretrained} into {spec.arch!r} ({exc}); expected an "
+                f"could not load the checkpoint file {weights} into {spec.arch!r} ({exc}); expected an "
                 f"open_clip state dict of this architecture (.safetensors, or .pt/.bin readable with "
                 f"torch.load(weights_only=True))"
             ) from exc

@@ -2,8 +2,9 @@
 
 A preset is a named :class:`MethodConfig` instance. ``paper`` reproduces the reference scripts for the
 standard DG suites, ``paper-imagenet-dg`` and ``paper-imagenet-dg-i`` those of ImageNet-DG (step-2 batch 12 per
-domain; prompt batch 8 on task ``i``), and ``smoke`` is a seconds-long CPU run of the tiny model for tests and
-the embedded default. Deviations from the reference code are the decisions of SPEC section 8 (fp32 master
+domain; prompt batch 8 on task ``i``), ``smoke`` is a seconds-long CPU run of the tiny model for tests, and
+``mini`` the embedded default: the tiny CLIP pretrained on the miniature world (``--pretrained mini``) trained
+on the miniature benchmark in seconds per run, with prompts that start from "a photo of a". Deviations from the reference code are the decisions of SPEC section 8 (fp32 master
 weights, seed honoured, WiSE-FT once at the end, target scored once).
 """
 
@@ -117,6 +118,16 @@ PRESETS: Mapping[str, MethodConfig] = MappingProxyType(
             ),
             finetune=FinetuneConfig(
                 batch_per_domain=8, lr=3e-3, weight_decay=0.0, epochs=4, steps_per_epoch=25, checkpoint_every=25
+            ),
+            eval=EvalConfig(batch_size=36),
+        ),
+        "mini": MethodConfig(
+            prompt=PromptConfig(
+                n_ctx=4, ctx_init="a photo of a", lr=2e-2, batch_size=32, epochs=10, schedule_steps=100,
+                eval_every=5, cached_views=2,
+            ),
+            finetune=FinetuneConfig(
+                batch_per_domain=16, lr=2e-4, weight_decay=0.1, epochs=3, steps_per_epoch=30, checkpoint_every=30
             ),
             eval=EvalConfig(batch_size=36),
         ),

@@ -20,12 +20,13 @@ graffiti, sticker, tattoo, toy) for ImageNet-R, pencil sketches for ImageNet-Ske
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,9 @@ FOLDERS: Mapping[str, str] = {domain.id: domain.folder for domain in DOMAINS.val
 
 MARKER = "mini-releases.json"
 """File that marks a folder as a miniature set and records the settings that made it."""
+
+HASHES = "mini-releases.sha256.json"
+"""File recording the SHA-256 of every file of the set as written, so that a rerun draws only what changed."""
 
 _SKETCH_EXTRA_WNID = "n01443537"  # ImageNet-Sketch has 51 images in some classes instead of 50
 _REAL_LIMITS = {"imagenet-val": 50, "imagenetv2": 10}  # real file names available per class
@@ -214,11 +218,12 @@ def _adversarial_names(rng: np.random.Generator, names: Mapping[str, str], wnid:
 
 def _release_files(
     seed: int, size: int, counts: Mapping[str, Mapping[str, int]]
-) -> tuple[dict[str, bytes], dict[str, str]]:
-    """Every file of the miniature set (POSIX path under the set's root -> bytes), and which carry quirks."""
+) -> tuple[dict[str, Callable[[], bytes]], dict[str, str]]:
+    """Every file of the miniature set (POSIX path under the set's root -> a function making its bytes, so that
+    a rerun draws only what it must), and which carry quirks."""
     names_of = load_taxonomy().names
     quirk_at = {place: quirk for quirk, place in _QUIRKS.items()}
-    files: dict[str, bytes] = {}
+    files: dict[str, Callable[[], bytes]] = {}
     quirks: dict[str, str] = {}
     for domain, per_class in counts.items():
         d = _DOMAIN_KEYS[domain]
@@ -227,19 +232,25 @@ def _release_files(
             # One generator per image, keyed by (seed, domain, class, image): no image depends on another.
             names = _file_names(domain, wnid, n, _rng(seed, d, c, 1_000_000))
             for i, name in enumerate(names):
-                image = draw(names_of[wnid], _style(domain, i), (seed, d, c, i), size)
                 quirk = quirk_at.get((domain, wnid)) if i == 0 else None
                 path = f"{FOLDERS[domain]}/{name}"
-                files[path] = _encode(image, quirk)
+                files[path] = functools.partial(
+                    _picture, names_of[wnid], _style(domain, i), (seed, d, c, i), size, quirk
+                )
                 if quirk:
                     quirks[quirk] = path
     for domain in ("imagenet-a", "imagenet-r"):
-        files[f"{FOLDERS[domain]}/README.txt"] = (
+        readme = (
             f"{DOMAINS[domain].release}: a miniature synthetic stand-in with the official folder layout, "
             f"{len(counts[domain])} classes.\nImages are drawn procedurally; only the folder and file names "
             "follow the real release.\n"
         ).encode("utf-8")
+        files[f"{FOLDERS[domain]}/README.txt"] = functools.partial(bytes, readme)
     return files, quirks
+
+
+def _picture(concept: str, style: str, seed: tuple[int, ...], size: int, quirk: str | None) -> bytes:
+    return _encode(draw(concept, style, seed, size), quirk)
 
 
 def _counts(
@@ -275,15 +286,20 @@ def _existing_files(out: Path) -> set[str]:
     return found
 
 
-def _write_new(out: Path, files: Mapping[str, bytes]) -> None:
+def _write_new(out: Path, files: Mapping[str, Callable[[], bytes]]) -> None:
     """Write the whole set beside ``out`` and rename it into place, so ``out`` is never half written."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        for relative, data in files.items():
+        hashes = {}
+        for relative, make in files.items():
             target = staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)
+            data = make()
             target.write_bytes(data)
+            hashes[relative] = hashlib.sha256(data).hexdigest()
+        (staging / HASHES).write_bytes((json.dumps(dict(sorted(hashes.items())), indent=0, sort_keys=True)
+                                        + "\n").encode("utf-8"))
         os.chmod(staging, 0o755)
         os.replace(staging, out)  # replaces ``out`` when it is an empty folder
     except BaseException:
@@ -291,19 +307,43 @@ def _write_new(out: Path, files: Mapping[str, bytes]) -> None:
         raise
 
 
-def _refresh(out: Path, files: Mapping[str, bytes]) -> None:
-    """Bring a previous set made with the same settings back to exactly ``files``, rewriting what differs."""
-    extra = sorted(_existing_files(out) - set(files))
+def _refresh(out: Path, files: Mapping[str, Callable[[], bytes]]) -> None:
+    """Bring a previous set made with the same settings back to exactly ``files``, rewriting what differs.
+
+    A file whose SHA-256 is the one :data:`HASHES` recorded when the set was written is kept without drawing it
+    again; any other (altered, missing, or with no recorded hash) is made again and rewritten if it differs.
+    """
+    extra = sorted(_existing_files(out) - set(files) - {HASHES})
     if extra:
         shown = ", ".join(extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
         raise OutputExistsError(
             f"{out} holds a miniature set but also files it would not write: {shown}. "
             "They would change what a scan finds; remove them or choose another folder."
         )
-    for relative, data in files.items():
+    recorded = _recorded_hashes(out)
+    for relative, make in files.items():
         target = out / relative
+        if target.is_file() and recorded.get(relative) == hashlib.sha256(target.read_bytes()).hexdigest():
+            continue
+        data = make()
         if not target.is_file() or target.read_bytes() != data:
             write_bytes_atomic(target, data)
+    _write_hashes(out, files)
+
+
+def _recorded_hashes(out: Path) -> dict[str, str]:
+    try:
+        recorded = json.loads((out / HASHES).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def _write_hashes(out: Path, files: Mapping[str, Callable[[], bytes]]) -> None:
+    hashes = {relative: hashlib.sha256((out / relative).read_bytes()).hexdigest() for relative in sorted(files)}
+    data = (json.dumps(hashes, indent=0, sort_keys=True) + "\n").encode("utf-8")
+    if not (out / HASHES).is_file() or (out / HASHES).read_bytes() != data:
+        write_bytes_atomic(out / HASHES, data)
 
 
 def make_mini_releases(
@@ -354,7 +394,7 @@ def make_mini_releases(
             "Delete that folder or choose another one."
         )
     files, quirks = _release_files(seed, image_size, counts)
-    files[MARKER] = marker
+    files[MARKER] = functools.partial(bytes, marker)
     if previous:
         _refresh(out, files)
     else:
@@ -368,3 +408,40 @@ def make_mini_releases(
         expected_counts=counts,
         quirks={kind: out / path for kind, path in quirks.items()},
     )
+
+
+class MiniNotChosenError(ImageNetDGError):
+    """No release was given and the miniature synthetic set was not asked for (or asked for beside releases)."""
+
+
+def choose_releases(
+    given: Mapping[str, os.PathLike[str] | str | None],
+    root: os.PathLike[str] | str | None,
+    *,
+    mini: bool,
+    mini_dir: os.PathLike[str] | str,
+) -> tuple[dict[str, Path], Path | None, MiniReleases | None]:
+    """The release folders a command reads: those given (``given`` by domain id, ``root`` to search), or the
+    miniature synthetic set, written (or reused) in ``mini_dir``, when ``mini`` asks for it.
+
+    There is no fallback: with nothing given and ``mini`` false, and with ``mini`` beside given releases,
+    MiniNotChosenError says what to give. Returns the paths by domain, the root to search (None for the
+    miniature set) and the miniature set itself (None for real releases).
+    """
+    paths = {d: Path(p) for d, p in given.items() if p is not None}
+    if mini:
+        if paths or root is not None:
+            named = ", ".join([f"--{d}" for d in paths] + (["--root"] if root is not None else []))
+            raise MiniNotChosenError(
+                f"--mini reads the miniature synthetic releases, but {named} also name releases; "
+                "give either --mini or the release folders, not both"
+            )
+        releases = make_mini_releases(mini_dir)
+        return dict(releases.paths), None, releases
+    if not paths and root is None:
+        raise MiniNotChosenError(
+            "no release given: give --root DIR (a folder holding the releases) or the release folders "
+            "(--imagenet, --imagenet-val, --imagenet-a, --imagenet-r, --imagenet-sketch, --imagenetv2); "
+            f"or --mini to use the miniature synthetic releases (written in {mini_dir}; never scored as real data)"
+        )
+    return paths, Path(root) if root is not None else None, None

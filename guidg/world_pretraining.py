@@ -1,0 +1,272 @@
+"""Contrastive pretraining of the tiny CLIP on captioned pictures of the miniature world.
+
+This is how the packaged ``imagenet-dg-tiny`` / ``mini`` weights were made (:data:`WEIGHTS_FILE`): a tiny CLIP
+learns the world's concepts (the twelve miniature ImageNet classes and the seven PACS classes) from pictures in
+the styles of ImageNet-DG's source domains only (photographs and pencil sketches), each with a caption naming
+its concept and its kind ("a photo of a goldfish.", "a pencil sketch of a giraffe."). No target style
+(renditions, corrupted photographs, paintings, cartoons ...) is ever shown, so that zero-shot accuracy on the
+miniature targets measures a transfer, as it does for real CLIP on ImageNet-R or -A. The pictures are drawn
+from seeds that the miniature releases never use.
+
+The same :class:`PretrainingConfig` gives byte-identical weights on CPU: every random draw comes from seeded
+generators, the computation is single-threaded and deterministic, and the file is written with sorted keys.
+
+The weights are synthetic-world weights: they know nothing of real images and must never be reported as a
+real pretrained model.
+
+Reproduce the packaged file with ``python -m guidg.world_pretraining --out guidg/weights/imagenet-dg-tiny-mini.safetensors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from imagenet_dg.atomic import write_bytes_atomic
+from imagenet_dg.world import CONCEPTS, draw
+
+logger = logging.getLogger(__name__)
+
+ARCH = "imagenet-dg-tiny"
+"""The architecture pretrained (a registered open_clip config shipped in ``guidg/model_configs``)."""
+
+TAG = "mini"
+"""The pretrained tag under which the packaged weights are loaded: ``--model imagenet-dg-tiny --pretrained mini``."""
+
+WEIGHTS_FILE = Path(__file__).parent / "weights" / "imagenet-dg-tiny-mini.safetensors"
+"""The packaged weights."""
+
+CAPTIONS: dict[str, tuple[str, ...]] = {
+    "photo": ("a photo of a {}.", "a photo of the {}.", "a picture of a {}.", "a close-up photo of a {}.",
+              "a photo of my {}.", "a blurry photo of a {}.", "a bright photo of a {}.", "a {} in the wild."),
+    "photo-v2": ("a photo of a {}.", "a photo of the {}.", "a picture of a {}.", "a photo of a small {}.",
+                 "a low resolution photo of a {}.", "a dark photo of the {}.", "a cropped photo of a {}.",
+                 "a {} outdoors."),
+    "sketch": ("a sketch of a {}.", "a pencil sketch of a {}.", "a drawing of a {}.", "a black and white drawing "
+               "of the {}.", "a line drawing of a {}.", "a doodle of a {}.", "a sketch of the {}.",
+               "a pencil drawing of a {}."),
+}
+"""Caption templates per source style; a picture's caption is one of its style's, drawn at random."""
+
+
+@dataclass(frozen=True)
+class PretrainingConfig:
+    """Everything that determines the weights."""
+
+    seed: int = 0
+    images_per_concept_and_style: int = 120
+    image_size: int = 64
+    """Size the pictures are drawn at (that of the miniature releases); the model's transform takes them to 32."""
+    styles: tuple[str, ...] = ("photo", "photo-v2", "sketch")
+    steps: int = 1500
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    shift: int = 3
+    """Largest random translation (pixels, at model resolution) of each view, with a random horizontal flip."""
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def _world_seed(config: PretrainingConfig, style_index: int, concept_index: int, image: int) -> tuple[int, ...]:
+    # A 5-element seed, unlike the 4-element seeds of the miniature releases: never the same pictures.
+    return (config.seed, 9_000_001, style_index, concept_index, image)
+
+
+def _pictures(config: PretrainingConfig, transform) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pretraining pictures as preprocessed tensors (N, 3, S, S), their concept and their style index."""
+    images, concepts, styles = [], [], []
+    for s, style in enumerate(config.styles):
+        for c, concept in enumerate(CONCEPTS):
+            for i in range(config.images_per_concept_and_style):
+                images.append(transform(draw(concept, style, _world_seed(config, s, c, i), config.image_size)))
+                concepts.append(c)
+                styles.append(s)
+    return torch.stack(images), torch.tensor(concepts), torch.tensor(styles)
+
+
+def _augment(images: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Random translation by up to ``shift`` pixels (edge padding) and random horizontal flips."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (shift, shift, shift, shift), mode="replicate")
+    dx = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None].expand(n, 3, h, w + 2 * shift)
+    out = torch.gather(padded, 2, rows)
+    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :].expand(n, 3, h, w)
+    out = torch.gather(out, 3, cols)
+    flip = torch.rand(n, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def _lr_at(step: int, config: PretrainingConfig) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, concepts: torch.Tensor,
+                     logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric CLIP loss where every pair showing the same concept counts as a positive.
+
+    A batch holds many pictures of each concept; treating their captions as negatives of one another (as plain
+    CLIP would) would push apart what must come together.
+    """
+    logits = logit_scale * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
+    same = (concepts[:, None] == concepts[None, :]).float()
+    targets = same / same.sum(dim=1, keepdim=True)
+    return 0.5 * (torch.sum(-targets * F.log_softmax(logits, dim=1), dim=1).mean()
+                  + torch.sum(-targets * F.log_softmax(logits.T, dim=1), dim=1).mean())
+
+
+def _used_token_ids(tokenizer, names: Sequence[str]) -> torch.Tensor:
+    texts = [t.format(n) for templates in CAPTIONS.values() for t in templates for n in names]
+    return torch.unique(tokenizer(texts))
+
+
+def pretrain(config: PretrainingConfig = PretrainingConfig()) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Train the tiny CLIP on the world and return its state dict (float16, unused token rows zero) and the
+    metadata recorded with it. Deterministic on CPU for a given ``config``."""
+    from guidg.backbone import register_model_configs
+
+    register_model_configs()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # GEMM blocking depends on the thread count; one thread gives the same bits anywhere
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model, _, transform = open_clip.create_model_and_transforms(ARCH, pretrained=None, precision="fp32")
+            tokenizer = open_clip.get_tokenizer(ARCH)
+            return _train(model, transform, tokenizer, config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(model, transform, tokenizer, config: PretrainingConfig) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from guidg.backbone import TextEncoder
+
+    started = time.perf_counter()
+    images, concepts, styles = _pictures(config, transform)
+    drawn = time.perf_counter() - started
+    names = list(CONCEPTS)
+    # Only the rows of the tokens the captions hold are trained, as a small table of their own: the full
+    # 49,408-row embedding would cost more to update each step than the rest of the model.
+    used = _used_token_ids(tokenizer, names)
+    local = torch.full((int(used.max()) + 1,), -1, dtype=torch.long)
+    local[used] = torch.arange(len(used))
+    table = torch.nn.Parameter(model.token_embedding.weight.detach()[used].clone())
+    model.token_embedding.weight.requires_grad_(False)
+    text = TextEncoder(model)
+    captions = {style: tokenizer([t.format(n) for n in names for t in CAPTIONS[style]]) for style in config.styles}
+    per_name = {style: len(CAPTIONS[style]) for style in config.styles}
+    no_decay = {"positional_embedding", "logit_scale", "visual.positional_embedding", "visual.class_embedding"}
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trained if p.ndim >= 2 and n not in no_decay]
+    rest = [p for n, p in trained if not (p.ndim >= 2 and n not in no_decay)] + [table]
+    optimiser = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": rest, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.train()
+    for step in range(config.steps):
+        for group in optimiser.param_groups:
+            group["lr"] = _lr_at(step, config)
+        index = torch.randint(0, len(images), (config.batch_size,), generator=generator)
+        template = torch.randint(0, 1 << 30, (config.batch_size,), generator=generator)
+        tokens = torch.stack([
+            captions[config.styles[s]][c * per_name[config.styles[s]] + t % per_name[config.styles[s]]]
+            for s, c, t in zip(styles[index].tolist(), concepts[index].tolist(), template.tolist())
+        ])
+        positions = text.pool_positions(tokens)
+        tokens = tokens[:, : int(positions.max()) + 1]  # causal attention: later positions change nothing
+        batch = _augment(images[index], config.shift, generator)
+        loss = contrastive_loss(model.encode_image(batch), text(table[local[tokens]], positions), concepts[index],
+                                model.logit_scale.exp())
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        if step % 100 == 0 or step == config.steps - 1:
+            logger.info("step %d/%d loss %.4f", step, config.steps, loss.item())
+    model.eval()
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()
+             if v.is_floating_point()}
+    state.update({k: v.detach().contiguous() for k, v in model.state_dict().items() if not v.is_floating_point()})
+    # Rows of tokens that no caption holds carry only their random initialisation: stored as zeros, which says
+    # so and lets the file compress.
+    embedding = torch.zeros_like(state["token_embedding.weight"])
+    embedding[used] = table.detach().to(torch.float16)
+    state["token_embedding.weight"] = embedding
+    metadata = {
+        "format": "pt",
+        "synthetic": "true",
+        "description": "imagenet-dg-tiny CLIP pretrained on the synthetic miniature world of imagenet_dg.world "
+                       "(photographs and sketches only); not a model of real images",
+        "produced_by": "python -m guidg.world_pretraining",
+        "config": json.dumps(config.to_dict(), sort_keys=True),
+        "concepts": json.dumps(names),
+        "torch": torch.__version__,
+        "open_clip": open_clip.__version__,
+        "seconds_drawing": f"{drawn:.1f}",
+        "seconds_total": f"{time.perf_counter() - started:.1f}",
+    }
+    return state, metadata
+
+
+def save_weights(state: dict[str, torch.Tensor], metadata: dict[str, str], out: str | os.PathLike[str]) -> str:
+    """Write ``state`` as safetensors at ``out`` atomically; return the SHA-256 of the tensors' bytes (the
+    timings in the metadata differ between runs, the tensors do not)."""
+    tmp = Path(out).with_name(f".{Path(out).name}.tmp")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: state[k] for k in sorted(state)}, str(tmp), metadata=metadata)
+    data = tmp.read_bytes()
+    tmp.unlink()
+    write_bytes_atomic(Path(out), data)
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode("utf-8"))
+        digest.update(state[key].numpy().tobytes())
+    return digest.hexdigest()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m guidg.world_pretraining --out FILE [--seed N] [--steps N]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=WEIGHTS_FILE)
+    defaults = PretrainingConfig()
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--images", type=int, default=defaults.images_per_concept_and_style,
+                        help="pictures per concept and style")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logger.setLevel(logging.INFO)
+    config = dataclasses.replace(defaults, seed=args.seed, steps=args.steps,
+                                 images_per_concept_and_style=args.images)
+    started = time.perf_counter()
+    state, metadata = pretrain(config)
+    digest = save_weights(state, metadata, args.out)
+    print(f"{args.out}: {os.path.getsize(args.out):,} bytes, tensors sha256 {digest}, "
+          f"{time.perf_counter() - started:.0f} s ({metadata['seconds_drawing']} s drawing)")
+
+
+if __name__ == "__main__":
+    main()
