@@ -500,7 +500,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.eval_steps = 3 if quick else 20
     args.steps = 10 if quick else 220
     args.warmup_e2e = 3 if quick else 20
-    args.eval_images = 96 if quick else 6144
+    args.eval_images = 96 if quick else 10240
     args.pool_images = 32 if quick else 512
     args.step1_classes = ([7] if args.device == "cpu" else [200]) if quick else [200, 1000]
     args.step1_steps = 2 if quick else 10

@@ -193,12 +193,11 @@ class PromptLearner(nn.Module):
         if name not in TEXT_ENCODINGS:
             raise PromptError(f"text_encoding must be one of {', '.join(TEXT_ENCODINGS)}, got {name!r}")
         self._requested = name
-        if name == "full" and "full_embeddings" not in self._buffers:
+        if name == "full" and "padding_embeddings" not in self._buffers:
             with torch.no_grad():
                 # Token id 0 fills a tokenized prompt after its EOS: the positions the cut leaves out.
                 padding = self._full_ids[:, self.cut_length :].to(self.token_embeddings.device)
                 self.register_buffer("padding_embeddings", self.text.embed_tokens(padding).float(), persistent=False)
-                self.register_buffer("full_embeddings", torch.empty(0), persistent=False)
 
     @property
     def text_encoding(self) -> str:

@@ -30,10 +30,22 @@ def _to_normalised_tensor() -> list[Callable]:
     return [T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)]
 
 
+_NORMALISATION: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def normalise_pixels(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 images (..., 3, H, W) as float32 with CLIP normalisation: the very operations of ``ToTensor``
-    then ``Normalize``, so the result equals the Pillow pipeline's bit for bit."""
-    return TF.normalize(pixels.float().div(255), CLIP_MEAN, CLIP_STD)
+    then ``Normalize``, so the result equals the Pillow pipeline's bit for bit.
+
+    The mean and standard deviation are kept on each device once (``Normalize`` copies them there and checks
+    them on the host at every call, which would make a GPU wait for each batch).
+    """
+    if pixels.device not in _NORMALISATION:
+        mean = torch.as_tensor(CLIP_MEAN, dtype=torch.float32, device=pixels.device).view(-1, 1, 1)
+        std = torch.as_tensor(CLIP_STD, dtype=torch.float32, device=pixels.device).view(-1, 1, 1)
+        _NORMALISATION[pixels.device] = (mean, std)
+    mean, std = _NORMALISATION[pixels.device]
+    return pixels.float().div(255).sub_(mean).div_(std)
 
 
 class EvalTransform:
