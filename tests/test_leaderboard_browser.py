@@ -64,3 +64,13 @@ def test_a_click_on_a_header_sorts_the_rows(page: Path) -> None:
     before, descending, ascending = found.group(1).split(" | ")
     assert before == "zeroshot,coop,erm"  # the paper's order
     assert descending == "coop,erm,zeroshot" and ascending == "zeroshot,erm,coop"  # by the photo column
+
+
+def test_a_link_to_the_records_of_a_number_opens_their_list(page: Path) -> None:
+    anchor = re.search(r'<td data-v="[0-9.]+"[^>]*><a href="#(records-\d+)"', page.read_text()).group(1)
+    with tempfile.TemporaryDirectory() as profile:
+        result = subprocess.run([shot.chromium(), *shot.FLAGS, f"--user-data-dir={profile}", "--dump-dom",
+                                 "--virtual-time-budget=2000", f"{page.as_uri()}#{anchor}"], capture_output=True,
+                                text=True, timeout=120)
+    assert f'<details id="{anchor}" open="">' in result.stdout
+    assert result.stdout.count(' open="">') == 1  # only that one
