@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -117,7 +118,10 @@ def gather_in_order(local: Tensor, replica: Replica, domains: int, per_domain: i
         return local
     from torch.distributed.nn.functional import all_gather
 
-    shares: Sequence[Tensor] = all_gather(local.contiguous())
+    with warnings.catch_warnings():
+        # Deprecated in favour of a private module; the public function still gathers with gradients.
+        warnings.simplefilter("ignore", FutureWarning)
+        shares: Sequence[Tensor] = all_gather(local.contiguous())
     return torch.cat(list(shares))[replica.order(domains, per_domain).to(local.device)]
 
 

@@ -199,6 +199,7 @@ def _record(
     details["backbone"] = spec.backbone.describe()
     details["config_name"] = spec.config
     details["eval_order"] = "manifest (class, path)"
+    details["processes"] = current_replica().world_size  # data-parallel processes that fine-tuned
     details["image_pipeline"] = describe_pipeline(device)
     return Record(
         suite=suite_name,
