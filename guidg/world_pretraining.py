@@ -73,7 +73,7 @@ class PretrainingConfig:
     image_size: int = 64
     """Size the pictures are drawn at (that of the miniature releases); the model's transform takes them to 32."""
     styles: tuple[str, ...] = ("photo", "photo-v2", "sketch")
-    steps: int = 1500
+    steps: int = 1000
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.1

@@ -1,0 +1,96 @@
+"""The tiny CLIP pretrained on the miniature world: loaded like real weights, marked synthetic, and it has
+learnt concepts that transfer to the miniature targets."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from guidg.backbone import PACKAGED, TINY_MODEL, BackboneSpec, load_backbone
+from guidg.world_pretraining import TAG, WEIGHTS_FILE, PretrainingConfig, contrastive_loss, pretrain
+from guidg.zeroshot import zeroshot_classifier
+from imagenet_dg.releases import scan_domain
+from imagenet_dg.taxonomy import load_taxonomy
+
+MINI_SPEC = BackboneSpec(TINY_MODEL, TAG)
+
+
+@pytest.fixture(scope="module")
+def mini_backbone():
+    return load_backbone(MINI_SPEC)
+
+
+def test_the_mini_tag_names_the_packaged_file_and_the_record_says_synthetic():
+    described = MINI_SPEC.describe()
+
+    assert PACKAGED[(TINY_MODEL, TAG)].path == WEIGHTS_FILE and WEIGHTS_FILE.is_file()
+    assert described["pretrained_kind"] == "packaged"
+    assert described["synthetic"] is True and "synthetic" in described["description"]
+    assert len(described["pretrained_sha256"]) == 64
+    assert MINI_SPEC.synthetic() and not BackboneSpec(TINY_MODEL, None).synthetic()
+
+
+def test_the_packaged_file_is_small_says_synthetic_and_was_made_by_the_default_configuration():
+    assert WEIGHTS_FILE.stat().st_size < 8_000_000
+    with safe_open(str(WEIGHTS_FILE), framework="pt") as weights:
+        metadata = weights.metadata()
+    assert metadata["synthetic"] == "true"
+    assert json.loads(metadata["config"]) == json.loads(json.dumps(PretrainingConfig().to_dict()))
+
+
+def test_mini_weights_are_loaded_not_drawn_at_random(mini_backbone):
+    random = load_backbone(BackboneSpec(TINY_MODEL, None))
+    loaded = dict(mini_backbone.model.named_parameters())
+    assert any(not torch.equal(p, loaded[n]) for n, p in random.model.named_parameters())
+    with safe_open(str(WEIGHTS_FILE), framework="pt") as weights:
+        stored = weights.get_tensor("visual.conv1.weight")
+    assert torch.equal(loaded["visual.conv1.weight"], stored.float())
+
+
+@pytest.mark.parametrize("domain, classes", [
+    ("imagenet-val", "wnids"), ("imagenet-a", "a_wnids"), ("imagenet-r", "r_wnids"),
+])
+def test_zero_shot_accuracy_is_at_least_twice_chance_on_every_miniature_target(
+    mini_backbone, mini_releases, domain, classes
+):
+    wnids = list(getattr(mini_releases, classes))
+    names = load_taxonomy().names
+    scan = scan_domain(domain, mini_releases.paths[domain])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        images = torch.stack([mini_backbone.eval_transform(Image.open(scan.root / p).convert("RGB"))
+                              for p in scan.table["path"]])
+    labels = torch.tensor([wnids.index(w) for w in scan.table["wnid"]])
+    classifier = zeroshot_classifier(mini_backbone, [names[w] for w in wnids])
+    with torch.no_grad():
+        predicted = (mini_backbone.encode_images(images) @ classifier.T).argmax(dim=1)
+    accuracy = (predicted == labels).float().mean().item()
+    assert accuracy >= 2.0 / len(wnids), f"{domain}: {accuracy:.1%} (chance {1 / len(wnids):.1%})"
+
+
+SHORT = PretrainingConfig(images_per_concept_and_style=1, steps=3, batch_size=8, warmup_steps=1)
+
+
+def test_pretraining_gives_the_same_bits_twice_and_other_bits_for_another_seed():
+    first, _ = pretrain(SHORT)
+    again, _ = pretrain(SHORT)
+    other, _ = pretrain(PretrainingConfig(**{**SHORT.to_dict(), "seed": 1}))
+
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
+def test_the_contrastive_loss_counts_pictures_of_the_same_concept_as_positives():
+    features = torch.eye(3)
+    concepts = torch.tensor([0, 0, 1])
+    texts_right = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+    low = contrastive_loss(features, texts_right, concepts, torch.tensor(10.0))
+    high = contrastive_loss(features, texts_right[[2, 2, 0]], concepts, torch.tensor(10.0))
+    assert low < high
