@@ -487,7 +487,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-per-domain", type=int, default=16)
     parser.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
                         help="torch.compile sections: auto = on a GPU without --quick")
-    parser.add_argument("--budget", type=float, default=450.0, help="seconds; later sections are skipped past it")
+    parser.add_argument("--budget", type=float, default=420.0, help="seconds; later sections are skipped past it")
     parser.add_argument("--sections", nargs="+", default=None, help="run only these sections")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
