@@ -83,7 +83,9 @@ class Sweep:
     release_paths: Mapping[str, Path] = field(default_factory=dict)
     """ImageNet-DG only: domain id -> release folder given one by one."""
     mini_dir: Path = Path("mini-releases")
-    """Where miniature data is written when a miniature suite (or ImageNet-DG without releases) is asked for."""
+    """Where miniature data is written when a miniature suite (or ImageNet-DG with ``mini``) is asked for."""
+    mini: bool = False
+    """Run ImageNet-DG on the miniature synthetic releases (chosen explicitly, never a fallback)."""
     export_model: bool = False
 
 
@@ -317,15 +319,13 @@ def _built_name(checked: Checked) -> str:
 
 def _imagenet_dg_inputs(checked: Checked) -> tuple[dict[str, Path], Path | None, bool]:
     """The release folders given, the root to search, and whether they are the miniature releases."""
-    sweep = checked.sweep
-    given = {d: Path(p) for d, p in sweep.release_paths.items() if p is not None}
-    if given or sweep.root is not None:
-        return given, sweep.root, False
-    from imagenet_dg.mini import make_mini_releases
+    from imagenet_dg.mini import choose_releases
 
-    mini = make_mini_releases(Path(sweep.mini_dir))
-    logger.info("No release given: using the miniature (synthetic) releases in %s", mini.root)
-    return dict(mini.paths), None, True
+    sweep = checked.sweep
+    paths, root, mini = choose_releases(sweep.release_paths, sweep.root, mini=sweep.mini, mini_dir=sweep.mini_dir)
+    if mini is not None:
+        logger.info("Using the miniature (synthetic) releases in %s", mini.root)
+    return paths, root, mini is not None
 
 
 def _prepare_imagenet_dg(checked: Checked, on_build: Callable[[str], None]) -> Prepared:
@@ -338,7 +338,7 @@ def _prepare_imagenet_dg(checked: Checked, on_build: Callable[[str], None]) -> P
     benchmark = (sweep.benchmark or Path(sweep.runs) / BUILT_DIR / (_built_name(checked) + ("-mini" if mini else ""))).absolute()
     built = False
     if not (Path(benchmark) / MANIFEST_FILE).is_file():
-        options = BuildOptions(tasks=tasks, shots=checked.shots or DEFAULT_SHOTS, seeds=checked.seeds)
+        options = BuildOptions(tasks=tasks, shots=checked.shots or DEFAULT_SHOTS, seeds=checked.seeds, synthetic=mini)
         on_build(f"Building the ImageNet-DG manifests into {benchmark}")
         build(scan_releases(paths, root=root, domains=options.domains()), benchmark, options)
         built = True

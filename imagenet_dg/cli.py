@@ -44,7 +44,11 @@ def release_options(command: Callable[..., Any]) -> Callable[..., Any]:
         )(command)
     command = click.option(
         "--mini-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(DEFAULT_MINI_DIR),
-        show_default=True, help="Where the miniature releases are made when no release is given.",
+        show_default=True, help="Where --mini writes the miniature releases.",
+    )(command)
+    command = click.option(
+        "--mini", is_flag=True,
+        help="Use miniature synthetic releases (made in --mini-dir) instead of real ones; recorded as synthetic.",
     )(command)
     command = click.option(
         "--root", type=click.Path(file_okay=False, path_type=Path),
@@ -54,18 +58,16 @@ def release_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _release_paths(kwargs: dict[str, Any]) -> tuple[dict[str, Path], Path | None]:
-    """The release folders given on the command line, and the root to search; the miniature set if none."""
-    from imagenet_dg.mini import make_mini_releases
+    """The release folders given on the command line and the root to search, or the miniature set when --mini
+    chose it (never as a fallback: :func:`imagenet_dg.mini.choose_releases`)."""
+    from imagenet_dg.mini import choose_releases
 
     explicit = {d: kwargs.pop(f"release_{d.replace('-', '_')}") for d in RELEASE_OPTIONS}
-    root = kwargs.pop("root")
-    mini_dir = kwargs.pop("mini_dir")
-    given = {d: p for d, p in explicit.items() if p is not None}
-    if not given and root is None:
-        mini = make_mini_releases(mini_dir)
-        click.echo(f"No release given: using the miniature releases in {mini.root}", err=True)
-        return dict(mini.paths), None
-    return given, root
+    paths, root, mini = choose_releases(explicit, kwargs.pop("root"), mini=kwargs.pop("mini"),
+                                        mini_dir=kwargs.pop("mini_dir"))
+    if mini is not None:
+        click.echo(f"Using the miniature synthetic releases in {mini.root}", err=True)
+    return paths, root
 
 
 def _scan(kwargs: dict[str, Any], domains: tuple[str, ...]):
@@ -393,7 +395,7 @@ def evaluate(suite: str, protocol: str, targets: tuple[str, ...], methods: tuple
         pretrained=pretrained, shots=_ints(shots, "--shots"), seeds=_ints(seeds, "--seeds"), preset=preset,
         overrides=overrides, device=device, workers=workers, runs=runs, benchmark=benchmark,
         root=releases.pop("root"), release_paths={d: p for d, p in paths.items() if p is not None},
-        mini_dir=releases.pop("mini_dir"), export_model=export_model,
+        mini_dir=releases.pop("mini_dir"), mini=releases.pop("mini"), export_model=export_model,
     )
     plan = harness.make_plan(sweep, on_build=lambda text: click.echo(text, err=True))
     if dry_run:

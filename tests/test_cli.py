@@ -23,13 +23,26 @@ def release_args(mini: MiniReleases) -> list[str]:
     return args
 
 
-def test_build_without_releases_uses_the_miniature_set(runner: CliRunner, tmp_path: Path) -> None:
+def test_build_with_mini_uses_the_miniature_set(runner: CliRunner, tmp_path: Path) -> None:
     with runner.isolated_filesystem(temp_dir=tmp_path):
-        result = runner.invoke(main, ["build", "--tasks", "a", "--shots", "1", "--seeds", "1"])
+        result = runner.invoke(main, ["build", "--mini", "--tasks", "a", "--shots", "1", "--seeds", "1"])
         assert result.exit_code == 0, result.output
-        assert "miniature releases" in result.output
+        assert "miniature synthetic releases" in result.output
         assert Path("imagenet-dg/data/a-1shot-seed1/test-00000-of-00001.parquet").is_file()
         assert Path("mini-releases/train").is_dir()
+
+
+def test_build_without_releases_is_refused_and_names_mini(runner: CliRunner, tmp_path: Path) -> None:
+    with runner.isolated_filesystem(temp_dir=tmp_path):
+        result = runner.invoke(main, ["build", "--tasks", "a", "--shots", "1", "--seeds", "1"])
+        assert result.exit_code == 2
+        assert "error: no release given" in result.output and "--mini" in result.output
+        assert not Path("mini-releases").exists() and not Path("imagenet-dg").exists()
+
+
+def test_mini_beside_release_folders_is_refused(runner: CliRunner, mini_releases: MiniReleases, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["build", "--mini", "--root", str(mini_releases.root), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--mini" in result.output and "--root" in result.output
 
 
 def test_build_from_explicit_release_folders(runner: CliRunner, mini_releases: MiniReleases, tmp_path: Path) -> None:
