@@ -145,13 +145,17 @@ def train_prompt(
                 text = learner()
             logits = LOGIT_SCALE * features @ text.float().T
             loss = F.cross_entropy(logits, labels[batch])
-            check_finite(loss, step, method)
+            # The previous step's loss is checked, not this one's, so the device never waits for the host.
+            if losses:
+                check_finite(losses[-1], step - 1, method)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             step += 1
             losses.append(loss.detach())
+        if losses:
+            check_finite(losses[-1], step - 1, method)  # before the epoch's record and any selection
         record = {"epoch": epoch + 1, "loss": float(torch.stack(losses).mean()) if losses else float("nan")}
         last = epoch + 1 == config.epochs
         if select_features is not None and ((epoch + 1) % config.eval_every == 0 or last):
