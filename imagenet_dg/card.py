@@ -111,4 +111,16 @@ def dataset_readme(manifest: Mapping, card: str | None = None) -> str:
         return suite_readme(manifest)
     header = yaml.safe_dump(front_matter(manifest["configs"]), sort_keys=False, allow_unicode=True)
     body = card if card is not None else card_text()
-    return f"---\n{header}---\n\n{body.rstrip()}\n\n{build_section(manifest)}"
+    return f"---\n{header}---\n\n{synthetic_notice(manifest)}{body.rstrip()}\n\n{build_section(manifest)}"
+
+
+SYNTHETIC_NOTICE = (
+    "> **Synthetic data.** This build was made from the miniature synthetic releases (pictures drawn by "
+    "`imagenet_dg.world`), not from ImageNet: its numbers say nothing about real images. It is for tests and "
+    "demonstrations only and is never to be published as ImageNet-DG.\n\n"
+)
+
+
+def synthetic_notice(manifest: Mapping) -> str:
+    """The warning that opens the card of a build of synthetic data (``"synthetic": true``), else nothing."""
+    return SYNTHETIC_NOTICE if manifest.get("synthetic") else ""

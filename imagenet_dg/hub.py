@@ -38,8 +38,9 @@ def upload_plan(folder: str | os.PathLike[str], allow_embedded_images: bool = Fa
     """The files a push of ``folder`` would send, after checking that the folder is a complete, intact build.
 
     Raises :class:`ManifestError` when a data file is missing or altered, when a shard path of the manifest
-    leads outside the folder (:class:`~imagenet_dg.errors.PathEscapeError`), and when the build embeds images
-    and ``allow_embedded_images`` is not set (ImageNet's terms forbid redistributing its images).
+    leads outside the folder (:class:`~imagenet_dg.errors.PathEscapeError`), when the build is of synthetic
+    data, and when the build embeds images and ``allow_embedded_images`` is not set (ImageNet's terms forbid
+    redistributing its images).
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -48,6 +49,11 @@ def upload_plan(folder: str | os.PathLike[str], allow_embedded_images: bool = Fa
         problems.append(f"{folder / CARD_FILE}: missing")
     if problems:
         raise ManifestError(f"{folder} is not intact; rebuild it before publishing:\n" + "\n".join(problems))
+    if manifest.get("synthetic"):
+        raise ManifestError(
+            f"{folder} was built from synthetic miniature data (manifest.json says \"synthetic\": true); it is "
+            "for tests and demonstrations and is never published. Build from the real releases to publish"
+        )
     if manifest.get("options", {}).get("embed_images") and not allow_embedded_images:
         raise ManifestError(
             f"{folder} embeds the images. ImageNet's terms forbid redistributing them: publish a manifest-only "

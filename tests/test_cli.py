@@ -76,13 +76,28 @@ def test_bad_option_values_are_refused(runner: CliRunner, tmp_path: Path) -> Non
     assert result.exit_code == 2 and "shots must be among" in result.output
 
 
-def test_push_dry_run_lists_the_files(runner: CliRunner, mini_releases: MiniReleases, tmp_path: Path) -> None:
+def test_push_dry_run_lists_the_files(runner: CliRunner, mini_scans, tmp_path: Path) -> None:
+    from imagenet_dg.build import BuildOptions, build
+
     out = tmp_path / "out"
-    assert runner.invoke(main, ["build", *release_args(mini_releases), "--out", str(out), "--tasks", "a", "--seeds", "1"]).exit_code == 0
+    build(mini_scans, out, BuildOptions(tasks=("a",), seeds=(1,)))  # not marked synthetic: stands for a real build
     result = runner.invoke(main, ["push", str(out), "--repo-id", "someone/imagenet-dg", "--dry-run", "--token", "hf_secret_value"])
     assert result.exit_code == 0, result.output
     assert "README.md" in result.output and "manifest.json" in result.output and "(dry run)" in result.output
     assert "hf_secret_value" not in result.output
+
+
+def test_a_build_of_the_miniature_releases_says_synthetic_and_push_refuses_it(
+    runner: CliRunner, mini_releases: MiniReleases, tmp_path: Path
+) -> None:
+    import json
+
+    out = tmp_path / "out"
+    assert runner.invoke(main, ["build", *release_args(mini_releases), "--out", str(out), "--tasks", "a", "--seeds", "1"]).exit_code == 0
+    assert json.loads((out / "manifest.json").read_text())["synthetic"] is True
+    assert "Synthetic data" in (out / "README.md").read_text()
+    result = runner.invoke(main, ["push", str(out), "--repo-id", "someone/imagenet-dg", "--dry-run"])
+    assert result.exit_code == 2 and "synthetic" in result.output and "README.md" not in result.output
 
 
 def test_make_mini_prints_every_release(runner: CliRunner, tmp_path: Path) -> None:
