@@ -292,6 +292,15 @@ def validate(sweep: Sweep) -> Checked:
     pretrained = None if sweep.pretrained.lower() == "none" else sweep.pretrained
     backbone = BackboneSpec(sweep.model, pretrained)
     backbone.describe()  # an unknown tag or a missing checkpoint file is refused before anything runs
+    if suite.name == IMAGENET_DG and not sweep.mini:
+        from imagenet_dg.mini import choose_releases
+
+        choose_releases(dict(sweep.release_paths), sweep.root, mini=False, mini_dir=sweep.mini_dir)  # writes nothing
+    elif suite.name != IMAGENET_DG and (sweep.mini or sweep.release_paths):
+        raise SweepError(
+            f"--suite {suite.name}: --mini and the ImageNet release options apply to ImageNet-DG; give --root "
+            f"for a standard suite, or --suite mini-{suite.miniature_of or suite.name} for its miniature"
+        )
     return Checked(sweep, suite, methods, backbone, shots, seeds, device, workers, sweep.preset, changes)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +17,8 @@ from imagenet_dg.errors import ImageNetDGError
 
 
 def sweep(**changes) -> harness.Sweep:
-    base = harness.Sweep(methods=("zeroshot",), model=TINY_MODEL, pretrained="none", device="cpu", seeds=(1,))
+    base = harness.Sweep(methods=("zeroshot",), model=TINY_MODEL, pretrained="none", device="cpu", seeds=(1,),
+                         root=Path("releases"))
     return dataclasses.replace(base, **changes)
 
 
@@ -81,7 +83,8 @@ def test_a_gpu_that_is_not_there_is_an_error_not_a_fallback(monkeypatch) -> None
     [({"suite": "pacss"}, "unknown suite"), ({"targets": ("x",)}, "no task or target"),
      ({"preset": "fast"}, "unknown preset"), ({"protocol": "full"}, "only the fewshot"),
      ({"shots": (0,)}, "positive"), ({"pretrained": "nowhere.safetensors"}, "neither a pretrained tag"),
-     ({"suite": "mini-pacs", "protocol": "full", "shots": (16,)}, "full protocol trains on every image")],
+     ({"suite": "mini-pacs", "protocol": "full", "shots": (16,)}, "full protocol trains on every image"),
+     ({"root": None}, "no release given.*--mini"), ({"suite": "mini-pacs", "mini": True}, "apply to ImageNet-DG")],
 )
 def test_validation_refuses_a_bad_sweep_before_anything_runs(changes, message, tmp_path) -> None:
     with pytest.raises(ImageNetDGError, match=message):
