@@ -42,7 +42,7 @@ def upload_plan(folder: str | os.PathLike[str], allow_embedded_images: bool = Fa
     data, and when the build embeds images and ``allow_embedded_images`` is not set (ImageNet's terms forbid
     redistributing its images).
     """
-    folder = Path(folder)
+    folder = Path(folder).absolute()  # the checked files come back absolute; their names are relative to this
     manifest = read_manifest(folder)
     problems = verify_files(folder, manifest)
     if not (folder / CARD_FILE).is_file():

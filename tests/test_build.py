@@ -189,6 +189,11 @@ def test_upload_plan_lists_card_manifest_and_data(built: Path) -> None:
     assert len(plan) == 2 + 4 * 3 and all(p.startswith("data/") for p in plan[2:])
 
 
+def test_upload_plan_of_a_folder_given_relative_to_the_current_one(built: Path, monkeypatch) -> None:
+    monkeypatch.chdir(built.parent)
+    assert [f.path for f in upload_plan(Path(built.name))] == [f.path for f in upload_plan(built)]
+
+
 @pytest.fixture
 def broken_releases(mini_releases: MiniReleases, tmp_path: Path) -> tuple[dict, str]:
     """A copy of the miniature releases in which one ImageNet-Sketch image is truncated."""
