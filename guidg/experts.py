@@ -145,6 +145,7 @@ def train_experts(
             "backbone": backbone.spec.describe(),
             "best_epoch": result.best_epoch,
             "select_accuracy": result.best_accuracy,
+            "text_encoding": result.text_encoding,
             "n_trainable": result.n_trainable,
             "history": result.history,
         }
@@ -163,6 +164,7 @@ def stack_text_features(experts: Sequence[Expert]) -> Tensor:
 def expert_summaries(experts: Sequence[Expert]) -> Mapping[str, dict[str, Any]]:
     """Per domain: how the expert was chosen (for result records)."""
     return {
-        e.domain: {"key": e.record["key"], "best_epoch": e.record["best_epoch"], "select_accuracy": e.record["select_accuracy"]}
+        e.domain: {"key": e.record["key"], "best_epoch": e.record["best_epoch"], "select_accuracy": e.record["select_accuracy"],
+                   "text_encoding": e.record.get("text_encoding")}
         for e in experts
     }

@@ -137,7 +137,8 @@ def fit_coop(context: FitContext) -> TrainedMethod:
     )
     return TrainedMethod(
         "coop", result.text_features[None], None, None, result.n_trainable, context.config.eval.batch_size,
-        {"best_epoch": result.best_epoch, "select_accuracy": result.best_accuracy, "history": result.history},
+        {"best_epoch": result.best_epoch, "select_accuracy": result.best_accuracy, "history": result.history,
+         "text_encoding": result.text_encoding},
     )
 
 

@@ -14,8 +14,9 @@ QUICK = get_preset("smoke").replace(prompt={"epochs": 2}, finetune={"epochs": 1,
 def test_a_run_builds_its_caches_beside_the_dataset_and_a_second_run_reuses_them(
     mini_benchmark, mini_releases, tmp_path, monkeypatch
 ) -> None:
-    spec = RunSpec(mini_benchmark, "a-16shot-seed1", "zeroshot", TINY_SPEC, "smoke", QUICK, 1)
+    spec = RunSpec(mini_benchmark, "a-16shot-seed1", "coop", TINY_SPEC, "smoke", QUICK, 1)
     first = execute(spec, dict(mini_releases.paths), tmp_path / "runs1", device="cpu")
+    assert first.details["text_encoding"] == {"text_encoding": "shared-prefix", "chosen_by": "rule (cpu)"}
     beside = mini_benchmark.parent / f"{mini_benchmark.name}.decoded-images"
     assert first.details["image_pipeline"]["decoded_image_cache"] == {"place": "dataset"}
     assert any(beside.iterdir())
@@ -26,7 +27,7 @@ def test_a_run_builds_its_caches_beside_the_dataset_and_a_second_run_reuses_them
 
     monkeypatch.setattr(image_cache, "_decode_pil", refuse)
     second = execute(spec, dict(mini_releases.paths), tmp_path / "runs2", device="cpu")
-    assert second.accuracy == first.accuracy
+    assert second.accuracy == first.accuracy  # the same images, the same seeded views: the same result
     assert second.class_accuracy == first.class_accuracy
 
 
