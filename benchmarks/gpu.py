@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import os
 import platform
 import statistics
