@@ -29,7 +29,7 @@ from guidg.backbone import BackboneSpec
 from guidg.bases import BASES
 from guidg.distributed import barrier, init_from_environment
 from guidg.methods import METHODS, families_with_base, get_method, resolve_method
-from guidg.presets import PRESETS, MethodConfig, get_preset
+from guidg.presets import MethodConfig, get_preset
 from guidg.run import RunOutcome, RunSpec, attempt, default_workers, is_done, run_folder
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Sweep:
     """Few-shot seeds (fewshot; also the training seed) or trial seeds (full); empty: 1 2 3, or 0 1 2."""
     preset: str | None = None
     """None: ``paper`` for the standard suites, ``paper-imagenet-dg`` (``-i`` for task i) for ImageNet-DG,
-    ``smoke`` for synthetic data."""
+    ``mini`` for synthetic data."""
     overrides: tuple[str, ...] = ()
     """``section.key=value`` changes to the preset, e.g. ``finetune.lr=1e-5``."""
     device: str | None = None
@@ -306,10 +306,10 @@ def validate(sweep: Sweep) -> Checked:
 
 def default_preset(suite: Suite, task: str, synthetic: bool) -> str:
     """The preset that fits a suite: ``paper`` for the standard suites, ``paper-imagenet-dg`` for ImageNet-DG
-    (``paper-imagenet-dg-i`` on its task i, whose reference script uses prompt batch 8), ``smoke`` for
+    (``paper-imagenet-dg-i`` on its task i, whose reference script uses prompt batch 8), ``mini`` for
     synthetic miniature data, which the paper's settings would train for hours."""
     if synthetic or suite.synthetic:
-        return "mini" if "mini" in PRESETS else "smoke"
+        return "mini"
     if suite.name == IMAGENET_DG:
         return "paper-imagenet-dg-i" if task == "i" else "paper-imagenet-dg"
     return "paper"

@@ -356,7 +356,7 @@ def _ints(values: tuple[str, ...], option: str) -> tuple[int, ...]:
 @click.option("--seeds", multiple=True, cls=VariadicOption,
               help="Few-shot seeds, also the training seeds [default: 1 2 3; trial seeds 0 1 2 under full].")
 @click.option("--preset", default=None,
-              help="Hyperparameter preset [default: paper; paper-imagenet-dg for ImageNet-DG; smoke on synthetic data].")
+              help="Hyperparameter preset [default: paper; paper-imagenet-dg for ImageNet-DG; mini on synthetic data].")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Change one preset value, e.g. --set finetune.lr=1e-5 (repeatable).")
 @click.option("--benchmark", type=click.Path(file_okay=False, path_type=Path), default=None,

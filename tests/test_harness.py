@@ -98,7 +98,7 @@ def test_default_presets_fit_the_suite() -> None:
     assert harness.default_preset(get_suite("pacs"), "sketch", synthetic=False) == "paper"
     assert harness.default_preset(get_suite("imagenet-dg"), "a", synthetic=False) == "paper-imagenet-dg"
     assert harness.default_preset(get_suite("imagenet-dg"), "i", synthetic=False) == "paper-imagenet-dg-i"
-    assert harness.default_preset(get_suite("mini-pacs"), "sketch", synthetic=True) in ("mini", "smoke")
+    assert harness.default_preset(get_suite("mini-pacs"), "sketch", synthetic=True) == "mini"
 
 
 @pytest.fixture
