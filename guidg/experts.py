@@ -121,7 +121,8 @@ def train_experts(
     """The expert of every source domain of ``task``, in source order, trained or loaded from ``store``."""
     experts = []
     for domain in task.sources:
-        train, select = task.expert[domain], task.guide[domain]
+        # Selected on source-only validation data: the guide sample (fewshot), the held-out 20% (full).
+        train, select = task.expert[domain], task.validation[domain]
         key = expert_key(backbone, domain, task.class_ids, task.class_names, train, select, config, seed)
         expert = store.load(key) if store is not None else None
         if expert is not None:

@@ -89,13 +89,6 @@ class TrainedMethod:
         return self.logits(image_features(backbone, images, num_workers=num_workers))
 
 
-def _selection(task: TaskData) -> Mapping[str, LabeledImages]:
-    """Source-only model-selection images per source: the task's validation data (the guide sample in the
-    fewshot protocol, the held-out part in the full one)."""
-    validation = getattr(task, "validation", None)
-    return task.guide if validation is None else validation
-
-
 def _pooled(pools: Mapping[str, LabeledImages], order: tuple[str, ...]) -> LabeledImages:
     return LabeledImages.concat([pools[d] for d in order])
 
@@ -129,7 +122,7 @@ def fit_coop(context: FitContext) -> TrainedMethod:
         context.backbone,
         task.class_names,
         _pooled(task.expert, task.sources),
-        _pooled(_selection(task), task.sources),
+        _pooled(task.validation, task.sources),  # source-only selection data
         context.config.prompt,
         seed=context.seed,
         method="coop",

@@ -169,11 +169,6 @@ def pretrained_label(spec: BackboneSpec) -> str:
     return str(spec.pretrained)
 
 
-def _selection(task: TaskData) -> Mapping[str, LabeledImages]:
-    validation = getattr(task, "validation", None)
-    return task.guide if validation is None else validation
-
-
 def _scores(suite_name: str, logits: Tensor, images: LabeledImages, class_ids: tuple[str, ...]):
     suite = get_suite(suite_name)
     predictions = logits.argmax(dim=-1).cpu().tolist()
@@ -371,8 +366,7 @@ def _train_and_score(
     if not is_main:
         return None  # rank 0 scores and writes
     with phases.timed("evaluate"):
-        selection = _selection(task)
-        validation_images = LabeledImages.concat([selection[d] for d in task.sources])
+        validation_images = LabeledImages.concat([task.validation[d] for d in task.sources])
         validation_logits = _evaluate(trained, backbone, validation_images, num_workers)
         validation = _scores(str(manifest.get("suite", IMAGENET_DG)), validation_logits, validation_images,
                              task.class_ids).domain_accuracy
