@@ -53,7 +53,7 @@ PACKAGED: dict[tuple[str, str], PackagedWeights] = {
     (TINY_MODEL, "mini"): PackagedWeights(
         file="imagenet-dg-tiny-mini.safetensors",
         synthetic=True,
-        description="synthetic-world weights: the tiny CLIP pretrained contrastively on photographs and sketches "
+        description="synthetic-world weights: the tiny CLIP pretrained contrastively on captioned photographs "
         "of the miniature world (imagenet_dg.world) by guidg.world_pretraining; not a model of real images",
     ),
 }

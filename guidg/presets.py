@@ -127,7 +127,7 @@ PRESETS: Mapping[str, MethodConfig] = MappingProxyType(
                 eval_every=5, cached_views=2,
             ),
             finetune=FinetuneConfig(
-                batch_per_domain=16, lr=2e-4, weight_decay=0.1, epochs=3, steps_per_epoch=30, checkpoint_every=30
+                batch_per_domain=16, lr=1e-3, weight_decay=0.1, epochs=3, steps_per_epoch=90, checkpoint_every=90
             ),
             eval=EvalConfig(batch_size=36),
         ),

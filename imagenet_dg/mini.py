@@ -286,6 +286,13 @@ def _existing_files(out: Path) -> set[str]:
     return found
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _write_new(out: Path, files: Mapping[str, Callable[[], bytes]]) -> None:
     """Write the whole set beside ``out`` and rename it into place, so ``out`` is never half written."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -300,7 +307,7 @@ def _write_new(out: Path, files: Mapping[str, Callable[[], bytes]]) -> None:
             hashes[relative] = hashlib.sha256(data).hexdigest()
         (staging / HASHES).write_bytes((json.dumps(dict(sorted(hashes.items())), indent=0, sort_keys=True)
                                         + "\n").encode("utf-8"))
-        os.chmod(staging, 0o755)
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp gives 0700; the set gets what mkdir would give
         os.replace(staging, out)  # replaces ``out`` when it is an empty folder
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
