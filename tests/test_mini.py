@@ -383,3 +383,12 @@ def test_rerun_refuses_a_set_with_foreign_files_added(tmp_path):
 
     with pytest.raises(OutputExistsError, match="stray.JPEG"):
         make_mini_releases(tmp_path / "set", images_per_class=SMALL)
+
+
+def test_the_set_folder_gets_the_mode_mkdir_would_give_under_the_umask(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        make_mini_releases(tmp_path / "set", image_size=32, images_per_class=SMALL)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "set").stat().st_mode & 0o777 == 0o750
