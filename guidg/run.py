@@ -209,6 +209,7 @@ def _record(
         routing=spec.hparams.finetune.routing if method.routes else None,
         model=spec.backbone.arch,
         pretrained=pretrained_label(spec.backbone),
+        synthetic_weights=bool(spec.backbone.describe().get("synthetic", False)),
         precision=precision_of(device.type),
         device_type=device.type,
         shots=entry.get("shots"),
@@ -220,6 +221,8 @@ def _record(
         worst_class_accuracy=scores.worst_class_accuracy,
         validation_accuracy=dict(validation),
         test_images=len(task.test),
+        # the manifest says so for the miniature releases; a registered miniature suite is synthetic by name too
+        synthetic_data=bool(manifest.get("synthetic", False)) or get_suite(suite_name).synthetic,
         preset=spec.preset,
         config=json.loads(json.dumps(spec.hparams.to_dict())),  # as a reader of the file sees it
         manifest_content_hash=str(manifest["content_hash"]),

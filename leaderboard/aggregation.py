@@ -22,7 +22,8 @@ from leaderboard.reported import AVERAGE, Reported
 
 SPREADS = ("auto", "sd", "se")
 SPREAD_NAMES = {"sd": "standard deviation", "se": "standard error"}
-CELL_FIELDS = ("protocol_version", "manifest_content_hash", "model", "pretrained", "precision", "shots", "preset")
+CELL_FIELDS = ("protocol_version", "manifest_content_hash", "model", "pretrained", "synthetic_weights",
+               "synthetic_data", "precision", "shots", "preset")
 """What every record of one cell must share: the same number then means the same thing."""
 METHOD_ORDER = ("zeroshot", "zeroshot-ensemble", "coop", "erm", "ueo", "clipood")
 """Row order: the baselines, each fine-tuning base followed by GuiDG on top of it (as in the paper's Table 8)."""
@@ -37,22 +38,61 @@ class LeaderboardError(ImageNetDGError):
     """Records cannot be put into one table as asked."""
 
 
+SYNTHETIC_SUITE = "synthetic miniature"
+"""Said after the suite's name wherever a table of synthetic data is named."""
+SYNTHETIC_CAPTION = ("Synthetic miniature data: generated pictures in the suite's layout, not its real images; the "
+                     "numbers show the machinery and are never comparable with results on the real benchmark.")
+
+
+def weights_label(pretrained: str, synthetic_weights: bool) -> str:
+    """The weights as a reader should read them: random, synthetic-world, or the pretrained tag."""
+    if pretrained == "none":
+        return "random weights"
+    if synthetic_weights:
+        return f"{pretrained} (synthetic-world weights)"
+    return f"{pretrained} weights"
+
+
+def suite_label(suite: str, synthetic_data: bool) -> str:
+    """The suite as named in titles: ``imagenet-dg (synthetic miniature)`` for synthetic data."""
+    return f"{suite} ({SYNTHETIC_SUITE})" if synthetic_data else suite
+
+
+def _shots_text(shots: int | None) -> str:
+    return "all images" if shots is None else f"{shots} shots"
+
+
 @dataclass(frozen=True)
 class TableKey:
-    """What one table holds: a suite under one protocol, with one model, weights and number of shots."""
+    """What one table holds: a suite under one protocol, with one model, weights and number of shots, on real or
+    on synthetic data (never both)."""
 
     suite: str
     protocol: str
     model: str
     pretrained: str
     shots: int | None
+    synthetic_data: bool = False
+    synthetic_weights: bool = False
+
+    @property
+    def suite_label(self) -> str:
+        return suite_label(self.suite, self.synthetic_data)
+
+    @property
+    def weights_label(self) -> str:
+        return weights_label(self.pretrained, self.synthetic_weights)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.synthetic_data or self.synthetic_weights
 
     def title(self) -> str:
-        shots = "all images" if self.shots is None else f"{self.shots} shots"
-        return f"{self.suite}, {self.protocol} protocol, {self.model} ({self.pretrained} weights), {shots}"
+        return f"{self.suite_label}, {self.protocol} protocol, {self.model}, {self.weights_label}, {_shots_text(self.shots)}"
 
     def sort_key(self) -> tuple:
-        return (self.suite, self.protocol, self.model, self.pretrained, -1 if self.shots is None else self.shots)
+        return (self.suite, self.synthetic_data, self.protocol, self.model, self.pretrained, self.synthetic_weights,
+                -1 if self.shots is None else self.shots)
 
 
 @dataclass(frozen=True)
@@ -168,7 +208,14 @@ class Table:
         """What the numbers are, said once per table (the spread convention included); the title is apart."""
         spread = SPREAD_NAMES[self.spread_kind]
         marked = any(self.fewer_seeds(c) for row in self.rows for c in (*row.cells.values(), row.average))
-        return (f"Accuracy (%) on each target domain: mean ± {spread} over seeds (n = number of seeds). Average: "
+        synthetic = ""
+        if self.key.synthetic_data:
+            synthetic += SYNTHETIC_CAPTION + " "
+        if self.key.synthetic_weights:
+            synthetic += "Weights trained on synthetic pictures only (a synthetic world), never on real images. "
+        elif self.key.pretrained == "none":
+            synthetic += "Random (untrained) weights. "
+        return (synthetic + f"Accuracy (%) on each target domain: mean ± {spread} over seeds (n = number of seeds). Average: "
                 "the mean over targets, computed per seed; its spread is over the per-seed averages. "
                 + (f"† marks cells with fewer seeds than the table's {self.max_seeds}. " if marked else "")
                 + f"Precision {', '.join(self.precisions)}; preset {', '.join(self.presets)}; "
@@ -271,6 +318,8 @@ def _columns(key: TableKey, runs: Sequence[FinishedRun]) -> tuple[Column, ...]:
 
 def _reported_rows(key: TableKey, rows: Sequence[Row], columns: Sequence[Column],
                    reported: Iterable[Reported]) -> tuple[ReportedRow, ...]:
+    if key.synthetic:
+        return ()  # published numbers are of real data and real weights: never beside synthetic ones
     by_row = {row.key: row for row in rows}
     targets = [c.target for c in columns]
     grouped: dict[tuple[RowKey, str, str], dict[str, float]] = defaultdict(dict)
@@ -295,7 +344,14 @@ def _reported_rows(key: TableKey, rows: Sequence[Row], columns: Sequence[Column]
 
 
 def build_table(key: TableKey, runs: Sequence[FinishedRun], reported: Iterable[Reported], spread: str) -> Table:
-    """One table from the runs of one (suite, protocol, model, weights, shots)."""
+    """One table from the runs of one (suite, protocol, model, weights, shots, synthetic or real data); runs of
+    another key, synthetic among real ones above all, are refused."""
+    strangers = [_results_file(r) for r in runs if table_key(r.record) != key]
+    if strangers:
+        raise LeaderboardError(
+            f"{key.title()}: records of another table ({', '.join(strangers)}); synthetic and real data, or "
+            "synthetic-world and other weights, never share a table"
+        )
     spread_kind = spread_for(key.protocol, spread)
     columns = _columns(key, runs)
     targets = [c.target for c in columns]
@@ -328,7 +384,8 @@ def build_table(key: TableKey, runs: Sequence[FinishedRun], reported: Iterable[R
 
 
 def table_key(record: Record) -> TableKey:
-    return TableKey(record.suite, record.protocol, record.model, record.pretrained, record.shots)
+    return TableKey(record.suite, record.protocol, record.model, record.pretrained, record.shots,
+                    record.synthetic_data, record.synthetic_weights)
 
 
 def build_leaderboard(found: RecordSet, reported: Iterable[Reported] = (), spread: str = "auto") -> Leaderboard:
@@ -344,16 +401,28 @@ def build_leaderboard(found: RecordSet, reported: Iterable[Reported] = (), sprea
 
 @dataclass(frozen=True)
 class OverviewKey:
-    """The tables that share a protocol, model, weights and shots, compared across suites."""
+    """The tables that share a protocol, model, weights, shots and kind of data (synthetic or real), compared
+    across suites."""
 
     protocol: str
     model: str
     pretrained: str
     shots: int | None
+    synthetic_data: bool = False
+    synthetic_weights: bool = False
+
+    @classmethod
+    def of(cls, key: TableKey) -> OverviewKey:
+        return cls(key.protocol, key.model, key.pretrained, key.shots, key.synthetic_data, key.synthetic_weights)
 
     def title(self) -> str:
-        shots = "all images" if self.shots is None else f"{self.shots} shots"
-        return f"{self.protocol} protocol, {self.model} ({self.pretrained} weights), {shots}"
+        data = f", {SYNTHETIC_SUITE} data" if self.synthetic_data else ""
+        return (f"{self.protocol} protocol, {self.model}, {weights_label(self.pretrained, self.synthetic_weights)}, "
+                f"{_shots_text(self.shots)}{data}")
+
+    def sort_key(self) -> tuple:
+        return (self.synthetic_data, self.protocol, self.model, self.pretrained, self.synthetic_weights,
+                -1 if self.shots is None else self.shots)
 
 
 @dataclass(frozen=True)
@@ -362,6 +431,8 @@ class Overview:
 
     key: OverviewKey
     suites: tuple[str, ...]
+    classes: dict[str, tuple[int, ...]]
+    """The numbers of classes of each suite's targets (distinct, sorted)."""
     rows: tuple[tuple[RowKey, dict[str, Cell]], ...]
     spread_kinds: tuple[str, ...]
     max_seeds: dict[str, int]
@@ -369,6 +440,12 @@ class Overview:
 
     def fewer_seeds(self, suite: str, cell: Cell) -> bool:
         return 0 < cell.n < self.max_seeds.get(suite, 0)
+
+    def caption(self) -> str:
+        spreads = " / ".join(SPREAD_NAMES[s] for s in self.spread_kinds)
+        return ((SYNTHETIC_CAPTION + " " if self.key.synthetic_data else "")
+                + f"Average accuracy (%) over each suite's targets, mean ± {spreads} over seeds (n); "
+                "† fewer seeds than the rest of the suite's table.")
 
     @property
     def several(self) -> bool:
@@ -387,9 +464,9 @@ def overviews(board: Leaderboard) -> tuple[Overview, ...]:
     """One overview per (protocol, model, weights, shots) of the leaderboard's tables."""
     grouped: dict[OverviewKey, list[Table]] = defaultdict(list)
     for table in board.tables:
-        grouped[OverviewKey(table.key.protocol, table.key.model, table.key.pretrained, table.key.shots)].append(table)
+        grouped[OverviewKey.of(table.key)].append(table)
     result = []
-    for key in sorted(grouped, key=lambda k: (k.protocol, k.model, k.pretrained, -1 if k.shots is None else k.shots)):
+    for key in sorted(grouped, key=OverviewKey.sort_key):
         tables = grouped[key]
         suites = tuple(t.key.suite for t in tables)
         cells: dict[RowKey, dict[str, Cell]] = defaultdict(dict)
@@ -397,6 +474,7 @@ def overviews(board: Leaderboard) -> tuple[Overview, ...]:
             for row in table.rows:
                 cells[row.key][table.key.suite] = row.average
         rows = tuple((row, cells[row]) for row in sorted(cells, key=RowKey.sort_key))
-        result.append(Overview(key, suites, rows, tuple(sorted({t.spread_kind for t in tables})),
+        classes = {t.key.suite: tuple(sorted({c.num_classes for c in t.columns})) for t in tables}
+        result.append(Overview(key, suites, classes, rows, tuple(sorted({t.spread_kind for t in tables})),
                                {t.key.suite: t.max_seeds for t in tables}))
     return tuple(result)

@@ -1,10 +1,13 @@
 """The leaderboard kept in the repository: the records of the runs made, and the outputs generated from them.
 
-    python -m leaderboard.committed [--import RUNS_DIR ...] [--readme README.md]
+    python -m leaderboard.committed [--import RUNS_DIR ...] [--replace] [--readme README.md]
 
 ``--import`` copies the finished records of evaluation runs folders into ``leaderboard/runs/<suite>/<run>/``
 (validated, only ``results.jsonl`` and ``done``: no checkpoints or logs); then the outputs in
-``leaderboard/board/`` are regenerated from every committed record. With ``--readme``, the part of that file
+``leaderboard/board/`` are regenerated from every committed record. With ``--replace`` the imported runs take the
+place of every committed one: the committed run folders (those holding only ``results.jsonl`` and ``done``, as
+the import writes them) are removed first, after the new records have been validated; a file under
+``leaderboard/runs/`` that the import did not write stops the replacement before anything is removed. With ``--readme``, the part of that file
 between the lines ``<!-- leaderboard:start -->`` and ``<!-- leaderboard:end -->`` is replaced by the current
 tables (a file without those lines is an error, never rewritten). A test checks that the committed outputs are
 exactly what this generates from the committed records.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -52,6 +56,64 @@ def import_runs(runs_dirs: Iterable[str | os.PathLike[str]], into: Path = COMMIT
     return copied
 
 
+COMMITTED_FILES = frozenset({RESULTS_FILE, DONE_FILE})
+"""What an import writes into a committed run folder, and so all that a replacement removes."""
+
+
+def committed_run_folders(into: Path = COMMITTED_RUNS) -> list[Path]:
+    """The run folders ``into/<suite>/<run>/`` written by an import (of any schema version).
+
+    Anything else under ``into`` (another file, a deeper folder) is an error naming it: it was not written here,
+    so it is neither removed nor silently left behind a replacement.
+    """
+    if not into.is_dir():
+        return []
+    folders, foreign = [], []
+    for suite in sorted(into.iterdir()):
+        if not suite.is_dir():
+            foreign.append(suite)
+            continue
+        for run in sorted(suite.iterdir()):
+            entries = sorted(run.iterdir()) if run.is_dir() else []
+            if not run.is_dir() or {e.name for e in entries} != COMMITTED_FILES or any(not e.is_file() for e in entries):
+                foreign.append(run)
+                continue
+            folders.append(run)
+    if foreign:
+        raise ImageNetDGError(
+            f"{into}: holds {', '.join(map(str, foreign))}, not a committed record folder (only {RESULTS_FILE} and "
+            f"{DONE_FILE}); move it away before replacing the committed runs"
+        )
+    return folders
+
+
+def replace_runs(runs_dirs: Iterable[str | os.PathLike[str]], into: Path = COMMITTED_RUNS) -> list[Path]:
+    """Replace every committed run by the finished records under ``runs_dirs``; returns the folders written.
+
+    The new records are collected and validated, and the committed folders checked, before anything is
+    removed; a replacement killed half-way is finished by running it again.
+    """
+    found = collect(list(runs_dirs)).runs
+    if not found:
+        raise ImageNetDGError(f"no finished run under {', '.join(map(str, runs_dirs))}; nothing would replace "
+                              f"the committed runs in {into}")
+    by_target: dict[Path, list] = defaultdict(list)
+    for run in found:
+        by_target[into / run.record.suite / run.folder.name].append(run)
+    for target, runs in by_target.items():
+        if any(r.record != runs[0].record for r in runs[1:]):
+            raise ImageNetDGError(f"{target}: different records would be committed there "
+                                  f"({', '.join(str(r.folder / RESULTS_FILE) for r in runs)}); import one of them")
+    for folder in committed_run_folders(into):
+        # the marker first: a folder is never marked done without its record
+        for name in [DONE_FILE, *sorted(COMMITTED_FILES - {DONE_FILE})]:
+            (folder / name).unlink()
+        folder.rmdir()
+        if not any(folder.parent.iterdir()):
+            folder.parent.rmdir()
+    return import_runs(runs_dirs, into)
+
+
 def regenerate(runs: Path = COMMITTED_RUNS, board: Path = COMMITTED_BOARD) -> Published:
     """Write the committed outputs from the committed records."""
     return publish([runs], board)
@@ -83,10 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Refresh the leaderboard kept in the repository.")
     parser.add_argument("--import", dest="imports", nargs="+", type=Path, default=[],
                         help="Runs folders whose finished records are copied into leaderboard/runs first.")
+    parser.add_argument("--replace", action="store_true",
+                        help="The imported runs replace every committed run (needs --import).")
     parser.add_argument("--readme", type=Path, default=None, help="Also put the tables into this README.")
     args = parser.parse_args(argv)
+    if args.replace and not args.imports:
+        print("error: --replace: give the runs folders that replace the committed runs with --import RUNS_DIR",
+              file=sys.stderr)
+        return 2
     try:
-        for folder in import_runs(args.imports):
+        for folder in (replace_runs if args.replace else import_runs)(args.imports):
             print(f"imported {folder}")
         published = regenerate()
         for file in published.files:

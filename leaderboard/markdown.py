@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from leaderboard.aggregation import SPREAD_NAMES, Leaderboard, Overview, Table, overviews
-from leaderboard.numbers import MISSING, accuracy_text, cell_text, classes_text, difference_text
+from leaderboard.aggregation import Leaderboard, Overview, Table, overviews, suite_label
+from leaderboard.numbers import MISSING, accuracy_text, cell_text, classes_range_text, classes_text, difference_text
 from leaderboard.reported import AVERAGE
 
 
@@ -19,10 +19,10 @@ def _line(cells: list[str]) -> str:
 
 
 def overview_markdown(overview: Overview) -> list[str]:
-    spreads = " / ".join(SPREAD_NAMES[s] for s in overview.spread_kinds)
-    lines = [f"### {overview.key.title()}", "",
-             f"Average accuracy (%) over each suite's targets, mean ± {spreads} over seeds (n); † fewer seeds than the rest of the suite's table.", "",
-             _line(["method", *overview.suites, *(["mean over suites"] if overview.several else [])]),
+    header = [f"{suite_label(s, overview.key.synthetic_data)}<br>{classes_range_text(overview.classes[s])}"
+              for s in overview.suites]
+    lines = [f"### {overview.key.title()}", "", overview.caption(), "",
+             _line(["method", *header, *(["mean over suites"] if overview.several else [])]),
              "|---|" + "---:|" * (len(overview.suites) + overview.several)]
     for row, cells in overview.rows:
         texts = [cell_text(cells[s], overview.fewer_seeds(s, cells[s])) if s in cells else MISSING for s in overview.suites]
@@ -76,9 +76,9 @@ def render_markdown(board: Leaderboard, out_dir: str | os.PathLike[str] | None =
     lines += ["", "## Suite averages", ""]
     for overview in overviews(board):
         lines += [*overview_markdown(overview), ""]
-    for suite in sorted({t.key.suite for t in board.tables}):
-        lines += [f"## {suite}", ""]
-        for table in (t for t in board.tables if t.key.suite == suite):
+    for suite, synthetic in sorted({(t.key.suite, t.key.synthetic_data) for t in board.tables}):
+        lines += [f"## {suite_label(suite, synthetic)}", ""]
+        for table in (t for t in board.tables if (t.key.suite, t.key.synthetic_data) == (suite, synthetic)):
             lines += [*table_markdown(table), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 

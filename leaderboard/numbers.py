@@ -41,3 +41,11 @@ def cell_text(cell: Cell, fewer: bool) -> str:
 
 def classes_text(num_classes: int) -> str:
     return f"{num_classes} classes, chance {100.0 / num_classes:.{DECIMALS}f}"
+
+
+def classes_range_text(counts: tuple[int, ...]) -> str:
+    """``6 classes, chance 16.7`` for one number of classes; the range of both for several (a suite's targets)."""
+    if len(counts) == 1:
+        return classes_text(counts[0])
+    low, high = min(counts), max(counts)
+    return f"{low}–{high} classes, chance {100.0 / high:.{DECIMALS}f}–{100.0 / low:.{DECIMALS}f}"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import matplotlib
 
-from leaderboard.aggregation import SPREAD_NAMES, Cell, Leaderboard, Overview, Table, overviews
-from leaderboard.numbers import MISSING, accuracy_text, cell_parts, classes_text, difference_text
+from leaderboard.aggregation import SPREAD_NAMES, Cell, Leaderboard, Overview, OverviewKey, Table, overviews, suite_label
+from leaderboard.numbers import MISSING, accuracy_text, cell_parts, classes_range_text, classes_text, difference_text
 from leaderboard.plots import cost_plot, palette, svg_ids, table_plot
 from leaderboard.records import RESULTS_FILE
 from leaderboard.reported import AVERAGE
@@ -182,10 +182,10 @@ class _Page:
         return "\n".join(parts)
 
     def overview(self, overview: Overview, tables: list[Table]) -> str:
-        spreads = " / ".join(SPREAD_NAMES[s] for s in overview.spread_kinds)
-        head = "".join(f"<th>{_e(s)}</th>" for s in overview.suites)
+        head = "".join(f"<th>{_e(suite_label(s, overview.key.synthetic_data))}"
+                       f"<small>{_e(classes_range_text(overview.classes[s]))}</small></th>" for s in overview.suites)
         parts = [f"<h3>{_e(overview.key.title())}</h3>",
-                 f'<p class="caption">Average accuracy (%) over each suite\'s targets, mean ± {_e(spreads)} over seeds (n); † fewer seeds than the rest of the suite\'s table.</p>',
+                 f'<p class="caption">{_e(overview.caption())}</p>',
                  f'<table class="sortable"><thead><tr><th>method</th>{head}'
                  f'{"<th>mean over suites</th>" if overview.several else ""}</tr></thead><tbody>']
         by_suite = {t.key.suite: t for t in tables}
@@ -250,18 +250,17 @@ class _Page:
             summary += "No unfinished run folders."
         body.append(f'<p class="summary">{summary}</p>')
         if board.tables:
-            suites = sorted({t.key.suite for t in board.tables})
-            body.append("<p>Suites: " + " · ".join(f'<a href="#suite-{_e(s)}">{_e(s)}</a>' for s in suites)
+            suites = sorted({(t.key.suite, t.key.synthetic_data) for t in board.tables})
+            body.append("<p>Suites: " + " · ".join(f'<a href="#{_suite_id(*s)}">{_e(suite_label(*s))}</a>' for s in suites)
                         + ' · <a href="#records">records</a></p>')
             body.append("<h2>Suite averages</h2>")
             for overview in overviews(board):
-                tables = [t for t in board.tables if (t.key.protocol, t.key.model, t.key.pretrained, t.key.shots) ==
-                          (overview.key.protocol, overview.key.model, overview.key.pretrained, overview.key.shots)]
+                tables = [t for t in board.tables if OverviewKey.of(t.key) == overview.key]
                 body.append(self.overview(overview, tables))
             for suite in suites:
-                body.append(f'<h2 id="suite-{_e(suite)}">{_e(suite)}</h2>')
+                body.append(f'<h2 id="{_suite_id(*suite)}">{_e(suite_label(*suite))}</h2>')
                 for index, table in enumerate(board.tables):
-                    if table.key.suite == suite:
+                    if (table.key.suite, table.key.synthetic_data) == suite:
                         body.append(self.table(table, index))
             body.append(self.records_section())
         return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -269,6 +268,10 @@ class _Page:
                 f"<meta name=\"generator\" content=\"{GENERATOR}\">\n"
                 f"<title>Leaderboard</title>\n<style>{STYLE}</style>\n</head>\n<body>\n" + "\n".join(body)
                 + f"\n<script>{SCRIPT}</script>\n</body>\n</html>\n")
+
+
+def _suite_id(suite: str, synthetic_data: bool) -> str:
+    return _e(f"suite-{suite}" + ("-synthetic" if synthetic_data else ""))
 
 
 def render_html(board: Leaderboard, out_dir: str | os.PathLike[str] | None = None) -> str:

@@ -115,7 +115,7 @@ def table_plot(table: Table, styles: dict[str, int] | None = None) -> str:
         axes.set_xlim(-0.5, len(labels) - 0.5)
         axes.set_ylim(low, high)
         axes.set_ylabel("accuracy (%)")
-        axes.set_title(f"{table.key.suite}: mean ± {SPREAD_NAMES[table.spread_kind]}" + ("; dashed: chance" if chance_drawn else ""),
+        axes.set_title(f"{table.key.suite_label}: mean ± {SPREAD_NAMES[table.spread_kind]}" + ("; dashed: chance" if chance_drawn else ""),
                        fontsize=9, loc="left")
         axes.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _svg(figure)

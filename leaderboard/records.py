@@ -21,7 +21,7 @@ from typing import Any
 from imagenet_dg.atomic import write_text_atomic
 from imagenet_dg.errors import ImageNetDGError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the record's fields and their meaning; raised whenever either changes."""
 RESULTS_FILE = "results.jsonl"
 DONE_FILE = "done"
@@ -67,6 +67,9 @@ class Record:
     """open_clip architecture."""
     pretrained: str
     """open_clip pretrained tag or checkpoint description; ``none`` for random weights."""
+    synthetic_weights: bool
+    """Whether the weights were trained on synthetic images only (the packaged ``mini`` synthetic-world weights);
+    False for random weights and for real pretrained weights."""
     precision: str
     device_type: str
     shots: int | None
@@ -84,6 +87,9 @@ class Record:
     validation_accuracy: dict[str, float]
     """Source-only model-selection accuracy per source domain."""
     test_images: int
+    synthetic_data: bool
+    """Whether the images are synthetic (the miniature releases or suites; their manifest says so): such a
+    number is never put beside, or averaged with, one measured on the real benchmark."""
     preset: str
     config: dict[str, Any]
     """The full resolved hyperparameters."""
@@ -112,6 +118,11 @@ class Record:
         problems += _consistency_problems(self)
         if problems:
             raise RecordError("invalid record: " + "; ".join(problems))
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether anything synthetic (the data or the weights' training images) is behind this number."""
+        return self.synthetic_data or self.synthetic_weights
 
     @property
     def row_label(self) -> str:
@@ -227,6 +238,10 @@ def _anything(_: Any) -> None:
     return None
 
 
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"expected true or false, found {value!r}"
+
+
 _CHECKS: dict[str, Check] = {
     "suite": _text, "protocol": _one_of(PROTOCOLS), "protocol_version": _text, "task": _text, "target": _text,
     "sources": _sources, "num_classes": _count(2), "method": _text, "base": _optional_text,
@@ -235,6 +250,7 @@ _CHECKS: dict[str, Check] = {
     "split_seed": _optional_int, "accuracy": _percent, "domain_accuracy": _mapping_of(_percent),
     "class_accuracy": _mapping_of(_percent), "worst_class_accuracy": _optional_percent,
     "validation_accuracy": _mapping_of(_percent), "test_images": _count(1), "preset": _text,
+    "synthetic_data": _flag, "synthetic_weights": _flag,
     "config": _mapping_of(_anything), "manifest_content_hash": _text, "suite_source": _mapping_of(_anything),
     "package_version": _text, "git_commit": _optional_text, "versions": _mapping_of(_text),
     "device_name": _text, "phase_seconds": _mapping_of(_seconds), "n_trainable": _count(0),
@@ -251,6 +267,8 @@ def _consistency_problems(record: Record) -> list[str]:
         problems.append(f"shots: the full protocol trains on all images, found shots={record.shots}")
     if isinstance(record.sources, tuple) and record.target in record.sources:
         problems.append(f"sources: the target {record.target!r} is also a source")
+    if record.synthetic_weights is True and record.pretrained == "none":
+        problems.append("synthetic_weights: random weights (pretrained none) are not synthetic-world weights")
     if isinstance(record.suite_source, dict) and "kind" not in record.suite_source:
         problems.append("suite_source: expected a 'kind' entry (folder or hub)")
     if isinstance(record.class_accuracy, dict) and record.class_accuracy and record.worst_class_accuracy is not None \

@@ -1,6 +1,8 @@
 """The leaderboard as tidy CSV: one row per cell (reproduced or reported), with the run folders behind it.
 
-Columns are listed in :data:`COLUMNS`. ``target`` is a target domain or ``average``; ``runs`` lists the run
+Columns are listed in :data:`COLUMNS`. ``synthetic_data`` (``true``/``false``) says whether the numbers are
+of synthetic miniature data, ``synthetic_weights`` whether the weights were trained on synthetic pictures only;
+``weights`` is the weights as the tables name them (``random weights``, ...). ``target`` is a target domain or ``average``; ``runs`` lists the run
 folders behind a reproduced cell, separated by ``;``, relative to the folder of the CSV file; ``seeds`` lists each
 value's ``seed/split seed``. ``difference`` (reported rows) is the reproduced mean minus the reported number.
 Numbers are written with four decimals; an empty field is a missing value.
@@ -16,7 +18,7 @@ from pathlib import Path
 from leaderboard.aggregation import Cell, Leaderboard, Table
 from leaderboard.reported import AVERAGE
 
-COLUMNS = ("suite", "protocol", "model", "pretrained", "shots", "precision", "preset", "kind", "method", "base",
+COLUMNS = ("suite", "synthetic_data", "protocol", "model", "pretrained", "synthetic_weights", "weights", "shots", "precision", "preset", "kind", "method", "base",
            "routing", "row", "target", "num_classes", "chance", "mean", "spread", "spread_kind", "n_seeds",
            "fewer_seeds", "seeds", "reported", "difference", "source", "runs")
 
@@ -31,8 +33,9 @@ def _relative(path: Path, base: str | os.PathLike[str] | None) -> str:
 
 def _table_rows(table: Table, base: str | os.PathLike[str] | None) -> list[dict[str, str]]:
     common = {
-        "suite": table.key.suite, "protocol": table.key.protocol, "model": table.key.model,
-        "pretrained": table.key.pretrained, "shots": "" if table.key.shots is None else str(table.key.shots),
+        "suite": table.key.suite, "synthetic_data": str(table.key.synthetic_data).lower(),
+        "protocol": table.key.protocol, "model": table.key.model, "pretrained": table.key.pretrained,
+        "synthetic_weights": str(table.key.synthetic_weights).lower(), "weights": table.key.weights_label, "shots": "" if table.key.shots is None else str(table.key.shots),
         "precision": ";".join(table.precisions), "preset": ";".join(table.presets),
     }
     classes = {c.target: c for c in table.columns}

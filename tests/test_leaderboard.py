@@ -135,7 +135,8 @@ def test_rows_are_method_base_routing_in_the_papers_order(tmp_path: Path) -> Non
 @pytest.mark.parametrize("field", CELL_FIELDS)
 def test_records_that_disagree_are_refused_from_one_cell_naming_the_files(tmp_path: Path, field: str) -> None:
     other = {"protocol_version": "2.0", "manifest_content_hash": "def456", "model": "RN50", "pretrained": "laion2b",
-             "precision": "fp32", "shots": 4, "preset": "smoke"}[field]
+             "precision": "fp32", "shots": 4, "preset": "smoke", "synthetic_data": True,
+             "synthetic_weights": True}[field]
     runs = write_all(tmp_path / "runs", [record("photo", 1, 50.0), record("photo", 2, 52.0, **{field: other})])
     found = collect(runs)
     from leaderboard.aggregation import check_cell
@@ -152,6 +153,41 @@ def test_building_the_leaderboard_refuses_a_mixed_cell(tmp_path: Path, field: st
     items = [record("photo", 1, 50.0), record("photo", 2, 52.0, **{field: other})]
     with pytest.raises(LeaderboardError, match=rf"cannot put into one cell.*guidg\+clipood; target photo.*{field} differs"):
         board_of(tmp_path, items)
+
+
+SYNTHETIC = dict(synthetic_data=True, model="imagenet-dg-tiny", pretrained="none", synthetic_weights=False)
+
+
+def test_synthetic_and_real_data_are_never_one_table_nor_one_overview(tmp_path: Path) -> None:
+    items = [record("photo", 1, 50.0, synthetic_data=True), record("photo", 1, 90.0)]
+    board = board_of(tmp_path, items)
+    assert len(board.tables) == 2
+    real, synthetic = sorted(board.tables, key=lambda t: t.key.synthetic_data)
+    assert real.rows[0].cells["photo"].values == (90.0,) and synthetic.rows[0].cells["photo"].values == (50.0,)
+    assert "synthetic" not in real.key.title() + real.caption()
+    assert synthetic.key.title().startswith("pacs (synthetic miniature), ")
+    assert "Synthetic miniature data" in synthetic.caption()
+    assert len(overviews(board)) == 2 and all(not o.several for o in overviews(board))
+
+
+def test_a_table_refuses_synthetic_records_among_real_ones(tmp_path: Path) -> None:
+    from leaderboard.aggregation import build_table, table_key
+
+    runs = collect(write_all(tmp_path / "runs", [record("photo", 1, 90.0), record("photo", 2, 50.0, synthetic_data=True)]))
+    with pytest.raises(LeaderboardError, match=r"records of another table .*run001.*never share a table"):
+        build_table(table_key(runs.runs[0].record), runs.runs, [], "sd")
+
+
+@pytest.mark.parametrize("pretrained, synthetic_weights, label", [
+    ("none", False, "random weights"), ("mini", True, "mini (synthetic-world weights)"),
+    ("openai", False, "openai weights")])
+def test_weights_are_named_for_what_they_are(tmp_path: Path, pretrained: str, synthetic_weights: bool,
+                                            label: str) -> None:
+    (table,) = board_of(tmp_path, [record("photo", 1, 50.0, pretrained=pretrained,
+                                          synthetic_weights=synthetic_weights)]).tables
+    assert f", {label}, 16 shots" in table.key.title()
+    assert ("synthetic pictures only" in table.caption()) == synthetic_weights
+    assert ("Random (untrained) weights" in table.caption()) == (pretrained == "none")
 
 
 def test_the_same_seed_twice_in_a_cell_is_refused(tmp_path: Path) -> None:
@@ -204,6 +240,15 @@ def test_one_suite_has_no_mean_over_suites(tmp_path: Path) -> None:
 
 
 # --- reported numbers -------------------------------------------------------------------------------------------
+
+def test_published_numbers_are_never_put_beside_synthetic_rows(tmp_path: Path) -> None:
+    published = [reported("photo", 60.0)]
+    (real,) = board_of(tmp_path / "real", [record("photo", 1, 50.0)], reported=published).tables
+    assert real.reported  # the same row on real data does get them
+    for changes in ({"synthetic_data": True}, {"synthetic_weights": True}):
+        (table,) = board_of(tmp_path / str(changes), [record("photo", 1, 50.0, **changes)], reported=published).tables
+        assert table.reported == ()
+
 
 def reported(target: str, accuracy: float, **changes) -> Reported:
     values = dict(suite="pacs", protocol="fewshot", model="ViT-B-16", pretrained="openai", shots=16, method="guidg",

@@ -9,10 +9,12 @@ import matplotlib
 import pytest
 
 from leaderboard.aggregation import build_leaderboard
-from leaderboard.committed import README_END, README_START, import_runs, readme_block, update_readme
+from leaderboard.committed import (
+    README_END, README_START, committed_run_folders, import_runs, main, readme_block, replace_runs, update_readme,
+)
 from leaderboard.page import GENERATOR
 from leaderboard.publish import HTML_FILE, OUTPUT_FILES, render_all
-from leaderboard.records import collect
+from leaderboard.records import RESULTS_FILE, collect
 from leaderboard.reported import load_reported
 from test_leaderboard import record, write_all
 
@@ -53,6 +55,10 @@ def test_the_committed_outputs_are_exactly_what_the_committed_records_give() -> 
 def test_the_committed_records_hold_the_embedded_defaults_mini_runs_over_three_seeds() -> None:
     board = committed_board()
     assert not board.unfinished
+    # every committed run is of the miniature (synthetic) data, and every table and its caption say so
+    assert board.runs and all(run.record.synthetic_data for run in board.runs)
+    assert all(t.key.title().startswith(f"{t.key.suite} (synthetic miniature), ") for t in board.tables)
+    assert all("Synthetic miniature data" in t.caption() and not t.reported for t in board.tables)
     imagenet_dg = [t for t in board.tables if t.key.suite == "imagenet-dg"]
     assert imagenet_dg and all(t.max_seeds >= 3 for t in imagenet_dg)
     labels = {row.key.label for t in imagenet_dg for row in t.rows}
@@ -102,3 +108,39 @@ def test_the_readme_block_is_replaced_between_its_markers(tmp_path: Path) -> Non
     (tmp_path / "plain.md").write_text("# no markers\n")
     with pytest.raises(Exception, match="no lines"):
         update_readme(tmp_path / "plain.md", block)
+
+
+def test_replacing_removes_only_the_committed_records_and_imports_the_new_ones(tmp_path: Path) -> None:
+    into = tmp_path / "committed"
+    import_runs([write_all(tmp_path / "old", [record("photo", 1, 50.0), record("sketch", 1, 51.0)])], into)
+    old_folders = committed_run_folders(into)
+    assert len(old_folders) == 2
+    (into / "pacs" / "run001" / RESULTS_FILE).write_text('{"schema_version": 1}\n')  # an older schema goes too
+    new = write_all(tmp_path / "new", [record("caltech", 1, 90.0, suite="vlcs", num_classes=5, sources=("labelme",))])
+    assert replace_runs([new], into) == [into / "vlcs" / "run000"]
+    assert sorted(p.relative_to(into).as_posix() for p in into.rglob("*")) == [
+        "vlcs", "vlcs/run000", "vlcs/run000/done", "vlcs/run000/results.jsonl"]
+    assert [r.record.accuracy for r in collect([into]).runs] == [90.0]
+    assert replace_runs([new], into) == [into / "vlcs" / "run000"]  # again: the same outcome
+
+
+def test_replacing_touches_nothing_when_a_file_was_not_written_by_an_import(tmp_path: Path) -> None:
+    into = tmp_path / "committed"
+    import_runs([write_all(tmp_path / "old", [record("photo", 1, 50.0)])], into)
+    (into / "pacs" / "run000" / "notes.txt").write_text("mine")
+    new = write_all(tmp_path / "new", [record("sketch", 1, 60.0)])
+    with pytest.raises(Exception, match=r"run000, not a committed record folder"):
+        replace_runs([new], into)
+    assert (into / "pacs" / "run000" / RESULTS_FILE).is_file() and not (into / "pacs" / "run000" / "sketch").exists()
+    assert [r.record.accuracy for r in collect([into]).runs] == [50.0]
+
+
+def test_replacing_with_nothing_or_without_import_is_refused(tmp_path: Path, capsys) -> None:
+    into = tmp_path / "committed"
+    import_runs([write_all(tmp_path / "old", [record("photo", 1, 50.0)])], into)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception, match="no finished run"):
+        replace_runs([tmp_path / "empty"], into)
+    assert len(committed_run_folders(into)) == 1
+    assert main(["--replace"]) == 2
+    assert capsys.readouterr().err.startswith("error: --replace:")

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from imagenet_dg.cli import main
 from leaderboard.aggregation import LeaderboardError
+from leaderboard.latex import escape
 from leaderboard.publish import CSV_FILE, HTML_FILE, LATEX_FILE, MARKDOWN_FILE, publish
 from leaderboard.reported import Reported
 from leaderboard.records import RUN_FILE
@@ -275,3 +276,35 @@ def test_the_cost_plot_says_gpu_or_cpu_hours() -> None:
 
     assert hours_unit(["cuda"]) == "GPU-hours" and hours_unit(["cpu"]) == "CPU-hours"
     assert "hollow" in hours_unit(["cpu", "cuda"])
+
+
+# --- synthetic data ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def synthetic_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same suite on real data (openai weights) and on synthetic miniature data (synthetic-world weights)."""
+    items = [record("photo", s, 40.0 + s, synthetic_data=True, model="imagenet-dg-tiny", pretrained="mini",
+                    synthetic_weights=True) for s in (1, 2, 3)]
+    items += [record("photo", s, 60.0 + s) for s in (1, 2, 3)]
+    folder = write_all(tmp_path_factory.mktemp("synthetic") / "runs", items)
+    publish([folder], folder.parent / "board", reported=PUBLISHED)
+    return folder.parent / "board"
+
+
+def test_every_output_says_a_table_is_of_synthetic_data(synthetic_out: Path) -> None:
+    title = "pacs (synthetic miniature), fewshot protocol, imagenet-dg-tiny, mini (synthetic-world weights), 16 shots"
+    markdown = (synthetic_out / MARKDOWN_FILE).read_text()
+    assert f"### {title}" in markdown and "\n## pacs (synthetic miniature)\n" in markdown and "\n## pacs\n" in markdown
+    assert markdown.count("Synthetic miniature data:") == 2  # its overview and its table; none for the real one
+    assert "pacs (synthetic miniature)<br>7 classes, chance 14.3" in markdown  # the overview's column
+    latex = (synthetic_out / LATEX_FILE).read_text()
+    assert escape(title) in latex and "Synthetic miniature data:" in latex
+    page = (synthetic_out / HTML_FILE).read_text()
+    assert f"<h3 id=\"table-1\">{title}</h3>" in page and '<h2 id="suite-pacs-synthetic">' in page
+    assert "Synthetic miniature data:" in page
+    table = pd.read_csv(synthetic_out / CSV_FILE, keep_default_na=False)
+    synthetic = table[table["synthetic_data"].astype(str).str.lower() == "true"]
+    assert set(synthetic["mean"]) == {"42.0000"} and set(synthetic["weights"]) == {"mini (synthetic-world weights)"}
+    assert set(synthetic["kind"]) == {"reproduced"}  # the published numbers sit beside the real row only
+    real = table[table["synthetic_data"].astype(str).str.lower() == "false"]
+    assert "reported" in set(real["kind"]) and set(real["weights"]) == {"openai weights"}

@@ -17,10 +17,10 @@ def make_record(**changes) -> Record:
     values = dict(
         suite="pacs", protocol="fewshot", protocol_version="1.0", task="sketch", target="sketch",
         sources=("art_painting", "cartoon", "photo"), num_classes=7, method="guidg", base="clipood",
-        routing="batch", model="ViT-B-16", pretrained="openai", precision="bf16", device_type="cuda", shots=16,
+        routing="batch", model="ViT-B-16", pretrained="openai", synthetic_weights=False, precision="bf16", device_type="cuda", shots=16,
         seed=1, split_seed=1, accuracy=91.25, domain_accuracy={"sketch": 91.25},
         class_accuracy={str(c): 80.0 + c for c in range(7)}, worst_class_accuracy=80.0,
-        validation_accuracy={"art_painting": 95.0, "cartoon": 96.0, "photo": 99.0}, test_images=786,
+        validation_accuracy={"art_painting": 95.0, "cartoon": 96.0, "photo": 99.0}, test_images=786, synthetic_data=False,
         preset="paper", config={"finetune": {"lr": 5e-6}}, manifest_content_hash="abc123",
         suite_source={"kind": "folder"}, package_version="0.1.0", git_commit=None,
         versions={"torch": "2.4", "open_clip": "2.26", "python": "3.11"}, device_name="NVIDIA H200",
@@ -95,6 +95,10 @@ def test_a_failed_record_write_leaves_no_done_marker(tmp_path: Path, monkeypatch
         ({"shots": None}, "shots"),
         ({"model": ""}, "model"),
         ({"worst_class_accuracy": 85.0}, "worst_class_accuracy"),
+        ({"synthetic_data": "yes"}, "synthetic_data"),
+        ({"synthetic_data": 1}, "synthetic_data"),
+        ({"synthetic_weights": None}, "synthetic_weights"),
+        ({"pretrained": "none", "synthetic_weights": True}, "synthetic_weights"),
     ],
 )
 def test_an_invalid_record_is_refused_naming_the_field(changes: dict, field: str) -> None:
@@ -148,6 +152,20 @@ def test_missing_and_unknown_fields_are_named(tmp_path: Path) -> None:
     write_raw(tmp_path / "run", data)
     with pytest.raises(RecordError, match="missing worst_class_accuracy; unknown acuracy"):
         read_record(tmp_path / "run")
+
+
+def test_whether_the_data_are_synthetic_is_required(tmp_path: Path) -> None:
+    data = make_record().to_dict()
+    del data["synthetic_data"]
+    write_raw(tmp_path / "run", data)
+    with pytest.raises(RecordError, match="missing synthetic_data"):
+        read_record(tmp_path / "run")
+
+
+def test_a_record_is_synthetic_when_its_data_or_its_weights_are() -> None:
+    assert not make_record().synthetic
+    assert make_record(synthetic_data=True).synthetic
+    assert make_record(pretrained="mini", synthetic_weights=True).synthetic
 
 
 def test_details_may_be_left_out(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from guidg.backbone import TINY_SPEC
 from guidg.presets import get_preset
 from guidg.run import DONE_FILE, RESULTS_FILE, RunSpec, attempt, execute
 from imagenet_dg.cli import main
+from imagenet_dg.manifests import read_manifest
 from leaderboard.records import Record, collect, read_record
 
 QUICK = get_preset("smoke").replace(prompt={"epochs": 2}, finetune={"epochs": 1, "steps_per_epoch": 2})
@@ -41,6 +42,18 @@ def test_a_run_records_its_score_and_what_produced_it(mini_benchmark, mini_relea
     assert {"load", "fit", "evaluate"} <= set(record.phase_seconds)
     folders = finished(tmp_path)
     assert len(folders) == 1 and read_record(folders[0]) == record
+    assert record.synthetic_weights is False  # random weights are not synthetic-world weights
+    assert record.synthetic_data is bool(read_manifest(mini_benchmark).get("synthetic", False))
+
+
+def test_a_run_on_data_its_manifest_calls_synthetic_says_so(mini_scans, mini_releases, tmp_path) -> None:
+    from imagenet_dg.build import BuildOptions, build
+
+    benchmark = tmp_path / "synthetic"
+    build(mini_scans, benchmark, BuildOptions(tasks=("a",), shots=(16,), seeds=(1,), synthetic=True))
+    record = execute(spec(benchmark), dict(mini_releases.paths), tmp_path / "runs", device="cpu")
+    assert record.synthetic_data is True and record.synthetic
+    assert read_record(finished(tmp_path / "runs")[0]).synthetic_data is True
 
 
 def test_guidg_records_its_base_routing_phases_and_selection_in_percent(mini_benchmark, mini_releases, tmp_path) -> None:
