@@ -638,4 +638,19 @@ def summary_table(the_plan: Plan, outcomes: Sequence[RunOutcome]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-    return "\n".join(lines)
+    return "\n".join(lines + summary_notes([o.record for o in outcomes if o.record is not None]))
+
+
+def summary_notes(records: Sequence[Any]) -> list[str]:
+    """What a reader needs to judge the table's accuracies: each target's classes and chance level, the weights,
+    and, for synthetic data, that it is not the real benchmark."""
+    from leaderboard.aggregation import SYNTHETIC_CAPTION, suite_label, weights_label
+
+    notes = [f"{suite_label(suite, synthetic)}, target {target}: {n} classes, chance {100.0 / n:.1f}%"
+             for suite, synthetic, target, n in sorted({(r.suite, r.synthetic_data, r.target, r.num_classes)
+                                                       for r in records})]
+    notes += [f"{model}: {weights_label(pretrained, synthetic)}"
+              for model, pretrained, synthetic in sorted({(r.model, r.pretrained, r.synthetic_weights) for r in records})]
+    if any(r.synthetic_data for r in records):
+        notes.append(SYNTHETIC_CAPTION)
+    return ["", *notes] if notes else []

@@ -25,6 +25,9 @@ def test_a_sweep_over_a_miniature_suite_builds_runs_and_resumes(tmp_path) -> Non
     assert all(set(r.validation_accuracy) == {"art_painting", "cartoon", "photo"} for r in records)
     table = harness.summary_table(the_plan, outcomes)
     assert "guidg+clipood" in table and f"{records[1].accuracy:.2f}" in table
+    assert all(r.synthetic_data and not r.synthetic_weights for r in records)
+    assert "mini-pacs (synthetic miniature), target sketch: 7 classes, chance 14.3%" in table
+    assert "imagenet-dg-tiny: random weights" in table and "Synthetic miniature data:" in table
 
     again = harness.make_plan(sweep, on_build=builds.append)
     assert len(builds) == 1  # the manifests are there: nothing is rebuilt

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import guidg.run as run_module
-from guidg.backbone import TINY_SPEC
+from guidg.backbone import TINY_SPEC, BackboneSpec
 from guidg.presets import get_preset
 from guidg.run import DONE_FILE, RESULTS_FILE, RunSpec, attempt, execute
 from imagenet_dg.cli import main
@@ -44,6 +44,15 @@ def test_a_run_records_its_score_and_what_produced_it(mini_benchmark, mini_relea
     assert len(folders) == 1 and read_record(folders[0]) == record
     assert record.synthetic_weights is False  # random weights are not synthetic-world weights
     assert record.synthetic_data is bool(read_manifest(mini_benchmark).get("synthetic", False))
+
+
+def test_a_run_with_the_packaged_synthetic_world_weights_says_so(mini_benchmark, mini_releases, tmp_path) -> None:
+    from dataclasses import replace
+
+    mini_weights = replace(spec(mini_benchmark), backbone=BackboneSpec(TINY_SPEC.arch, "mini"))
+    record = execute(mini_weights, dict(mini_releases.paths), tmp_path, device="cpu")
+    assert (record.pretrained, record.synthetic_weights) == ("mini", True) and record.synthetic
+    assert record.details["backbone"]["synthetic"] is True
 
 
 def test_a_run_on_data_its_manifest_calls_synthetic_says_so(mini_scans, mini_releases, tmp_path) -> None:
