@@ -638,7 +638,8 @@ def summary_table(the_plan: Plan, outcomes: Sequence[RunOutcome]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-    return "\n".join(lines + summary_notes([o.record for o in outcomes if o.record is not None]))
+    # the notes come first, so that the table's rows stay the last lines of the output
+    return "\n".join(summary_notes([o.record for o in outcomes if o.record is not None]) + lines)
 
 
 def summary_notes(records: Sequence[Any]) -> list[str]:
@@ -653,4 +654,4 @@ def summary_notes(records: Sequence[Any]) -> list[str]:
               for model, pretrained, synthetic in sorted({(r.model, r.pretrained, r.synthetic_weights) for r in records})]
     if any(r.synthetic_data for r in records):
         notes.append(SYNTHETIC_CAPTION)
-    return ["", *notes] if notes else []
+    return [*notes, ""] if notes else []
