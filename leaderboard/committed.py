@@ -154,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
+        unfinished = collect(args.imports).unfinished if args.imports else ()
+        for folder in unfinished:
+            print(f"not imported (unfinished: no {DONE_FILE} marker): {folder}")
         for folder in (replace_runs if args.replace else import_runs)(args.imports):
             print(f"imported {folder}")
         published = regenerate()
