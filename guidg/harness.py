@@ -326,6 +326,16 @@ def _built_name(checked: Checked) -> str:
     return "-".join(parts)
 
 
+def imagenet_dg_folder_name(checked: Checked, tasks: Sequence[str], mini: bool) -> str:
+    """Name of the folder the harness builds ImageNet-DG manifests into: a build of some tasks only (the
+    releases of the others may be missing) is named for them, so a later sweep over other targets builds its own
+    instead of finding a folder that lacks its configurations."""
+    name = _built_name(checked)
+    if set(tasks) != {t.name for t in checked.suite.tasks()}:
+        name += "-tasks-" + "-".join(sorted(tasks))
+    return name + ("-mini" if mini else "")
+
+
 def _imagenet_dg_inputs(checked: Checked) -> tuple[dict[str, Path], Path | None, bool]:
     """The release folders given, the root to search, and whether they are the miniature releases."""
     from imagenet_dg.mini import choose_releases
@@ -344,7 +354,7 @@ def _prepare_imagenet_dg(checked: Checked, on_build: Callable[[str], None]) -> P
     sweep = checked.sweep
     paths, root, mini = _imagenet_dg_inputs(checked)
     tasks = tuple(checked.suite.task(t).name for t in sweep.targets) or tuple(t.name for t in checked.suite.tasks())
-    benchmark = (sweep.benchmark or Path(sweep.runs) / BUILT_DIR / (_built_name(checked) + ("-mini" if mini else ""))).absolute()
+    benchmark = (sweep.benchmark or Path(sweep.runs) / BUILT_DIR / imagenet_dg_folder_name(checked, tasks, mini)).absolute()
     built = False
     if not (Path(benchmark) / MANIFEST_FILE).is_file():
         options = BuildOptions(tasks=tasks, shots=checked.shots or DEFAULT_SHOTS, seeds=checked.seeds, synthetic=mini)
