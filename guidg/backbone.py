@@ -304,6 +304,11 @@ def _image_size(model: nn.Module) -> int:
     return size
 
 
+COMPILE_BACKEND = "inductor"
+"""The ``torch.compile`` backend of ``pipeline.compile``: torch's default, which generates Triton kernels on a
+GPU and C++ on a CPU (it needs a C++ compiler there)."""
+
+
 class Backbone:
     """An open_clip CLIP model with its tokenizer and eval transform, on one device."""
 
@@ -322,6 +327,28 @@ class Backbone:
         self.spec = spec
         self.embed_dim: int = _embed_dim(model)
         self.image_size: int = _image_size(model)
+        self.image_encoder: nn.Module = model.visual
+        """What computes image features: ``model.visual``, or its ``torch.compile`` wrapper (same parameters)
+        after :meth:`compile_image_encoder`."""
+        self.compile_backend: str | Callable[..., Any] | None = None
+        """The ``torch.compile`` backend of :attr:`image_encoder`, or None when it runs as written."""
+
+    def compile_image_encoder(self, backend: str | Callable[..., Any] | None = None) -> None:
+        """Route every image-feature computation (evaluation, feature caching, fine-tuning) through
+        ``torch.compile(model.visual)``. The wrapper shares the encoder's parameters, so optimisers, weight
+        averaging and state dicts see the same tensors; the first batches of each shape and mode compile.
+        ``backend`` defaults to :data:`COMPILE_BACKEND`."""
+        backend = COMPILE_BACKEND if backend is None else backend
+        self.image_encoder = torch.compile(self.model.visual, backend=backend)
+        self.compile_backend = backend
+
+    @property
+    def compiled(self) -> str | None:
+        """The name of the ``torch.compile`` backend the image encoder runs under, or None."""
+        backend = self.compile_backend
+        if backend is None or isinstance(backend, str):
+            return backend
+        return str(getattr(backend, "__name__", type(backend).__name__))
 
     @functools.cached_property
     def text(self) -> TextEncoder:
@@ -338,7 +365,7 @@ class Backbone:
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised float32 features (B, embed_dim) of preprocessed images (B, 3, H, W)."""
         with self.autocast():
-            features = self.model.encode_image(images.to(self.device, non_blocking=True))
+            features = self.image_encoder(images.to(self.device, non_blocking=True))
         return F.normalize(features.float(), dim=-1)
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:

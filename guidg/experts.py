@@ -25,6 +25,7 @@ from imagenet_dg.atomic import atomic_path, write_text_atomic
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.loading import LabeledImages, TaskData
 from guidg.backbone import Backbone
+from guidg.image_cache import active_cache_settings
 from guidg.presets import PromptConfig
 from guidg.prompt_training import train_prompt
 
@@ -60,9 +61,14 @@ def expert_key(
     config: PromptConfig,
     seed: int,
 ) -> str:
-    """Hash of everything that determines an expert: backbone, domain, classes, data, hyperparameters, seed."""
+    """Hash of everything that determines an expert: backbone, the device type it computes on (bf16 on CUDA),
+    how its images are read (from files, or a decoded-image cache and its decoder), domain, classes, data,
+    hyperparameters, seed."""
+    settings = active_cache_settings()
     payload = {
         "backbone": backbone.spec.describe(),
+        "device_type": backbone.device.type,
+        "images": "files" if settings is None else f"decoded-image cache ({settings.decoder})",
         "domain": domain,
         "class_ids": list(class_ids),
         "class_names": list(class_names),

@@ -171,7 +171,7 @@ def train_step(
     several processes). There ``images`` is this rank's share of a batch of ``domains`` domains and
     ``labels`` the labels of the whole batch: the loss is computed on every rank's features, gathered.
     """
-    encoder = backbone.model.visual if encoder is None else encoder
+    encoder = backbone.image_encoder if encoder is None else encoder
     with backbone.autocast():
         features = F.normalize(encoder(images).float(), dim=-1)
     if replica.world_size > 1:
@@ -302,11 +302,13 @@ def finetune_image_encoder(
     batches = step_batches(
         pools, transform, sampler, num_workers=num_workers, pin_memory=device.type == "cuda", device=device
     )
-    encoder: nn.Module = visual
+    encoder: nn.Module = backbone.image_encoder
     if replica.world_size > 1:
         # Gradients are averaged over the ranks; CMAttn sees the gathered batch on every rank, so its
         # gradients agree without communication.
         encoder = DistributedDataParallel(visual, device_ids=[device.index] if device.type == "cuda" else None)
+        if backbone.compile_backend is not None:
+            encoder = torch.compile(encoder, backend=backbone.compile_backend)  # compile outside DDP, as torch advises
     visual.train()
     step = start
     pending: tuple[int, Tensor] | None = None

@@ -286,6 +286,11 @@ def validate(sweep: Sweep) -> Checked:
     if any(s < 0 for s in seeds):
         raise SweepError(f"--seeds: expected non-negative integers, got {' '.join(map(str, seeds))}")
     device = resolve_device(sweep.device)
+    if changes.get("pipeline", {}).get("decoder") == "nvjpeg" and not device.startswith("cuda"):
+        raise SweepError(
+            f"--set pipeline.decoder=nvjpeg: nvjpeg decodes on a CUDA GPU and this sweep runs on {device}; "
+            "use pipeline.decoder=pil or --device cuda"
+        )
     if sweep.workers is not None and sweep.workers < 0:
         raise SweepError(f"--workers {sweep.workers}: expected 0 or more")
     workers = default_workers(device) if sweep.workers is None else sweep.workers

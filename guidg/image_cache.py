@@ -144,12 +144,14 @@ def cache_root(dataset_dir: str | os.PathLike[str], runs_dir: str | os.PathLike[
 
 
 def run_cache_settings(
-    dataset_dir: str | os.PathLike[str], runs_dir: str | os.PathLike[str], content_hash: str | None, workers: int
+    dataset_dir: str | os.PathLike[str], runs_dir: str | os.PathLike[str], content_hash: str | None, workers: int,
+    *, decoder: str = "pil", augment_on: str = "workers",
 ) -> CacheSettings:
     """The cache settings of a run over a built dataset: :func:`cache_root`, keyed by its content hash,
-    decoded with Pillow in ``workers`` processes."""
+    decoded with ``decoder`` (Pillow in ``workers`` processes, or nvjpeg on the run's GPU), step-2
+    augmentation where ``augment_on`` says."""
     root, place = cache_root(dataset_dir, runs_dir)
-    return CacheSettings(root, place, content_hash, "pil", workers)
+    return CacheSettings(root, place, content_hash, decoder, workers, augment_on)
 
 
 def _umask() -> int:
@@ -527,6 +529,9 @@ class CacheSettings:
     decoder: str = "pil"
     workers: int = 0
     """Decoding processes when a cache is built."""
+    augment_on: str = "workers"
+    """Where step 2 augments cached pixels: ``workers`` (the loader processes) or ``device`` (the run's device,
+    per image under its own seed; see :func:`guidg.image_pipeline.cached_step_batches`)."""
 
 
 _ACTIVE: contextvars.ContextVar[CacheSettings | None] = contextvars.ContextVar("decoded_image_cache", default=None)

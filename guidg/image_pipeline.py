@@ -5,7 +5,8 @@ training batches) goes through here, so all of them get the same fast path: imag
 :mod:`guidg.image_cache`, crops and per-image seeded augmentation on uint8 tensors in loader workers, uint8
 batches copied to the device (pinned, non-blocking: a quarter of the bytes of float32) and normalised there.
 Without an active cache (:func:`guidg.image_cache.using_image_cache`) images are decoded from their files each
-time, with the Pillow transforms, as before.
+time, with the Pillow transforms, as before. Step 2's RandAugment can instead run on the device, after the
+crops are copied there (``pipeline.augment_on=device``), each image under its own seed.
 
 Settings that matter on a GPU are chosen here too: :func:`machine_workers` sizes the loader to the machine's
 cores, :func:`eval_batch_size` makes evaluation batches large.
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from guidg.image_cache import CacheSettings, DecodedImageCache, active_cache_settings, cache_for
+from guidg.image_cache import CacheSettings, DecodedImageCache, ImageCacheError, active_cache_settings, cache_for
 from guidg.transforms import SeededTransform, normalise_pixels
 from imagenet_dg.loading import LabeledImages
 
@@ -125,20 +126,47 @@ def cached_view_batches(
 
 
 class CachedPoolImages(Dataset):
-    """Step-2 items (anything with ``domain``, ``index`` and ``augment_seed``) from the pools' caches, as uint8."""
+    """Step-2 items (anything with ``domain``, ``index`` and ``augment_seed``) from the pools' caches, as uint8.
 
-    def __init__(self, caches: Sequence[DecodedImageCache], labels: Sequence[Sequence[int]], transform: PixelTransform) -> None:
+    Augmented here (in the loader processes), or, with ``augment=False``, only cropped, with the item's seed
+    returned beside the crop so that :func:`augment_on_device` applies the same random operations later.
+    """
+
+    def __init__(
+        self, caches: Sequence[DecodedImageCache], labels: Sequence[Sequence[int]], transform: PixelTransform,
+        augment: bool = True,
+    ) -> None:
         self.caches = list(caches)
         self.labels = [list(pool) for pool in labels]
+        self.transform = transform
         self.seeded = SeededTransform(transform)
+        self.augment = augment
 
     def __len__(self) -> int:
         return sum(len(c) for c in self.caches)
 
-    def __getitem__(self, item: Any) -> tuple[Tensor, int, int]:
+    def __getitem__(self, item: Any) -> tuple[Tensor, ...]:
         cache = self.caches[item.domain]
-        pixels = self.seeded.from_pixels(cache.pixels(item.index), cache.source_size(item.index), item.augment_seed)
-        return pixels, self.labels[item.domain][item.index], item.domain
+        pixels, size = cache.pixels(item.index), cache.source_size(item.index)
+        label = self.labels[item.domain][item.index]
+        if not self.augment:
+            return self.transform.crop_pixels(pixels, size), label, item.domain, item.augment_seed
+        return self.seeded.from_pixels(pixels, size, item.augment_seed), label, item.domain
+
+
+def augments_on_device(transform: object) -> bool:
+    """Whether ``transform`` splits into a fixed crop and a random part that can run on a device."""
+    return hasattr(transform, "crop_pixels") and hasattr(transform, "augment_pixels")
+
+
+def augment_on_device(transform: PixelTransform, crops: Tensor, seeds: Tensor) -> Tensor:
+    """``transform.augment_pixels`` of each uint8 crop (B, 3, S, S), wherever ``crops`` are, under its own seed.
+
+    One image at a time: each image's operations are its own draws, exactly those a loader process makes for
+    it, so the batch equals the one augmented in the workers (bit for bit on the CPU).
+    """
+    seeded = SeededTransform(transform)
+    return torch.stack([seeded.augment_pixels(crop, int(seed)) for crop, seed in zip(crops, seeds.tolist())])
 
 
 def cached_step_batches(
@@ -151,9 +179,27 @@ def cached_step_batches(
     num_workers: int,
 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """(images on ``device``, normalised; labels; domains) for each batch of ``batch_sampler``, from the caches
-    of ``pools``. One loader for the whole run, so its workers persist across epochs."""
+    of ``pools``. One loader for the whole run, so its workers persist across epochs.
+
+    With ``settings.augment_on == "device"`` the loader processes only crop, and the random augmentation runs on
+    ``device`` (:func:`augment_on_device`), for machines with few CPU cores per GPU. A transform that cannot be
+    split so is refused rather than augmented elsewhere than asked.
+    """
     caches = [cache_for(pool, transform.decode_spec(), settings, device) for pool in pools]
-    dataset = CachedPoolImages(caches, [pool.labels for pool in pools], transform)
+    labels_of = [pool.labels for pool in pools]
+    if settings.augment_on == "device":
+        if not augments_on_device(transform):
+            raise ImageCacheError(
+                f"augmentation on the device: {type(transform).__name__} has no separate random part; "
+                "use pipeline.augment_on=workers"
+            )
+        dataset = CachedPoolImages(caches, labels_of, transform, augment=False)
+        for crops, labels, domains, seeds in loader(dataset, device=device, num_workers=num_workers,
+                                                    batch_sampler=batch_sampler, persistent=True):
+            crops = crops.to(device, non_blocking=True)
+            yield normalise_pixels(augment_on_device(transform, crops, seeds)), labels, domains
+        return
+    dataset = CachedPoolImages(caches, labels_of, transform)
     for images, labels, domains in loader(dataset, device=device, num_workers=num_workers, batch_sampler=batch_sampler,
                                           persistent=True):
         yield to_device(images, device), labels, domains
@@ -168,4 +214,5 @@ def describe_pipeline(device: torch.device | str) -> dict[str, Any]:
         "decoded_image_cache": {"place": settings.place},
         "decoder": settings.decoder,
         "augmentation": "uint8 tensors (same seeded draws as pil)",
+        "augment_on": settings.augment_on,
     }

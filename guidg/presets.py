@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from imagenet_dg.errors import ImageNetDGError
+from guidg.image_cache import DECODERS
 
 
 @dataclass(frozen=True)
@@ -80,13 +81,51 @@ class EvalConfig:
     """Zero-shot text templates: "single" ("a photo of a {name}.") or "ensemble" (the 80 ImageNet ones)."""
 
 
+AUGMENT_PLACES = ("workers", "device")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How images reach the model and how the image encoder runs: settings for speed, not of the method.
+
+    The defaults are the exact path (Pillow decoding, augmentation in the loader processes, the encoder run as
+    written). The others are faster on some machines and change results in the last bits, so they are part of a
+    run's identity and recorded; a run with the defaults keeps the folder it had before these settings existed.
+    """
+
+    decoder: str = "pil"
+    """Decoding of the decoded-image cache: "pil" (exactly as the files are read otherwise) or "nvjpeg" (JPEGs
+    decoded and resized on the GPU by ``torchvision.io.decode_jpeg``; CUDA only; not bit-identical to Pillow)."""
+    augment_on: str = "workers"
+    """Where step 2's RandAugment runs: "workers" (the loader processes) or "device" (on the run's device, each
+    image under its own seed, so the same operations as in the workers). For machines with few CPU cores per
+    GPU; step 1's random crops stay in the workers."""
+    compile: bool = False
+    """Run the image encoder through ``torch.compile`` (step 2 and evaluation): the first batches compile."""
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ImageNetDGError(f"pipeline.decoder {self.decoder!r}: expected one of {', '.join(DECODERS)}")
+        if self.augment_on not in AUGMENT_PLACES:
+            raise ImageNetDGError(
+                f"pipeline.augment_on {self.augment_on!r}: expected one of {', '.join(AUGMENT_PLACES)}"
+            )
+        if not isinstance(self.compile, bool):
+            raise ImageNetDGError(f"pipeline.compile {self.compile!r}: expected true or false")
+
+    def is_default(self) -> bool:
+        """Whether every setting is the exact default path."""
+        return self == PipelineConfig()
+
+
 @dataclass(frozen=True)
 class MethodConfig:
-    """All hyperparameters of one run."""
+    """All hyperparameters of one run, and the pipeline settings it runs with."""
 
     prompt: PromptConfig = field(default_factory=PromptConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record of every value."""
@@ -96,8 +135,10 @@ class MethodConfig:
         """A copy with some values changed, e.g. ``replace(finetune={"lr": 1e-5})``."""
         changed = {}
         for name, values in sections.items():
-            if name not in ("prompt", "finetune", "eval"):
-                raise ImageNetDGError(f"unknown configuration section {name!r}; expected prompt, finetune or eval")
+            if name not in ("prompt", "finetune", "eval", "pipeline"):
+                raise ImageNetDGError(
+                    f"unknown configuration section {name!r}; expected prompt, finetune, eval or pipeline"
+                )
             try:
                 changed[name] = dataclasses.replace(getattr(self, name), **values)
             except TypeError as error:

@@ -108,12 +108,21 @@ def run_key(spec: RunSpec, content_hash: str, device_type: str = "cpu") -> str:
         "config": spec.config,
         "method": spec.method,
         "backbone": spec.backbone.describe(),
-        "hparams": spec.hparams.to_dict(),
+        "hparams": _key_hparams(spec.hparams),
         "seed": spec.seed,
         "device_type": device_type,
         "precision": precision_of(device_type),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _key_hparams(hparams: MethodConfig) -> dict[str, Any]:
+    """The hyperparameters as the run key sees them: the pipeline settings only when they are not the
+    defaults, so the exact path keeps the folders of runs made before those settings existed."""
+    values = hparams.to_dict()
+    if hparams.pipeline.is_default():
+        del values["pipeline"]
+    return values
 
 
 def run_folder(spec: RunSpec, runs_dir: str | os.PathLike[str], content_hash: str, device_type: str) -> Path:
@@ -330,7 +339,9 @@ def attempt(
     try:
         if replica.is_main:
             write_text_atomic(folder / RUN_FILE, json.dumps(_describe(spec, torch_device), sort_keys=True) + "\n")
-        cache = run_cache_settings(spec.benchmark, runs_dir, manifest.get("content_hash"), num_workers)
+        pipeline = spec.hparams.pipeline
+        cache = run_cache_settings(spec.benchmark, runs_dir, manifest.get("content_hash"), num_workers,
+                                   decoder=pipeline.decoder, augment_on=pipeline.augment_on)
         with _run_log(folder) if replica.is_main else contextlib.nullcontext(), using_image_cache(cache):
             logger.info("%s on %s: running in %s", spec.method, spec.config, folder)
             record = _train_and_score(spec, method, manifest, roots, runs_dir, folder, torch_device, num_workers,
@@ -361,6 +372,8 @@ def _train_and_score(
     with phases.timed("load"):
         task = load_task(spec.benchmark, spec.config, roots)
         backbone = load_backbone(spec.backbone, device)
+        if spec.hparams.pipeline.compile:
+            backbone.compile_image_encoder()
     with phases.timed("fit"):
         trained = fit_method(
             spec.method, backbone, task, spec.hparams, seed=spec.seed, run_dir=folder,

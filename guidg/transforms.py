@@ -147,9 +147,19 @@ class FinetuneTrainTransform:
     def decode_spec(self) -> DecodeSpec:
         return eval_spec(self.image_size)
 
-    def from_pixels(self, pixels: torch.Tensor, source_size: tuple[int, int]) -> torch.Tensor:
-        crop = TF.center_crop(pixels, [self.image_size, self.image_size])
+    def crop_pixels(self, pixels: torch.Tensor, source_size: tuple[int, int]) -> torch.Tensor:
+        """The deterministic part of :meth:`from_pixels`: the uint8 (3, S, S) centre crop, the same for every
+        seed, so it can be taken in a loader process and augmented elsewhere."""
+        return TF.center_crop(pixels, [self.image_size, self.image_size])
+
+    def augment_pixels(self, crop: torch.Tensor) -> torch.Tensor:
+        """The random part of :meth:`from_pixels` on a crop of :meth:`crop_pixels`, on whatever device the crop
+        is: RandAugment draws its operations and magnitudes from torch's CPU generator, so a crop gets the same
+        operations on a GPU as in a loader process under the same seed."""
         return self.augment(crop) if self.augment is not None else crop
+
+    def from_pixels(self, pixels: torch.Tensor, source_size: tuple[int, int]) -> torch.Tensor:
+        return self.augment_pixels(self.crop_pixels(pixels, source_size))
 
 
 def eval_transform(image_size: int) -> EvalTransform:
@@ -185,3 +195,10 @@ class SeededTransform:
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)
             return self.transform.from_pixels(pixels, source_size)
+
+    def augment_pixels(self, crop: torch.Tensor, seed: int) -> torch.Tensor:
+        """``transform.augment_pixels(crop)`` under ``seed``: with the crop of ``transform.crop_pixels``, the
+        same result as :meth:`from_pixels` with that seed, wherever the crop is."""
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            return self.transform.augment_pixels(crop)
