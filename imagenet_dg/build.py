@@ -173,10 +173,12 @@ def _fingerprint(
     Beside the releases' file lists and the options, ``excluded`` (the images ``verify`` left out: they
     depend on the files' contents, not on their names) and ``images_sha256`` (the bytes of the selected
     images, which ``embed_images`` copies into the output). Each enters only when it can matter, so builds
-    without them keep the key they always had.
+    without them keep the key they always had. The manifest format enters too: an output written in an
+    earlier format is not up to date.
     """
     payload: dict[str, object] = {
         "protocol_version": PROTOCOL_VERSION,
+        "manifest_format": MANIFEST_FORMAT,
         "generator": __version__,
         "options": options.content_options(),
         "releases": {d: (r["layout"], r["table_sha256"]) for d, r in releases.items()},
@@ -391,6 +393,11 @@ def _check_output(
             f"{out} holds this build, but its files do not match its {MANIFEST_FILE}:\n"
             + "\n".join(f"  {d}" for d in damage)
             + "\npass --overwrite to rebuild it"
+        )
+    if manifest is not None and manifest["format"] != MANIFEST_FORMAT:
+        raise OutputExistsError(
+            f"{out} holds a build in manifest format {manifest['format']}; this version writes format "
+            f"{MANIFEST_FORMAT}: pass --overwrite to rebuild it in the new format, or choose another --out"
         )
     found = f"(content hash {manifest['content_hash']})" if manifest is not None else f"({damage[0]})"
     raise OutputExistsError(

@@ -79,7 +79,8 @@ def build_section(manifest: Mapping) -> str:
         "## This build",
         "",
         f"Protocol version {manifest['protocol_version']}, partition seed {manifest['partition_seed']}, "
-        f"built by {manifest['generator']}. Content hash `{manifest['content_hash']}`.",
+        f"built by {manifest['generator']}, manifest format {manifest['format']}. "
+        f"Content hash `{manifest['content_hash']}`.",
         "",
         "Releases scanned:",
         "",

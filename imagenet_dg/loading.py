@@ -25,7 +25,14 @@ from imagenet_dg.confinement import resolve_inside as _resolve_inside
 from imagenet_dg.confinement import resolve_path  # noqa: F401 - part of this module's interface
 from imagenet_dg.errors import ImageNetDGError, ManifestError, ReleaseNotFoundError
 from imagenet_dg.images import open_image
-from imagenet_dg.manifests import MANIFEST_FILE, check_config, read_manifest, shard_file, split_shards
+from imagenet_dg.manifests import (
+    MANIFEST_FILE,
+    check_config,
+    config_classes,
+    read_manifest,
+    shard_file,
+    split_shards,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -293,14 +300,15 @@ def load_task(
     try:
         target = str(entry["target"])
         sources = [str(s) for s in entry["sources"]]
-        # "id" since manifest format 2; hand-written and format-1 class lists used "wnid".
-        class_ids = [str(c["id"] if "id" in c else c["wnid"]) for c in entry["classes"]]
-        class_names = [str(c["name"]) for c in entry["classes"]]
     except (KeyError, TypeError) as error:
         raise ManifestError(
-            f"{folder / MANIFEST_FILE}: configuration {config!r} lacks {error}; expected target, sources and "
-            'classes as [{"id": ..., "name": ...}, ...]'
+            f"{folder / MANIFEST_FILE}: configuration {config!r} lacks {error}; expected a target and a list of "
+            "sources"
         ) from None
+    try:
+        class_ids, class_names = config_classes(manifest, config)
+    except ManifestError as error:
+        raise ManifestError(f"{folder / MANIFEST_FILE}: {error}") from None
     if protocol not in PROTOCOL_SPLITS:
         raise ManifestError(
             f"{folder / MANIFEST_FILE}: configuration {config!r} has protocol {protocol!r}; expected one of "

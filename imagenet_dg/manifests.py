@@ -8,6 +8,11 @@ One configuration per (task, shots, seed) holds the splits ``expert``, ``guide``
 A reader lists a split's shards from ``manifest.json``, never from the folder, and checks each against its
 recorded SHA-256 before use: a shard copied in, removed or altered is found and named. Configuration names and
 shard paths read from a manifest are checked to stay inside the dataset folder.
+
+``manifest.json`` carries its ``format`` (:data:`MANIFEST_FORMAT` when written by this version). Format 2 keys
+each class of a configuration by ``id`` (``{"id", "name"}``; ImageNet-DG adds ``wnid``, equal to ``id``), so
+that suites whose classes are folder names, not wnids, have manifests too. Format 1 keyed them by ``wnid``
+(``{"wnid", "name"}``). This version reads both; a higher format is refused as written by a later version.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import datasets
 import pandas as pd
@@ -31,7 +37,10 @@ from imagenet_dg.errors import ManifestError, PathEscapeError
 from imagenet_dg.hashing import file_sha256
 
 MANIFEST_FILE = "manifest.json"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
+"""The format of the manifests this version writes; it reads every format from 1 up to it."""
+CLASS_ID_KEY: Mapping[int, str] = MappingProxyType({1: "wnid", 2: "id"})
+"""Manifest format -> the key of a class entry that holds the class id."""
 DATA_DIR = "data"
 COLUMNS = ("path", "release", "domain", "wnid", "class_name", "label", "pool")
 DEFAULT_MAX_SHARD_BYTES = 500 * 1024 * 1024
@@ -272,6 +281,37 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict:
         raise ManifestError(f"{path}: not valid JSON ({error}); rebuild or re-download the dataset") from None
     _check_structure(path, manifest)
     return manifest
+
+
+def config_classes(manifest: Mapping, config: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The class ids and readable names of ``config`` in label order, read as the manifest's format says.
+
+    Format 2 keys a class by ``id``. Format 1 keyed it by ``wnid``; a format-1 entry with ``id`` and no
+    ``wnid`` (suite manifests written before the format was raised) is read by its ``id``. Raises
+    ManifestError naming the configuration and the expected shape when a class entry lacks either.
+    """
+    fmt = int(manifest["format"])
+    key = CLASS_ID_KEY[fmt]
+
+    def refuse(found: object) -> ManifestError:
+        return ManifestError(
+            f"configuration {config!r}: expected its classes as a list of {{{key!r}: ..., 'name': ...}} "
+            f"(manifest format {fmt}), found {found!r}; rebuild or re-download the dataset"
+        )
+
+    classes = manifest["configs"][config].get("classes")
+    if not isinstance(classes, list):
+        raise refuse(classes)
+    ids, names = [], []
+    for entry in classes:
+        if not isinstance(entry, dict):
+            raise refuse(entry)
+        class_id = entry.get(key, entry.get("id") if fmt == 1 else None)
+        if not isinstance(class_id, str) or not isinstance(entry.get("name"), str):
+            raise refuse(entry)
+        ids.append(class_id)
+        names.append(entry["name"])
+    return tuple(ids), tuple(names)
 
 
 def split_shards(manifest: Mapping, config: str, split: str) -> list[ShardRecord]:

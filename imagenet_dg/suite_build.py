@@ -217,6 +217,7 @@ def build_suite(
             {
                 "suite": suite.name,
                 "protocol_version": SUITE_PROTOCOL_VERSION,
+                "manifest_format": MANIFEST_FORMAT,
                 "generator": __version__,
                 "options": options.content_options(suite),
                 "domains": {d: r["table_sha256"] for d, r in domains.items()},

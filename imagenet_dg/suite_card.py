@@ -68,7 +68,8 @@ def suite_readme(manifest: Mapping) -> str:
         "## This build",
         "",
         f"Suite `{manifest['suite']}`, protocol `{manifest['protocol']}` version {manifest['protocol_version']}, "
-        f"built by {manifest['generator']}. Content hash `{manifest['content_hash']}`.",
+        f"built by {manifest['generator']}, manifest format {manifest['format']}. "
+        f"Content hash `{manifest['content_hash']}`.",
         "",
         _table(["domain", "folder", "images"], domain_rows),
         "",

@@ -233,8 +233,15 @@ def record_files(folder: Path) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 
 
-def write_dataset_folder(folder: Path, shards_per_split: int = 1) -> None:
-    """A built dataset folder by hand: manifest.json and parquet shards of one configuration."""
+def classes_in_format(fmt: int) -> list[dict[str, str]]:
+    """:data:`CLASSES` as a manifest of format ``fmt`` lists them (format 1 by wnid, format 2 by id)."""
+    if fmt == 1:
+        return CLASSES
+    return [{"id": c["wnid"], "name": c["name"]} for c in CLASSES]
+
+
+def write_dataset_folder(folder: Path, shards_per_split: int = 1, fmt: int = MANIFEST_FORMAT) -> None:
+    """A built dataset folder by hand: manifest.json (of format ``fmt``) and parquet shards of one configuration."""
     splits = {}
     for split in SPLIT_ROWS:
         frame = split_frame(split)
@@ -247,11 +254,12 @@ def write_dataset_folder(folder: Path, shards_per_split: int = 1) -> None:
             files.append({"path": relative, "rows": len(rows), "sha256": ""})
         splits[split] = {"rows": len(frame), "files": files}
     manifest = {
-        "format": MANIFEST_FORMAT,
+        "format": fmt,
         "protocol_version": 1,
         "content_hash": "",
         "configs": {
-            CONFIG: {"task": "t", "target": "tgt", "sources": ["src1", "src2"], "classes": CLASSES, "shots": 2,
+            CONFIG: {"task": "t", "target": "tgt", "sources": ["src1", "src2"], "classes": classes_in_format(fmt),
+                     "shots": 2,
                      "splits": splits}
         },
     }
@@ -259,11 +267,11 @@ def write_dataset_folder(folder: Path, shards_per_split: int = 1) -> None:
     record_files(folder)
 
 
-@pytest.mark.parametrize("shards_per_split", [1, 2])
+@pytest.mark.parametrize(("shards_per_split", "fmt"), [(1, MANIFEST_FORMAT), (2, MANIFEST_FORMAT), (1, 1)])
 def test_load_task_reads_a_hand_written_dataset_folder(
-    tmp_path: Path, roots: dict[str, Path], shards_per_split: int
+    tmp_path: Path, roots: dict[str, Path], shards_per_split: int, fmt: int
 ) -> None:
-    write_dataset_folder(tmp_path / "out", shards_per_split)
+    write_dataset_folder(tmp_path / "out", shards_per_split, fmt)
     task = load_task(tmp_path / "out", "t-2shot-seed1", roots)
     assert task.name == "t-2shot-seed1"
     assert task.class_ids == ("n01", "n02", "n03")
