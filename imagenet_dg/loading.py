@@ -27,11 +27,13 @@ from imagenet_dg.errors import ImageNetDGError, ManifestError, ReleaseNotFoundEr
 from imagenet_dg.images import open_image
 from imagenet_dg.manifests import (
     MANIFEST_FILE,
-    check_config,
     config_classes,
+    config_error,
+    read_listed_shard,
     read_manifest,
     shard_file,
     split_shards,
+    unlisted_in_config,
 )
 
 logger = logging.getLogger(__name__)
@@ -284,9 +286,10 @@ def load_task(
     under ``roots`` (domain id -> the folder its manifest paths are relative to).
 
     Reads ``manifest.json`` for the task's classes, domains and protocol (``fewshot`` when the manifest
-    names none), and the parquet shards that ``manifest.json`` lists for that protocol's splits, after
-    checking each against its recorded SHA-256 and that the configuration's folder holds nothing else (raises
-    :class:`~imagenet_dg.errors.ManifestError` naming the files otherwise).
+    names none), and the parquet shards that ``manifest.json`` lists for that protocol's splits. Each shard
+    is read once, its bytes checked against their recorded SHA-256 and the table parsed from those same bytes;
+    the configuration's folder must hold nothing else (raises :class:`~imagenet_dg.errors.ManifestError`
+    naming every file at fault otherwise).
     """
     folder = Path(manifest_dir)
     manifest = read_manifest(folder)
@@ -314,10 +317,7 @@ def load_task(
             f"{folder / MANIFEST_FILE}: configuration {config!r} has protocol {protocol!r}; expected one of "
             f"{', '.join(PROTOCOL_SPLITS)}"
         )
-    # Every shard of the configuration against its recorded hash, and no file but them in its folder: a
-    # damaged or altered split is refused, never scored.
-    check_config(folder, manifest, config)
-    splits = {split: _read_split(folder, manifest, config, split) for split in PROTOCOL_SPLITS[protocol]}
+    splits = _read_splits(folder, manifest, config, PROTOCOL_SPLITS[protocol])
     task = task_data_from_frames(config, splits, roots, class_ids, class_names, target, sources, protocol)
     check_roots(task, roots)
     return task
@@ -386,25 +386,50 @@ def check_roots(
     return used
 
 
-def _read_split(folder: Path, manifest: Mapping[str, Any], config: str, split: str) -> pd.DataFrame:
-    """The rows of one split: the shards ``manifest`` lists for it, in listed order, only the columns loading
-    needs. The shards must have been checked against their hashes (:func:`check_config`) beforehand."""
-    if split not in manifest["configs"][config]["splits"]:
-        raise ManifestError(
-            f"{folder / MANIFEST_FILE}: configuration {config!r} lists no split {split!r}; the dataset folder is "
-            "incomplete: build or download it again"
-        )
+def _read_splits(
+    folder: Path, manifest: Mapping[str, Any], config: str, splits: Sequence[str]
+) -> dict[str, pd.DataFrame]:
+    """The rows of each of ``splits`` of ``config`` (the shards ``manifest`` lists, in listed order), only the
+    columns loading needs.
+
+    Every shard of the configuration is checked against its recorded hash and its folder must hold no other
+    file: a damaged or altered configuration is refused, never scored, with every problem named. A shard is
+    read once; its hash and its table come from the same bytes, so a file swapped after the check is never
+    what is loaded.
+    """
+    listed = manifest["configs"][config]["splits"]
+    for split in splits:
+        if split not in listed:
+            raise ManifestError(
+                f"{folder / MANIFEST_FILE}: configuration {config!r} lists no split {split!r}; the dataset folder "
+                "is incomplete: build or download it again"
+            )
+    problems: list[str] = []
+    tables: dict[str, list[pa.Table]] = {split: [] for split in splits}
+    for split in listed:  # every split, wanted or not: none of a damaged configuration is scored
+        for record in split_shards(manifest, config, split):
+            try:
+                data = read_listed_shard(folder, record)
+            except ManifestError as error:
+                problems.append(str(error))
+                continue
+            if split in tables:
+                tables[split].append(_parse_shard(shard_file(folder, record), data))
+    problems += unlisted_in_config(folder, manifest, config)
+    if problems:
+        raise config_error(folder, config, problems)
+    return {split: pa.concat_tables(parts).to_pandas() for split, parts in tables.items()}
+
+
+def _parse_shard(shard: Path, data: bytes) -> pa.Table:
+    """The columns loading needs of the parquet file ``shard`` whose (checked) bytes are ``data``."""
     columns = [*ROW_COLUMNS, "pool"]
-    tables = []
-    for record in split_shards(manifest, config, split):
-        shard = shard_file(folder, record)
-        try:
-            present = set(pq.read_schema(shard).names)
-            lacking = [c for c in columns if c not in present]
-            if lacking:
-                raise ManifestError(f"{shard}: lacks the column(s) {', '.join(lacking)}; expected {', '.join(columns)}")
-            # Only the needed columns: shards with embedded images are mostly image bytes.
-            tables.append(pq.read_table(shard, columns=columns))
-        except (pa.ArrowException, OSError) as error:
-            raise ManifestError(f"{shard}: not a readable parquet file ({error})") from None
-    return pa.concat_tables(tables).to_pandas()
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        lacking = [c for c in columns if c not in parquet.schema_arrow.names]
+        if lacking:
+            raise ManifestError(f"{shard}: lacks the column(s) {', '.join(lacking)}; expected {', '.join(columns)}")
+        # Only the needed columns: shards with embedded images are mostly image bytes.
+        return parquet.read(columns=columns)
+    except (pa.ArrowException, OSError) as error:
+        raise ManifestError(f"{shard}: not a readable parquet file ({error})") from None

@@ -331,6 +331,25 @@ def shard_file(folder: str | os.PathLike[str], shard: ShardRecord) -> Path:
     return resolve_path(folder, shard.path)
 
 
+def read_listed_shard(folder: str | os.PathLike[str], shard: ShardRecord) -> bytes:
+    """The bytes of ``shard``'s file in ``folder``, read once and checked against the SHA-256 recorded for it.
+
+    A reader parses the table from these very bytes, so a file replaced after the check cannot be what it
+    reads. Raises ManifestError ``<file>: missing`` or ``<file>: content differs ...`` (as
+    :func:`verify_config` words them), or naming why the file cannot be read.
+    """
+    file = shard_file(folder, shard)
+    try:
+        data = file.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        raise ManifestError(f"{file}: missing") from None
+    except OSError as error:
+        raise ManifestError(f"{file}: cannot be read ({error.strerror or error})") from None
+    if hashlib.sha256(data).hexdigest() != shard.sha256:
+        raise ManifestError(f"{file}: content differs from the SHA-256 recorded in {MANIFEST_FILE}")
+    return data
+
+
 def _shard_problems(folder: Path, shards: Iterable[ShardRecord]) -> list[str]:
     problems = []
     for shard in shards:
@@ -358,28 +377,37 @@ def _unlisted(folder: Path, under: Path, listed: set[str], ignored: Sequence[str
     return found
 
 
+def unlisted_in_config(folder: str | os.PathLike[str], manifest: Mapping, config: str) -> list[str]:
+    """Problems of the folder of ``config``: each file (or empty folder) in it that ``manifest`` does not list."""
+    folder = Path(folder)
+    config_dir = resolve_path(folder, f"{DATA_DIR}/{config}")
+    if not config_dir.is_dir():
+        return []
+    extra = _unlisted(folder, config_dir, {s.path for s in listed_shards(manifest, [config])})
+    return [f"{folder / e}: not listed in {MANIFEST_FILE}" for e in extra]
+
+
 def verify_config(folder: str | os.PathLike[str], manifest: Mapping, config: str) -> list[str]:
     """Problems of the files of ``config``: listed shards missing or altered, files in its folder not listed."""
     folder = Path(folder)
-    shards = listed_shards(manifest, [config])
-    problems = _shard_problems(folder, shards)
-    config_dir = resolve_path(folder, f"{DATA_DIR}/{config}")
-    if config_dir.is_dir():
-        extra = _unlisted(folder, config_dir, {s.path for s in shards})
-        problems += [f"{folder / e}: not listed in {MANIFEST_FILE}" for e in extra]
-    return problems
+    return _shard_problems(folder, listed_shards(manifest, [config])) + unlisted_in_config(folder, manifest, config)
+
+
+def config_error(folder: str | os.PathLike[str], config: str, problems: Sequence[str]) -> ManifestError:
+    """The error refusing ``config`` of ``folder`` for ``problems`` (as :func:`verify_config` words them)."""
+    return ManifestError(
+        f"configuration {config} of {folder} does not match its {MANIFEST_FILE}, so it cannot be scored:\n"
+        + "\n".join(f"  {p}" for p in problems)
+        + "\nRebuild the dataset (imagenet-dg build ... --overwrite) or download it again; remove files you "
+        "added under data/."
+    )
 
 
 def check_config(folder: str | os.PathLike[str], manifest: Mapping, config: str) -> None:
     """Raise ManifestError naming every problem :func:`verify_config` finds in ``config``."""
     problems = verify_config(folder, manifest, config)
     if problems:
-        raise ManifestError(
-            f"configuration {config} of {folder} does not match its {MANIFEST_FILE}, so it cannot be scored:\n"
-            + "\n".join(f"  {p}" for p in problems)
-            + "\nRebuild the dataset (imagenet-dg build ... --overwrite) or download it again; remove files you "
-            "added under data/."
-        )
+        raise config_error(folder, config, problems)
 
 
 def verify_files(folder: str | os.PathLike[str], manifest: Mapping[str, object]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -311,6 +312,38 @@ def test_load_task_names_a_shard_lacking_columns(tmp_path: Path, roots: dict[str
     record_files(tmp_path / "out")
     with pytest.raises(ManifestError, match=r"test-00000-of-00001\.parquet.*label"):
         load_task(tmp_path / "out", "t-2shot-seed1", roots)
+
+
+def test_a_shard_swapped_right_after_its_hash_was_taken_is_not_what_loads(
+    tmp_path: Path, roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_dataset_folder(tmp_path / "out")
+    shard = tmp_path / f"out/data/{CONFIG}/test-00000-of-00001.parquet"
+    recorded = file_sha256(shard)
+    real_sha256 = hashlib.sha256
+    swapped = []
+
+    class SwapOnceHashed:
+        """hashlib.sha256, except that the moment the shard's hash is taken another valid shard (every row
+        relabelled 0) replaces the file, as a concurrent writer could."""
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self._digest = real_sha256(*args, **kwargs)
+
+        def update(self, data: bytes) -> None:
+            self._digest.update(data)
+
+        def hexdigest(self) -> str:
+            value = self._digest.hexdigest()
+            if value == recorded and not swapped:
+                swapped.append(True)
+                split_frame("test").assign(label=0).to_parquet(shard, index=False)
+            return value
+
+    monkeypatch.setattr(hashlib, "sha256", SwapOnceHashed)
+    task = load_task(tmp_path / "out", CONFIG, roots)
+    assert swapped and file_sha256(shard) != recorded  # the file did change after its hash was taken
+    assert list(task.test.labels) == [label for _, _, label in SPLIT_ROWS["test"]]
 
 
 def frames() -> dict[str, pd.DataFrame]:
