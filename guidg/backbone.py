@@ -385,6 +385,8 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Bac
     """
     register_model_configs()
     device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BackboneError(f"device {device}: no CUDA GPU is visible to PyTorch on this machine; use the CPU")
     if ":" in spec.arch or open_clip.get_model_config(spec.arch) is None:
         raise BackboneError(
             f"unknown architecture {spec.arch!r}: expected an open_clip config name (see open_clip.list_models(); "

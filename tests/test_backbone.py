@@ -254,3 +254,9 @@ def test_random_weights_repeat_exactly_and_depend_on_the_init_seed() -> None:
         assert torch.equal(again.model.state_dict()[name], tensor), name
     assert not torch.equal(first.model.visual.conv1.weight, other.model.visual.conv1.weight)
     assert TINY_SPEC.describe()["init_seed"] == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
+def test_loading_on_cuda_without_a_gpu_says_so() -> None:
+    with pytest.raises(BackboneError, match="no CUDA GPU is visible"):
+        load_backbone(TINY_SPEC, "cuda")
