@@ -181,14 +181,37 @@ def test_latex_is_well_formed_booktabs_with_best_bold_and_second_underlined(out:
     assert "standard deviation" in pacs and "\\_" not in "".join(rows)  # labels escaped only where needed
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX engine installed")
-def test_latex_compiles(out: Path, tmp_path: Path) -> None:
-    document = tmp_path / "doc.tex"
-    document.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage[utf8]{inputenc}\n"
-                        f"\\begin{{document}}\n\\input{{{(out / LATEX_FILE).as_posix()}}}\n\\end{{document}}\n")
-    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name], cwd=tmp_path,
+def _compile_latex(fragment: Path, folder: Path) -> str:
+    """pdflatex of an article that inputs ``fragment``; the log."""
+    document = folder / "doc.tex"
+    document.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
+                        "\\usepackage[utf8]{inputenc}\n"
+                        f"\\begin{{document}}\n\\input{{{fragment.as_posix()}}}\n\\end{{document}}\n")
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name], cwd=folder,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:]
+    return (folder / "doc.log").read_text(errors="replace")
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX engine installed")
+def test_latex_compiles(out: Path, tmp_path: Path) -> None:
+    log = _compile_latex(out / LATEX_FILE, tmp_path)
+    assert "Overfull \\hbox" not in log
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX engine installed")
+def test_a_six_target_table_fits_the_column_and_a_narrow_one_keeps_its_size(tmp_path: Path) -> None:
+    domains = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
+    items = [record(t, s, 40.0 + i + s, suite="domainnet", num_classes=345,
+                    sources=tuple(d for d in domains if d != t), method=m, base=b, routing=r)
+             for i, t in enumerate(domains) for s in (1, 2, 3)
+             for m, b, r in (("guidg", "clipood", "batch"), ("clipood", None, None))]
+    runs = write_all(tmp_path / "runs", items)
+    publish([runs], tmp_path / "board", reported=[])
+    text = (tmp_path / "board" / LATEX_FILE).read_text()
+    assert "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%" in text
+    log = _compile_latex(tmp_path / "board" / LATEX_FILE, tmp_path)
+    assert "Overfull \\hbox" not in log  # without the scaling the seven number columns overflow the page
 
 
 # --- HTML ----------------------------------------------------------------------------------------------------
