@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import io
 import json
 import logging
 import os
@@ -204,47 +205,91 @@ def _shorter_side_size(height: int, width: int, short_side: int) -> tuple[int, i
     return int(short_side * height / width), short_side
 
 
+JPEG_MARKER = b"\xff\xd8"
+EXIF_ORIENTATION = 0x0112
+
+
+def _nvjpeg_can_take(data: bytes) -> bool:
+    """Whether nvjpeg decodes ``data`` as Pillow would: a JPEG without an EXIF rotation (nvjpeg on the GPU does
+    not apply EXIF orientation, which :func:`~imagenet_dg.images.open_image` does)."""
+    if not data.startswith(JPEG_MARKER):
+        return False
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            return image.getexif().get(EXIF_ORIENTATION) in (None, 1)
+    except Exception:  # noqa: BLE001 - a header Pillow cannot parse: Pillow decides (and names the file)
+        return False
+
+
 class _ReadBytes(Dataset):
+    """Item n: the bytes of file n and whether nvjpeg can decode them (:func:`_nvjpeg_can_take`)."""
+
     def __init__(self, paths: Sequence[Path]) -> None:
         self.paths = paths
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> bytes:
-        return Path(self.paths[index]).read_bytes()
+    def __getitem__(self, index: int) -> tuple[bytes, bool]:
+        data = Path(self.paths[index]).read_bytes()
+        return data, _nvjpeg_can_take(data)
+
+
+def _check_nvjpeg(device: torch.device) -> None:
+    """Decode a small JPEG on ``device``; an nvjpeg that cannot start is an error, not a silent fallback."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    sample = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 90)).save(sample, format="JPEG")
+    try:
+        decode_jpeg(torch.frombuffer(bytearray(sample.getvalue()), dtype=torch.uint8), mode=ImageReadMode.RGB,
+                    device=device)
+    except (RuntimeError, ValueError) as error:
+        raise ImageCacheError(
+            f"the nvjpeg decoder cannot decode on {device} ({error}); use the Pillow decoder "
+            "(pipeline.decoder=pil)"
+        ) from None
 
 
 def _decode_nvjpeg(
-    paths: Sequence[Path], short_side: int, workers: int, device: torch.device
+    paths: Sequence[Path], short_side: int, workers: int, device: torch.device, counts: dict[str, int]
 ) -> Iterator[tuple[np.ndarray, int, int, int]]:
-    """JPEGs decoded in batches by nvjpeg and resized on the GPU; other files (PNG, CMYK) through Pillow."""
+    """JPEGs decoded in batches by nvjpeg and resized on the GPU; other files (PNG, CMYK, EXIF-rotated, any
+    JPEG nvjpeg refuses) through Pillow, counted in ``counts["pil"]`` (``counts["nvjpeg"]`` the others)."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    _check_nvjpeg(device)
+    counts.setdefault("nvjpeg", 0)
+    counts.setdefault("pil", 0)
     loader = DataLoader(_ReadBytes(paths), batch_size=64, num_workers=workers, collate_fn=_as_list)
     position = 0
     for batch in loader:
-        datas = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in batch]
+        decoded: list[torch.Tensor | None] = [None] * len(batch)
+        chosen = [i for i, (_, ok) in enumerate(batch) if ok]
+        datas = [torch.frombuffer(bytearray(batch[i][0]), dtype=torch.uint8) for i in chosen]
         try:
-            decoded = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+            for i, image in zip(chosen, decode_jpeg(datas, mode=ImageReadMode.RGB, device=device) if datas else []):
+                decoded[i] = image
         except RuntimeError:
-            decoded = []
-            for data in datas:
+            for i, data in zip(chosen, datas):
                 try:
-                    decoded.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True))
+                    decoded[i] = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
                 except RuntimeError:
-                    decoded.append(None)  # not a baseline JPEG nvjpeg reads: Pillow decodes it below
+                    pass  # a JPEG nvjpeg does not read (progressive on some GPUs, CMYK): Pillow decodes it below
         for offset, image in enumerate(decoded):
             path = paths[position + offset]
             if image is None:
+                counts["pil"] += 1
                 pil = open_image(path)
                 width, height = pil.size
                 pixels = np.ascontiguousarray(np.asarray(_resize_pil(pil, short_side), dtype=np.uint8))
                 yield pixels, height, width, zlib.crc32(pixels)
                 continue
+            counts["nvjpeg"] += 1
             height, width = int(image.shape[1]), int(image.shape[2])
             size = _shorter_side_size(height, width, short_side)
             resized = T.functional.resize(image, list(size), T.InterpolationMode.BICUBIC, antialias=True)
+            # A blocking copy per image: nvjpeg writes on its own stream, so nothing is batched across it.
             pixels = resized.permute(1, 2, 0).contiguous().cpu().numpy()
             yield pixels, height, width, zlib.crc32(pixels)
         position += len(batch)
@@ -398,6 +443,9 @@ def open_or_build(
         raise ImageCacheError(f"{folder}: the cache just built does not match its record; is the disk full?")
     seconds = time.perf_counter() - started
     logger.info("decoded %d images into %s in %.1f s (%s)", len(images), folder, seconds, record["decoder"])
+    if record.get("decoded_by", {}).get("pil"):
+        logger.info("%d of the %d images were not baseline JPEGs nvjpeg reads as Pillow does (PNG, CMYK, "
+                    "EXIF-rotated): Pillow decoded them", record["decoded_by"]["pil"], len(images))
     return cache, BuildStats(True, seconds, len(images), place)
 
 
@@ -440,9 +488,10 @@ def _write_cache(
     work: Path, images: LabeledImages, spec: DecodeSpec, key: str, content_hash: str | None, workers: int,
     device: torch.device | str | None, shard_bytes: int,
 ) -> dict[str, Any]:
+    decoded_by: dict[str, int] = {}
     if spec.decoder == "nvjpeg":
         target = torch.device(device or "cuda")
-        stream = _decode_nvjpeg(images.paths, spec.short_side, workers, target)
+        stream = _decode_nvjpeg(images.paths, spec.short_side, workers, target, decoded_by)
     else:
         stream = _decode_pil(images.paths, spec.short_side, workers)
     index = np.zeros((len(images), len(INDEX_COLUMNS)), dtype=np.int64)
@@ -495,6 +544,8 @@ def _write_cache(
         "shards": shards,
         "total_bytes": sum(s["bytes"] for s in shards),
     }
+    if decoded_by:
+        record["decoded_by"] = dict(decoded_by)  # how many images nvjpeg decoded, how many went to Pillow
     with open(work / RECORD_FILE, "w", encoding="utf-8") as out:
         out.write(json.dumps(record, indent=1, sort_keys=True) + "\n")
         out.flush()

@@ -18,6 +18,7 @@ from guidg.features import encode_views
 from guidg.image_cache import (
     CacheSettings,
     DamagedImageCacheError,
+    ImageCacheError,
     DecodeSpec,
     cache_root,
     open_cache,
@@ -208,3 +209,38 @@ def test_the_jpeg_decoder_option_keeps_its_own_cache_close_to_pillow(images, tmp
         a, b = pillow.pixels(index), decoded.pixels(index)
         assert a.shape == b.shape
         assert (a.float() - b.float()).abs().mean() < 4.0
+    assert decoded.record["decoded_by"] == {"nvjpeg": len(images), "pil": 0}
+
+
+def test_the_jpeg_decoder_leaves_rotated_jpegs_and_other_formats_to_pillow(images, tmp_path):
+    # nvjpeg on a GPU ignores EXIF orientation: a rotated photo must come out as Pillow shows it, upright.
+    folder = tmp_path / "more"
+    folder.mkdir()
+    picture = Image.open(images.paths[0]).convert("RGB")
+    assert picture.width != picture.height
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    picture.save(folder / "rotated.jpg", exif=exif.tobytes(), quality=92)
+    picture.save(folder / "drawing.png")
+    mixed = LabeledImages((*images.paths, folder / "rotated.jpg", folder / "drawing.png"),
+                          (*images.labels, 0, 1), (*images.domains, "d", "d"))
+    pillow, _ = open_or_build(tmp_path / "cache", mixed, DecodeSpec(32))
+    decoded, _ = open_or_build(tmp_path / "cache", mixed, DecodeSpec(32, "nvjpeg"), device="cpu")
+    assert decoded.record["decoded_by"] == {"nvjpeg": len(images), "pil": 2}
+    rotated = len(images)
+    upright = (picture.width, picture.height)  # (height, width) once turned by a quarter
+    assert decoded.source_size(rotated) == pillow.source_size(rotated) == upright
+    assert torch.equal(decoded.pixels(rotated), pillow.pixels(rotated))
+    assert torch.equal(decoded.pixels(rotated + 1), pillow.pixels(rotated + 1))
+
+
+def test_a_jpeg_decoder_that_cannot_start_is_an_error_not_a_fallback(images, tmp_path, monkeypatch):
+    import torchvision.io
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Failed to initialize nvjpeg with hardware backend")
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", broken)
+    with pytest.raises(ImageCacheError, match="pipeline.decoder=pil"):
+        open_or_build(tmp_path / "cache", images, DecodeSpec(32, "nvjpeg"), device="cpu")
+    assert not any((tmp_path / "cache").glob("*/cache.json"))
