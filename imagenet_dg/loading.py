@@ -23,8 +23,8 @@ import torch.utils.data
 
 from imagenet_dg.confinement import resolve_inside as _resolve_inside
 from imagenet_dg.confinement import resolve_path  # noqa: F401 - part of this module's interface
-from imagenet_dg.errors import ImageNetDGError, ManifestError, ReleaseNotFoundError
-from imagenet_dg.images import open_image
+from imagenet_dg.errors import BadImageError, ImageNetDGError, ManifestError, ReleaseNotFoundError
+from imagenet_dg.images import UnreadableImageError, open_image
 from imagenet_dg.manifests import (
     MANIFEST_FILE,
     config_classes,
@@ -324,7 +324,7 @@ def load_task(
 
 
 ROOT_SAMPLE = 8
-"""Images per domain that :func:`check_roots` looks for."""
+"""Images per domain that :func:`check_roots` looks for and decodes."""
 
 
 def _image_lists(images: object) -> list[LabeledImages]:
@@ -346,42 +346,65 @@ def check_roots(
     *,
     sample: int = ROOT_SAMPLE,
 ) -> dict[str, Path]:
-    """Check that each domain's release root holds the images the manifest names there; return the root used
-    for each domain (domain id -> absolute folder).
+    """Check that each domain's release root holds the images the manifest names there, as pictures; return
+    the root used for each domain (domain id -> absolute folder).
 
     ``images`` are as loaded over ``roots`` (their paths already joined to them, as :func:`load_task` gives).
 
-    Up to ``sample`` images per domain, spread evenly over the domain's sorted paths, must exist as files.
-    A root that is not the release the benchmark was built from (another release, the wrong level of its
-    folders, an incomplete copy) fails here, before anything is trained, with an error naming the domain, the
-    root used, the files looked for, and the roots of every domain, rather than later as one unreadable image.
+    Up to ``sample`` images per domain, spread evenly over the domain's sorted paths, must exist as files and
+    decode (:func:`imagenet_dg.images.open_image`). A root that is not the release the benchmark was built from
+    (another release, the wrong level of its folders, an incomplete copy) fails here, before anything is
+    trained, with a :class:`~imagenet_dg.errors.ReleaseNotFoundError` naming the domain, the root used, the
+    files looked for, and the roots of every domain, rather than later as one unreadable image. A root whose
+    sampled files are there but truncated or not images fails with a :class:`~imagenet_dg.errors.BadImageError`
+    naming the root and each such file. Only the sample is read, so the check stays cheap.
     """
     by_domain: dict[str, set[Path]] = {}
     for part in _image_lists(images):
         for path, domain in zip(part.paths, part.domains):
             by_domain.setdefault(domain, set()).add(path)
     used = {d: Path(roots[d]).absolute() for d in sorted(by_domain) if d in roots}
-    problems = []
+    absent, damaged = [], []
     for domain, paths in sorted(by_domain.items()):
         ordered = sorted(paths)
         count = min(sample, len(ordered))
-        picked = [ordered[round(i * (len(ordered) - 1) / max(count - 1, 1))] for i in range(count)]
-        missing = [p for p in dict.fromkeys(picked) if not p.is_file()]
+        picked = list(dict.fromkeys(ordered[round(i * (len(ordered) - 1) / max(count - 1, 1))] for i in range(count)))
+        root = used.get(domain, Path("?"))
+        missing = [p for p in picked if not p.is_file()]
         if missing:
-            root = used.get(domain, Path("?"))
             shown = ", ".join(str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in missing[:3])
-            problems.append(
-                f"{domain} (root {root}): {len(missing)} of {len(set(picked))} images looked for are missing "
-                f"({shown})"
+            absent.append(
+                f"{domain} (root {root}): {len(missing)} of {len(picked)} images looked for are missing ({shown})"
+            )
+            continue
+        # The files are there; a truncated copy or files that are not pictures would otherwise only fail
+        # once training reaches them.
+        unreadable = []
+        for path in picked:
+            try:
+                open_image(path)
+            except UnreadableImageError as error:
+                unreadable.append(f"{error.path} ({error.reason})")
+        if unreadable:
+            damaged.append(
+                f"{domain} (root {root}): {len(unreadable)} of {len(picked)} images looked at cannot be used: "
+                + "; ".join(unreadable[:3])
+                + (f"; and {len(unreadable) - 3} more" if len(unreadable) > 3 else "")
             )
         else:
             logger.info("images of %s from %s", domain, used.get(domain))
-    if problems:
-        listing = "; ".join(f"{d}: {r}" for d, r in used.items())
+    listing = "; ".join(f"{d}: {r}" for d, r in used.items())
+    if absent:
         raise ReleaseNotFoundError(
-            "the release folders do not hold the benchmark's images: " + "; ".join(problems)
+            "the release folders do not hold the benchmark's images: " + "; ".join(absent + damaged)
             + f". Roots used: {listing}. Give, for each domain, the folder of the release the benchmark was "
             "built from (the folder its manifest paths are relative to)"
+        )
+    if damaged:
+        raise BadImageError(
+            "the release folders hold damaged copies of the benchmark's images: " + "; ".join(damaged)
+            + f". Roots used: {listing}. Replace those files with the ones of the official release (or give "
+            "the folder of an intact copy); nothing was trained"
         )
     return used
 

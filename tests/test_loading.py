@@ -211,11 +211,10 @@ def roots(tmp_path: Path) -> dict[str, Path]:
     roots = {d: tmp_path / "releases" / d for d in ("src1", "src2", "tgt")}
     for root in roots.values():
         root.mkdir(parents=True)
-    # The images the splits name (their content does not matter to loading the task).
+    # The images the splits name: tiny pictures, since loading a task decodes a sample of them.
     for rows in SPLIT_ROWS.values():
         for domain, path, _ in rows:
-            (roots[domain] / path).parent.mkdir(parents=True, exist_ok=True)
-            (roots[domain] / path).write_bytes(b"")
+            write_png(roots[domain] / path, RNG.integers(0, 256, (4, 4, 3), dtype=np.uint8))
     return roots
 
 

@@ -16,11 +16,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import imagenet_dg.hub as hub
+import imagenet_dg.loading as loading
 from guidg.divergence import NonFiniteOutputError, check_finite_outputs
 from guidg.evaluation import head_logits, image_features
 from imagenet_dg.build import BuildOptions, build
 from imagenet_dg.cli import main
-from imagenet_dg.errors import ReleaseNotFoundError
+from imagenet_dg.errors import BadImageError, ReleaseNotFoundError
 from imagenet_dg.images import UnreadableImageError
 from imagenet_dg.loading import LabeledImages, check_roots, load_task
 from imagenet_dg.mini import MiniReleases
@@ -90,6 +91,44 @@ def test_a_partial_copy_of_a_release_is_found(mini_benchmark: Path, mini_release
         victim.unlink()
     with pytest.raises(ReleaseNotFoundError, match=f"imagenet-sketch \\(root {partial}\\)"):
         load_task(mini_benchmark, "a-16shot-seed1", {**mini_releases.paths, "imagenet-sketch": partial})
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_release_copy_with_a_damaged_sampled_image_is_refused_naming_the_root_and_the_file(
+    mini_benchmark: Path, mini_releases: MiniReleases, mini_task, tmp_path: Path, damage: str
+) -> None:
+    release = mini_releases.paths["imagenet-sketch"]
+    damaged_copy = tmp_path / "sketch"
+    shutil.copytree(release, damaged_copy)
+    # The first of the domain's sorted paths is always in the sample.
+    pools = [*mini_task.expert.values(), *mini_task.guide.values()]
+    first = sorted(p for part in pools for p in part.paths if p.is_relative_to(release))[0]
+    victim = damaged_copy / first.relative_to(release)
+    if damage == "garbage":
+        victim.write_bytes(b"these bytes are not a picture" * 10)
+    else:
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.raises(BadImageError) as caught:
+        load_task(mini_benchmark, "a-16shot-seed1", {**mini_releases.paths, "imagenet-sketch": damaged_copy})
+    message = str(caught.value)
+    assert f"imagenet-sketch (root {damaged_copy}): 1 of " in message and f"{victim} (" in message
+    assert "\n" not in message and message.count("cannot be used") == 1
+
+
+def test_only_the_sample_is_decoded_each_image_once(mini_task, mini_releases: MiniReleases, monkeypatch) -> None:
+    opened: list[Path] = []
+    real_open_image = loading.open_image
+
+    def counted(path):
+        opened.append(Path(path))
+        return real_open_image(path)
+
+    monkeypatch.setattr(loading, "open_image", counted)
+    check_roots(mini_task, dict(mini_releases.paths))
+    domains = {mini_task.target, *mini_task.sources}
+    every = {p for part in [*mini_task.expert.values(), *mini_task.guide.values(), mini_task.test] for p in part.paths}
+    assert opened and len(opened) == len(set(opened))
+    assert len(opened) <= loading.ROOT_SAMPLE * len(domains) < len(every)
 
 
 # --- non-finite outputs ------------------------------------------------------------------------------------
