@@ -2,7 +2,8 @@
 
 Data flows one way: a :class:`Sweep` (what was asked) -> :func:`validate` (every name, the preset and its
 overrides, the device: nothing is scanned or trained before all of them are right) -> :func:`prepare`
-(the built manifests, building them when missing, and the folders the images are in, a sample of them
+(the built manifests, building them when missing (from a Hub mirror first written out as files when one is
+given), and the folders the images are in, a sample of them
 checked) -> :func:`plan` (one :class:`PlannedRun` per run, with its folder and whether it is done) -> a
 launcher (:data:`LAUNCHERS`: ``local`` runs them in sequence, ``slurm`` submits them with submitit) ->
 records -> :func:`summary_table`. The command line is a thin layer over these functions.
@@ -11,6 +12,8 @@ records -> :func:`summary_table`. The command line is a thin layer over these fu
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import typing
@@ -87,6 +90,12 @@ class Sweep:
     mini: bool = False
     """Run ImageNet-DG on the miniature synthetic releases (chosen explicitly, never a fallback)."""
     export_model: bool = False
+    hub: str | None = None
+    """A standard suite's parquet mirror on the Hugging Face Hub (or a local copy of one), materialised under
+    :attr:`root` in the suite's folder layout before the manifests are built."""
+    revision: str | None = None
+    """With :attr:`hub`: the commit, branch or tag (a branch is pinned to its commit and recorded)."""
+    hub_columns: tuple[str, str, str] = ("image", "domain", "label")
 
 
 @dataclass(frozen=True)
@@ -301,7 +310,18 @@ def validate(sweep: Sweep) -> Checked:
         from imagenet_dg.mini import choose_releases
 
         choose_releases(dict(sweep.release_paths), sweep.root, mini=False, mini_dir=sweep.mini_dir)  # writes nothing
-    elif suite.name != IMAGENET_DG and (sweep.mini or sweep.release_paths):
+    if sweep.hub is not None and (suite.name == IMAGENET_DG or suite.synthetic):
+        raise SweepError(f"--hub: reads a standard suite's parquet mirror; --suite {suite.name} is not one")
+    if sweep.hub is not None and sweep.root is None:
+        raise SweepError(f"--hub {sweep.hub} needs --root: the folder to write the suite's images into")
+    if sweep.hub is None and sweep.revision is not None:
+        raise SweepError("--revision applies only with --hub (a folder copy has no revision)")
+    if sweep.hub is not None and sweep.benchmark is not None:
+        raise SweepError("--hub builds the manifests from the Hub copy; leave --benchmark out")
+    if sweep.hub is not None and sweep.revision is None and not Path(sweep.hub).is_dir():
+        raise SweepError(f"--hub {sweep.hub}: --revision is required (a commit, branch or tag), so that the "
+                         "images scored are the ones recorded")
+    if suite.name != IMAGENET_DG and (sweep.mini or sweep.release_paths):
         raise SweepError(
             f"--suite {suite.name}: --mini and the ImageNet release options apply to ImageNet-DG; give --root "
             f"for a standard suite, or --suite mini-{suite.miniature_of or suite.name} for its miniature"
@@ -379,6 +399,17 @@ def _prepare_suite(checked: Checked, on_build: Callable[[str], None]) -> Prepare
 
     sweep, suite = checked.sweep, checked.suite
     root = sweep.root
+    built_name = _built_name(checked)
+    if sweep.hub is not None:
+        from imagenet_dg.hub_suite_source import HubColumns, materialise_hub_suite
+
+        on_build(f"Reading {sweep.hub} into {root} in the {suite.display_name} folder layout")
+        copy = materialise_hub_suite(suite, sweep.hub, root, revision=sweep.revision,
+                                     columns=HubColumns(*sweep.hub_columns))
+        root = copy.root
+        # manifests of a Hub copy are its own: named for the repository and the revision it was pinned to
+        pinned = json.dumps({k: copy.source.get(k) for k in ("repo_id", "revision", "columns")}, sort_keys=True)
+        built_name += "-hub-" + hashlib.sha256(pinned.encode()).hexdigest()[:10]
     if root is None:
         if not suite.synthetic:
             raise SweepError(
@@ -389,7 +420,7 @@ def _prepare_suite(checked: Checked, on_build: Callable[[str], None]) -> Prepare
 
         root = make_mini_suite(suite.name, Path(sweep.mini_dir) / suite.name).root
         logger.info("Using the miniature (synthetic) %s in %s", suite.name, root)
-    benchmark = (sweep.benchmark or Path(sweep.runs) / BUILT_DIR / _built_name(checked)).absolute()
+    benchmark = (sweep.benchmark or Path(sweep.runs) / BUILT_DIR / built_name).absolute()
     built = False
     if not (Path(benchmark) / MANIFEST_FILE).is_file():
         options = SuiteBuildOptions(protocol=sweep.protocol, shots=checked.shots or DEFAULT_SHOTS,
@@ -420,7 +451,7 @@ def prepare(checked: Checked, on_build: Callable[[str], None] = logger.info) -> 
 def check_image_sample(prepared: Prepared, configs: Sequence[str]) -> None:
     """Read every configuration of the sweep, checking its shards against their hashes and that each domain's
     folder holds a sample of the images the manifests name there
-    (:func:`imagenet_dg.loading.check_roots`); the error names the domain, its folder and the missing files."""
+    (:func:`imagenet_dg.loading.check_roots`); the error names the domain, its folder and the files missing or not decodable."""
     from imagenet_dg.loading import check_roots, load_task
 
     for config in configs:

@@ -209,6 +209,13 @@ def build(out: Path, tasks: str, shots: str, seeds: str | None, suite: str | Non
                f"content hash {result.manifest['content_hash']}")
 
 
+def _hub_columns(text: str) -> tuple[str, str, str]:
+    names = [c.strip() for c in text.split(",")]
+    if len(names) != 3 or not all(names):
+        raise ImageNetDGError(f"--hub-columns: expected IMAGE,DOMAIN,LABEL column names, got {text!r}")
+    return names[0], names[1], names[2]
+
+
 def _build_suite(suite: str, out: Path, shots: str, seeds: str | None, protocol: str, targets: str | None,
                  hub: str | None, revision: str | None, hub_columns: str, overwrite: bool,
                  releases: dict[str, Any]) -> None:
@@ -219,9 +226,7 @@ def _build_suite(suite: str, out: Path, shots: str, seeds: str | None, protocol:
     given = [f"--{d}" for d in RELEASE_OPTIONS if releases.get(f"release_{d.replace('-', '_')}") is not None]
     if given:
         raise ImageNetDGError(f"{', '.join(given)} name ImageNet releases; with --suite give the suite's folder as --root")
-    names = [c.strip() for c in hub_columns.split(",")]
-    if len(names) != 3 or not all(names):
-        raise ImageNetDGError(f"--hub-columns: expected IMAGE,DOMAIN,LABEL column names, got {hub_columns!r}")
+    names = _hub_columns(hub_columns)
     options = SuiteBuildOptions(
         protocol=protocol,
         targets=tuple(t.strip() for t in (targets or "").split(",") if t.strip()),
@@ -361,9 +366,15 @@ def _ints(values: tuple[str, ...], option: str) -> tuple[int, ...]:
               help="Change one preset value, e.g. --set finetune.lr=1e-5 (repeatable).")
 @click.option("--benchmark", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Built manifests (imagenet-dg build); default: built by this command under RUNS/manifests/.")
+@click.option("--hub", default=None,
+              help="A standard suite's parquet mirror on the Hugging Face Hub (or a local copy of one): its images "
+                   "are written under --root in the suite's layout, then built and evaluated.")
+@click.option("--revision", default=None, help="With --hub: the commit, branch or tag to read (required).")
+@click.option("--hub-columns", default="image,domain,label", show_default=True,
+              help="With --hub: the image, domain and label columns, comma-separated.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when a GPU is visible).")
 @click.option("--workers", type=int, default=None,
-              help="Image-loading worker processes (default: none on CPU, up to 8 with a GPU).")
+              help="Image-loading worker processes (default: none on CPU, every core but one with a GPU).")
 @click.option("--runs", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
               help="Folder of run folders; finished runs are not repeated.")
 @click.option("--export-model", is_flag=True,
@@ -379,7 +390,8 @@ def _ints(values: tuple[str, ...], option: str) -> tuple[int, ...]:
 @_errors_to_exit
 def evaluate(suite: str, protocol: str, targets: tuple[str, ...], methods: tuple[str, ...], base: str | None,
              model: str, pretrained: str, shots: tuple[str, ...], seeds: tuple[str, ...], preset: str | None,
-             overrides: tuple[str, ...], benchmark: Path | None, device: str | None, workers: int | None,
+             overrides: tuple[str, ...], benchmark: Path | None, hub: str | None, revision: str | None,
+             hub_columns: str, device: str | None, workers: int | None,
              runs: Path, export_model: bool, dry_run: bool, launcher: str, partition: str | None,
              time_minutes: int, gpus_per_job: int, cpus_per_job: int, **releases: Any) -> None:
     """Train methods on a suite's leave-one-domain-out tasks and score each on its target."""
@@ -396,6 +408,7 @@ def evaluate(suite: str, protocol: str, targets: tuple[str, ...], methods: tuple
         overrides=overrides, device=device, workers=workers, runs=runs, benchmark=benchmark,
         root=releases.pop("root"), release_paths={d: p for d, p in paths.items() if p is not None},
         mini_dir=releases.pop("mini_dir"), mini=releases.pop("mini"), export_model=export_model,
+        hub=hub, revision=revision, hub_columns=_hub_columns(hub_columns),
     )
     plan = harness.make_plan(sweep, on_build=lambda text: click.echo(text, err=True))
     if dry_run:

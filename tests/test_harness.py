@@ -84,7 +84,11 @@ def test_a_gpu_that_is_not_there_is_an_error_not_a_fallback(monkeypatch) -> None
      ({"preset": "fast"}, "unknown preset"), ({"protocol": "full"}, "only the fewshot"),
      ({"shots": (0,)}, "positive"), ({"pretrained": "nowhere.safetensors"}, "neither a pretrained tag"),
      ({"suite": "mini-pacs", "protocol": "full", "shots": (16,)}, "full protocol trains on every image"),
-     ({"root": None}, "no release given.*--mini"), ({"suite": "mini-pacs", "mini": True}, "apply to ImageNet-DG")],
+     ({"root": None}, "no release given.*--mini"), ({"suite": "mini-pacs", "mini": True}, "apply to ImageNet-DG"),
+     ({"hub": "org/pacs"}, "--suite imagenet-dg is not one"), ({"revision": "main"}, "only with --hub"),
+     ({"suite": "pacs", "hub": "org/pacs"}, "--revision is required"),
+     ({"suite": "pacs", "hub": "org/pacs", "revision": "main", "root": None}, "needs --root"),
+     ({"suite": "pacs", "hub": "org/pacs", "revision": "main", "benchmark": Path("b")}, "leave --benchmark out")],
 )
 def test_validation_refuses_a_bad_sweep_before_anything_runs(changes, message, tmp_path) -> None:
     with pytest.raises(ImageNetDGError, match=message):

@@ -34,3 +34,22 @@ def test_a_sweep_over_a_miniature_suite_builds_runs_and_resumes(tmp_path) -> Non
     assert all(r.done for r in again.runs)
     assert [o.status for o in harness.run_local(again)] == ["done", "done"]
     assert len(collect(tmp_path / "runs").runs) == 2
+
+
+def test_a_sweep_reads_a_standard_suite_from_its_hub_mirror_and_records_it(tmp_path) -> None:
+    from test_suites_hub import write_hub_repo
+
+    repo = tmp_path / "hub" / "pacs"
+    write_hub_repo(repo, domain_names=["art painting", "Cartoon", "photo", "sketch"], per_class=5)
+    sweep = harness.Sweep(suite="pacs", protocol="full", targets=("sketch",), methods=("zeroshot",),
+                          model=TINY_MODEL, pretrained="none", seeds=(0,), device="cpu", runs=tmp_path / "runs",
+                          root=tmp_path / "images", hub=str(repo))
+    builds: list[str] = []
+    the_plan = harness.make_plan(sweep, on_build=builds.append)
+    assert builds[0].startswith(f"Reading {repo}") and "-hub-" in the_plan.prepared.benchmark.name
+    assert (tmp_path / "images" / "PACS" / "sketch").is_dir()  # written in the suite's own layout
+    [outcome] = harness.run_local(the_plan)
+    record = outcome.record
+    assert record.suite == "pacs" and record.target == "sketch" and not record.synthetic_data
+    assert record.suite_source["kind"] == "hub" and record.suite_source["repo_id"] == "pacs"
+    assert record.suite_source["revision"] and record.test_images > 0
