@@ -21,6 +21,8 @@ ratio against its target):
   of compiled and uncompiled on each side).
 - ``cache_build``: building the decoded-image cache of the evaluation images, with Pillow in ``--workers``
   processes and with nvjpeg. Target: 3,000 img/s.
+- ``harness_runs``: ``imagenet-dg evaluate --mini`` end to end (task a) with the packaged tiny model, with
+  the default pipeline and with every pipeline setting: a check that the whole device path runs (bf16).
 - ``step1``: one prompt-expert step with each text encoding (``full``, ``cut``, ``shared-prefix``,
   ``shared-prefix-padded``) on cached features, the encoding the library chooses on this device, and the plain
   CoOp loop (decode 32 files, augment, encode, 77-token text tower); plus building the step-1 feature cache
@@ -419,6 +421,45 @@ def step1(args: argparse.Namespace, device: torch.device, folder: Path, pool: La
     return result
 
 
+def harness_runs(args: argparse.Namespace, device: torch.device, folder: Path) -> dict[str, Any]:
+    """The whole evaluation path on the device: ``imagenet-dg evaluate --mini`` (task a) with the packaged
+    tiny model (GuiDG+CLIPood and zero-shot, the mini preset), once with the default pipeline and once with
+    every pipeline setting (RandAugment on the device, nvjpeg on a GPU, the compiled encoder). A correctness
+    check of the device path (bf16 autocast, fused AdamW, the measured text encoding, the records), not a
+    speed figure."""
+    from guidg import harness
+    from guidg.backbone import TINY_MODEL
+
+    # the embedded default's preset, as README's first command runs it; shortened for --quick
+    fast = ("prompt.epochs=4", "finetune.epochs=1", "finetune.steps_per_epoch=20") if args.quick else ()
+    settings = {
+        "default": (),
+        "pipeline": ("pipeline.augment_on=device",) + (("pipeline.compile=true",) if args.compile_on else ())
+        + (("pipeline.decoder=nvjpeg",) if device.type == "cuda" else ()),
+    }
+    result: dict[str, Any] = {}
+    for name, extra in settings.items():
+        started = time.perf_counter()
+        sweep = harness.Sweep(
+            mini=True, targets=("a",), methods=("zeroshot", "guidg"), base="clipood", model=TINY_MODEL,
+            pretrained="mini", seeds=(1,), preset="mini", overrides=fast + extra, device=str(device),
+            workers=args.workers, runs=folder / "harness-runs", mini_dir=folder / "harness-mini",
+        )
+        outcomes = harness.run_local(harness.make_plan(sweep, on_build=lambda text: None))
+        records = [o.record for o in outcomes]
+        result[name] = {
+            "seconds": time.perf_counter() - started,
+            "overrides": list(extra),
+            "runs": {f"{r.method}{'+' + r.base if r.base else ''}": {
+                "accuracy": r.accuracy, "precision": r.precision, "device_type": r.device_type,
+                "text_encoding": (r.details.get("text_encoding") or {}).get("text_encoding"),
+            } for r in records},
+        }
+        print(f"[harness_runs] {name}: " + ", ".join(f"{k} {v['accuracy']:.1f}% ({v['precision']})"
+                                                     for k, v in result[name]["runs"].items()), flush=True)
+    return result
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Report
 
@@ -544,7 +585,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 SECTION_ORDER = ("anchor", "library_step", "cache_build", "evaluation", "end_to_end", "step1",
-                 "end_to_end_device_augment", "anchor_compiled", "library_step_compiled", "evaluation_compiled",
+                 "end_to_end_device_augment", "harness_runs", "anchor_compiled", "library_step_compiled", "evaluation_compiled",
                  "end_to_end_compiled")
 
 
@@ -558,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     peak = peak_tflops(name) if device.type == "cuda" else None
     compile_on = args.compile == "yes" or (args.compile == "auto" and device.type == "cuda" and not args.quick)
+    args.compile_on = compile_on
     sections = [s for s in SECTION_ORDER if (args.sections is None or s in args.sections)
                 and (compile_on or not s.endswith("_compiled"))]
     print(f"device {name} (bf16 peak {peak} TFLOP/s), arch {args.arch}, workers {args.workers}, "
@@ -566,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     # Seconds each section is foreseen to need on an H100-class GPU, to skip rather than overrun the budget.
     foreseen = {"anchor_compiled": 90, "library_step_compiled": 90, "end_to_end": 40, "step1": 40,
-                "end_to_end_device_augment": 25, "evaluation_compiled": 60, "end_to_end_compiled": 90}
+                "end_to_end_device_augment": 25, "harness_runs": 90, "evaluation_compiled": 60, "end_to_end_compiled": 90}
     with tempfile.TemporaryDirectory(prefix="gpu-bench-") as temporary:
         folder = Path(temporary)
         gen_start = time.perf_counter()
@@ -590,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
             "end_to_end_compiled": lambda: end_to_end(args, device, pools, root, compiled=True,
                                                       steps=args.steps_variant),
             "evaluation_compiled": lambda: evaluation(args, device, eval_images, root, compiled=True),
+            "harness_runs": lambda: harness_runs(args, device, folder),
             "step1": lambda: step1(args, device, folder, feature_pool, root),
         }
         for section in sections:
