@@ -585,8 +585,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 SECTION_ORDER = ("anchor", "library_step", "cache_build", "evaluation", "end_to_end", "step1",
-                 "end_to_end_device_augment", "harness_runs", "anchor_compiled", "library_step_compiled", "evaluation_compiled",
-                 "end_to_end_compiled")
+                 "end_to_end_device_augment", "anchor_compiled", "library_step_compiled", "harness_runs",
+                 "evaluation_compiled", "end_to_end_compiled")
 
 
 def main(argv: list[str] | None = None) -> int:
