@@ -35,6 +35,19 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise click.BadParameter(f"expected integers separated by commas, got {text!r}") from None
 
 
+def hub_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --hub, --revision and --hub-columns (a standard suite read from its Hub parquet mirror) to ``command``."""
+    command = click.option("--hub-columns", default="image,domain,label", show_default=True,
+                           help="With --hub: the image, domain and label columns, comma-separated.")(command)
+    command = click.option("--revision", default=None,
+                           help="With --hub: the commit, branch or tag to read (required).")(command)
+    return click.option(
+        "--hub", default=None,
+        help="With --suite: read the suite from this Hub parquet dataset (or a local copy of one), writing its "
+             "images under --root in the suite's folder layout.",
+    )(command)
+
+
 def release_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add --root, --mini-dir and one option per release to ``command``."""
     for domain, help_text in reversed(RELEASE_OPTIONS.items()):
@@ -154,12 +167,7 @@ def main(verbose: bool) -> None:
 @click.option("--protocol", type=click.Choice(["fewshot", "full"]), default="fewshot", show_default=True,
               help="With --suite: the paper's 40/40/20 few-shot splits, or DomainBed's 80/20 splits.")
 @click.option("--targets", default=None, help="With --suite: target domains, comma-separated (default: all).")
-@click.option("--hub", default=None,
-              help="With --suite: read the suite from this Hub parquet dataset (or a local copy of one), writing "
-                   "its images under --root.")
-@click.option("--revision", default=None, help="With --hub: the commit, branch or tag to read (required).")
-@click.option("--hub-columns", default="image,domain,label", show_default=True,
-              help="With --hub: the image, domain and label columns, comma-separated.")
+@hub_options
 @click.option("--embed-images", is_flag=True, help="Embed the image bytes (check the releases' terms first).")
 @click.option("--verify", is_flag=True, help="Open every selected image and report defects.")
 @click.option("--on-bad-image", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
@@ -366,12 +374,7 @@ def _ints(values: tuple[str, ...], option: str) -> tuple[int, ...]:
               help="Change one preset value, e.g. --set finetune.lr=1e-5 (repeatable).")
 @click.option("--benchmark", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Built manifests (imagenet-dg build); default: built by this command under RUNS/manifests/.")
-@click.option("--hub", default=None,
-              help="A standard suite's parquet mirror on the Hugging Face Hub (or a local copy of one): its images "
-                   "are written under --root in the suite's layout, then built and evaluated.")
-@click.option("--revision", default=None, help="With --hub: the commit, branch or tag to read (required).")
-@click.option("--hub-columns", default="image,domain,label", show_default=True,
-              help="With --hub: the image, domain and label columns, comma-separated.")
+@hub_options
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when a GPU is visible).")
 @click.option("--workers", type=int, default=None,
               help="Image-loading worker processes (default: none on CPU, every core but one with a GPU).")
