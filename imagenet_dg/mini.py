@@ -279,8 +279,16 @@ def _counts(
 
 
 def _existing_files(out: Path) -> set[str]:
+    """Every file under ``out``, but those of miniature standard suites written inside it by
+    :func:`imagenet_dg.mini_suites.make_mini_suite` (the harness keeps ``mini-pacs/`` beside the releases):
+    their folders hold that generator's marker, and they are no release a scan of ``out`` could mistake."""
+    from imagenet_dg.mini_suites import MARKER as SUITE_MARKER
+
     found = set()
-    for folder, _, names in os.walk(out):
+    for folder, subfolders, names in os.walk(out):
+        if Path(folder) != out and SUITE_MARKER in names:
+            subfolders.clear()
+            continue
         for name in names:
             found.add((Path(folder) / name).relative_to(out).as_posix())
     return found

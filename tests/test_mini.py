@@ -385,6 +385,19 @@ def test_rerun_refuses_a_set_with_foreign_files_added(tmp_path):
         make_mini_releases(tmp_path / "set", images_per_class=SMALL)
 
 
+def test_a_miniature_suite_kept_inside_the_set_is_not_a_foreign_file(tmp_path):
+    # the harness writes the miniature PACS beside the releases (mini-releases/mini-pacs/PACS/...)
+    from imagenet_dg.mini_suites import make_mini_suite
+
+    mini = make_mini_releases(tmp_path / "set", images_per_class=SMALL)
+    make_mini_suite("mini-pacs", tmp_path / "set" / "mini-pacs", images_per_class=1)
+    assert make_mini_releases(tmp_path / "set", images_per_class=SMALL) == mini
+    # a file beside the suite's folder, not written by its generator, is still foreign
+    (tmp_path / "set" / "mini-pacs" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="notes.txt"):
+        make_mini_releases(tmp_path / "set", images_per_class=SMALL)
+
+
 def test_the_set_folder_gets_the_mode_mkdir_would_give_under_the_umask(tmp_path):
     previous = os.umask(0o027)
     try:
