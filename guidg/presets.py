@@ -4,8 +4,10 @@ A preset is a named :class:`MethodConfig` instance. ``paper`` reproduces the ref
 standard DG suites, ``paper-imagenet-dg`` and ``paper-imagenet-dg-i`` those of ImageNet-DG (step-2 batch 12 per
 domain; prompt batch 8 on task ``i``), ``smoke`` is a seconds-long CPU run of the tiny model for tests, and
 ``mini`` the embedded default: the tiny CLIP pretrained on the miniature world (``--pretrained mini``) trained
-on the miniature benchmark in seconds per run, with prompts that start from "a photo of a". Deviations from the reference code are the decisions of SPEC section 8 (fp32 master
-weights, seed honoured, WiSE-FT once at the end, target scored once).
+on the miniature benchmark in seconds per run, with prompts that start from "a photo of a". Deviations from
+the reference code are the decisions of SPEC section 8 (fp32 master weights, seed honoured, WiSE-FT once at the
+end, target scored once). A configuration also carries its :class:`PipelineConfig`, the speed settings it runs
+with (every preset has the exact defaults).
 """
 
 from __future__ import annotations
