@@ -608,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     # Seconds each section is foreseen to need on an H100-class GPU, to skip rather than overrun the budget.
     foreseen = {"anchor_compiled": 90, "library_step_compiled": 90, "end_to_end": 40, "step1": 40,
-                "end_to_end_device_augment": 25, "harness_runs": 90, "evaluation_compiled": 60, "end_to_end_compiled": 90}
+                "end_to_end_device_augment": 25, "harness_runs": 90, "evaluation_compiled": 60,
+                "end_to_end_compiled": 90}
     with tempfile.TemporaryDirectory(prefix="gpu-bench-") as temporary:
         folder = Path(temporary)
         gen_start = time.perf_counter()

@@ -451,7 +451,8 @@ def prepare(checked: Checked, on_build: Callable[[str], None] = logger.info) -> 
 def check_image_sample(prepared: Prepared, configs: Sequence[str]) -> None:
     """Read every configuration of the sweep, checking its shards against their hashes and that each domain's
     folder holds a sample of the images the manifests name there
-    (:func:`imagenet_dg.loading.check_roots`); the error names the domain, its folder and the files missing or not decodable."""
+    (:func:`imagenet_dg.loading.check_roots`); the error names the domain, its folder and the files missing or
+    not decodable."""
     from imagenet_dg.loading import check_roots, load_task
 
     for config in configs:

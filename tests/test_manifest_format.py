@@ -93,7 +93,9 @@ def test_a_format_2_class_without_an_id_is_refused_in_words(imagenet_dg_build: P
         config_classes(manifest, config)
 
 
-def test_a_higher_format_is_refused_naming_the_formats_this_version_reads(imagenet_dg_build: Path, tmp_path: Path) -> None:
+def test_a_higher_format_is_refused_naming_the_formats_this_version_reads(
+    imagenet_dg_build: Path, tmp_path: Path
+) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(imagenet_dg_build, copy)
     edit_manifest(copy, format=MANIFEST_FORMAT + 1)
