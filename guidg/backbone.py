@@ -342,14 +342,6 @@ class Backbone:
         self.image_encoder = torch.compile(self.model.visual, backend=backend)
         self.compile_backend = backend
 
-    @property
-    def compiled(self) -> str | None:
-        """The name of the ``torch.compile`` backend the image encoder runs under, or None."""
-        backend = self.compile_backend
-        if backend is None or isinstance(backend, str):
-            return backend
-        return str(getattr(backend, "__name__", type(backend).__name__))
-
     @functools.cached_property
     def text(self) -> TextEncoder:
         """The text tower in pieces, for prompt learning; built on first use, so that models whose text tower

@@ -310,17 +310,11 @@ def validate(sweep: Sweep) -> Checked:
         from imagenet_dg.mini import choose_releases
 
         choose_releases(dict(sweep.release_paths), sweep.root, mini=False, mini_dir=sweep.mini_dir)  # writes nothing
-    if sweep.hub is not None and (suite.name == IMAGENET_DG or suite.synthetic):
-        raise SweepError(f"--hub: reads a standard suite's parquet mirror; --suite {suite.name} is not one")
-    if sweep.hub is not None and sweep.root is None:
-        raise SweepError(f"--hub {sweep.hub} needs --root: the folder to write the suite's images into")
-    if sweep.hub is None and sweep.revision is not None:
-        raise SweepError("--revision applies only with --hub (a folder copy has no revision)")
+    from imagenet_dg.suite_build import check_suite_source
+
+    check_suite_source(suite, root=sweep.root, hub=sweep.hub, revision=sweep.revision)
     if sweep.hub is not None and sweep.benchmark is not None:
         raise SweepError("--hub builds the manifests from the Hub copy; leave --benchmark out")
-    if sweep.hub is not None and sweep.revision is None and not Path(sweep.hub).is_dir():
-        raise SweepError(f"--hub {sweep.hub}: --revision is required (a commit, branch or tag), so that the "
-                         "images scored are the ones recorded")
     if suite.name != IMAGENET_DG and (sweep.mini or sweep.release_paths):
         raise SweepError(
             f"--suite {suite.name}: --mini and the ImageNet release options apply to ImageNet-DG; give --root "
@@ -394,32 +388,22 @@ def _prepare_imagenet_dg(checked: Checked, on_build: Callable[[str], None]) -> P
 
 
 def _prepare_suite(checked: Checked, on_build: Callable[[str], None]) -> Prepared:
-    from imagenet_dg.suite_build import SuiteBuildOptions, build_suite
+    from imagenet_dg.hub_suite_source import HubColumns
+    from imagenet_dg.suite_build import SuiteBuildOptions, build_suite, find_suite_images
     from imagenet_dg.suite_discovery import scan_suite, suite_roots
 
     sweep, suite = checked.sweep, checked.suite
-    root = sweep.root
-    built_name = _built_name(checked)
     if sweep.hub is not None:
-        from imagenet_dg.hub_suite_source import HubColumns, materialise_hub_suite
-
-        on_build(f"Reading {sweep.hub} into {root} in the {suite.display_name} folder layout")
-        copy = materialise_hub_suite(suite, sweep.hub, root, revision=sweep.revision,
-                                     columns=HubColumns(*sweep.hub_columns))
-        root = copy.root
+        on_build(f"Reading {sweep.hub} into {sweep.root} in the {suite.display_name} folder layout")
+    images = find_suite_images(suite, root=sweep.root, mini_dir=sweep.mini_dir, hub=sweep.hub,
+                               revision=sweep.revision, columns=HubColumns(*sweep.hub_columns))
+    root = images.root
+    built_name = _built_name(checked)
+    if images.hub is not None:
         # manifests of a Hub copy are its own: named for the repository and the revision it was pinned to
-        pinned = json.dumps({k: copy.source.get(k) for k in ("repo_id", "revision", "columns")}, sort_keys=True)
+        pinned = json.dumps({k: images.hub.source.get(k) for k in ("repo_id", "revision", "columns")},
+                            sort_keys=True)
         built_name += "-hub-" + hashlib.sha256(pinned.encode()).hexdigest()[:10]
-    if root is None:
-        if not suite.synthetic:
-            raise SweepError(
-                f"--suite {suite.name}: give --root, the folder holding the {suite.display_name} folder "
-                f"({' or '.join(suite.folder_names)}). {suite.source}".strip()
-            )
-        from imagenet_dg.mini_suites import make_mini_suite
-
-        root = make_mini_suite(suite.name, Path(sweep.mini_dir) / suite.name).root
-        logger.info("Using the miniature (synthetic) %s in %s", suite.name, root)
     benchmark = (sweep.benchmark or Path(sweep.runs) / BUILT_DIR / built_name).absolute()
     built = False
     if not (Path(benchmark) / MANIFEST_FILE).is_file():

@@ -40,7 +40,7 @@ from imagenet_dg.manifests import (
     shard_name,
     write_manifest,
 )
-from imagenet_dg.hub_suite_source import HubColumns, materialise_hub_suite, recorded_source
+from imagenet_dg.hub_suite_source import HubColumns, MaterialisedSuite, materialise_hub_suite, recorded_source
 from imagenet_dg.mini_suites import is_miniature, make_mini_suite
 from imagenet_dg.suite_card import suite_readme
 from imagenet_dg.suite_discovery import SuiteScan, scan_suite
@@ -294,12 +294,70 @@ __all__ = [
     "SuiteBuildResult",
     "build_suite",
     "build_suite_from",
+    "check_suite_source",
+    "find_suite_images",
     "releases_are_synthetic",
     "split_features",
     "suite_of_manifest",
     "table_digest",
     "write_suite_split",
 ]
+
+
+def check_suite_source(suite: Suite, *, root: object, hub: str | None, revision: str | None) -> None:
+    """Refuse a source of ``suite``'s images that cannot work, before anything is read or written: a Hub
+    mirror for ImageNet-DG or a miniature suite, a Hub mirror with no ``root`` to write it into, a remote one
+    without ``revision``, a ``revision`` without ``hub``."""
+    if hub is None:
+        if revision is not None:
+            raise ImageNetDGError("--revision applies only with --hub (a folder copy has no revision)")
+        return
+    if suite.layout != "domain/class/image" or suite.synthetic:
+        raise ImageNetDGError(f"--hub: reads a standard suite's parquet mirror; --suite {suite.name} is not one")
+    if root is None:
+        raise ImageNetDGError(f"--hub {hub} needs --root: the folder to write the suite's images into")
+    if revision is None and not Path(hub).is_dir():
+        raise ImageNetDGError(
+            f"--hub {hub}: --revision is required (a commit, branch or tag), so that the images scored are the "
+            "ones recorded"
+        )
+
+
+@dataclass(frozen=True)
+class SuiteImages:
+    """Where a suite's images are, and the Hub copy they were written from, if any."""
+
+    root: Path
+    """The folder holding the suite folder."""
+    hub: MaterialisedSuite | None = None
+
+
+def find_suite_images(
+    suite: Suite,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    mini_dir: str | os.PathLike[str] | None = None,
+    hub: str | None = None,
+    revision: str | None = None,
+    columns: HubColumns = HubColumns(),
+) -> SuiteImages:
+    """The folder holding ``suite``'s folder: ``root``; with ``hub``, after the Hub dataset is materialised under
+    it (see :mod:`imagenet_dg.hub_suite_source`); for a miniature suite given no root, the miniature written (or
+    found, if written before) in ``mini_dir/<suite name>``."""
+    check_suite_source(suite, root=root, hub=hub, revision=revision)
+    if hub is not None:
+        copy = materialise_hub_suite(suite, hub, root, revision=revision, columns=columns)  # type: ignore[arg-type]
+        return SuiteImages(copy.root, copy)
+    if root is not None:
+        return SuiteImages(Path(root))
+    if not suite.synthetic or mini_dir is None:
+        raise ImageNetDGError(
+            f"--suite {suite.name} needs --root: the folder holding {suite.folder_names[0]}/ as DomainBed's "
+            f"download script leaves it (get it from {suite.source}), or --hub with a parquet mirror"
+        )
+    images = SuiteImages(make_mini_suite(suite.name, Path(mini_dir) / suite.name).root)
+    logger.info("Using the miniature (synthetic) %s in %s", suite.name, images.root)
+    return images
 
 
 def build_suite_from(
@@ -315,31 +373,13 @@ def build_suite_from(
     overwrite: bool = False,
     on_config: Callable[[str], None] | None = None,
 ) -> SuiteBuildResult:
-    """Find (or fetch) the suite ``suite_name`` and build it into ``out``: what ``imagenet-dg build --suite``
-    does.
-
-    The images are read from ``root`` (the folder holding the suite folder); with ``hub``, the Hub dataset is
-    first materialised under ``root`` (see :mod:`imagenet_dg.hub_suite_source`). A miniature suite given no
-    root is written (or found, if written before) under ``mini_dir``.
-    """
+    """Find (or fetch) the suite ``suite_name`` (:func:`find_suite_images`) and build it into ``out``: what
+    ``imagenet-dg build --suite`` does."""
     suite = get_suite(suite_name)
     if suite.layout != "domain/class/image":
         raise ImageNetDGError(f"suite {suite.name} is built by 'imagenet-dg build' without --suite")
-    if hub is not None:
-        if root is None:
-            raise ImageNetDGError(f"--hub {hub} needs --root: the folder to write the suite's images into")
-        materialise_hub_suite(suite, hub, root, revision=revision, columns=columns)
-    elif revision is not None:
-        raise ImageNetDGError("--revision applies only with --hub (a folder copy has no revision)")
-    if root is None:
-        if not suite.synthetic or mini_dir is None:
-            raise ImageNetDGError(
-                f"--suite {suite.name} needs --root: the folder holding {suite.folder_names[0]}/ as DomainBed's "
-                f"download script leaves it (get it from {suite.source}), or --hub with a parquet mirror"
-            )
-        root = make_mini_suite(suite.name, mini_dir).root
-        logger.info("no --root given: using the miniature suite under %s", root)
-    return build_suite(scan_suite(suite, root), out, options, overwrite=overwrite, on_config=on_config)
+    images = find_suite_images(suite, root=root, mini_dir=mini_dir, hub=hub, revision=revision, columns=columns)
+    return build_suite(scan_suite(suite, images.root), out, options, overwrite=overwrite, on_config=on_config)
 
 
 def releases_are_synthetic(roots: Sequence[os.PathLike[str] | str]) -> bool:

@@ -271,6 +271,20 @@ def test_build_suite_on_the_command_line(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "data" / "photo-full-trial0" / "validation-00000-of-00001.parquet").is_file()
 
 
+def test_build_and_evaluate_keep_a_miniature_suite_in_the_same_place_under_the_mini_folder(tmp_path: Path) -> None:
+    from guidg import harness
+
+    result = CliRunner().invoke(main, ["build", "--suite", "mini-pacs", "--mini-dir", str(tmp_path / "mini"),
+                                       "--protocol", "full", "--seeds", "0", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "mini" / "mini-pacs" / "PACS").is_dir() and not (tmp_path / "mini" / "PACS").exists()
+    sweep = harness.Sweep(suite="mini-pacs", protocol="full", methods=("zeroshot",), model="imagenet-dg-tiny",
+                          pretrained="none", seeds=(0,), device="cpu", runs=tmp_path / "runs",
+                          mini_dir=tmp_path / "mini")
+    plan = harness.make_plan(sweep, on_build=lambda text: None)
+    assert plan.prepared.roots["photo"].is_relative_to(tmp_path / "mini" / "mini-pacs" / "PACS")
+
+
 def test_build_of_a_real_suite_without_root_is_one_error_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["build", "--suite", "vlcs", "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
