@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,12 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import TextTransformer
+from safetensors.torch import save_file
 from torch import nn
 
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.hashing import file_sha256
+from guidg.packaged_weights import read_packed
 
 TINY_MODEL = "imagenet-dg-tiny"
 """A registered open_clip architecture small enough for tests (32 px ViT, 2+2 layers of width 64)."""
@@ -147,6 +150,21 @@ def _packaged_path(packaged: PackagedWeights) -> Path:
             f"(reinstall it, or rebuild them with 'python -m guidg.world_pretraining --out {packaged.path}')"
         )
     return packaged.path
+
+
+@contextlib.contextmanager
+def _checkpoint_file(spec: BackboneSpec, kind: str) -> Iterator[str | None]:
+    """What open_clip's ``pretrained`` is given: the tag or file as named, or for packaged weights a dense
+    checkpoint unpacked from their storage form (:mod:`guidg.packaged_weights`) into a temporary file, so
+    they take open_clip's loading path like any checkpoint."""
+    if kind != "packaged":
+        yield spec.pretrained
+        return
+    state, _ = read_packed(_packaged_path(PACKAGED[(spec.arch, str(spec.pretrained))]))
+    with tempfile.TemporaryDirectory(prefix="imagenet-dg-weights-") as folder:
+        dense = os.path.join(folder, "checkpoint.safetensors")
+        save_file(state, dense)
+        yield dense
 
 
 def _checkpoint_sha256(path: str) -> str:
@@ -386,10 +404,9 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Bac
         )
     kind = spec.pretrained_kind()
     tag_cfg = open_clip.get_pretrained_cfg(spec.arch, spec.pretrained) if kind == "tag" else {}
-    # Packaged weights are a tag to the user and a checkpoint file to open_clip: the same loading path.
-    weights = str(_packaged_path(PACKAGED[(spec.arch, spec.pretrained)])) if kind == "packaged" else spec.pretrained
+    named = str(_packaged_path(PACKAGED[(spec.arch, str(spec.pretrained))])) if kind == "packaged" else spec.pretrained
     try:
-        with torch.random.fork_rng(devices=[]):
+        with _checkpoint_file(spec, kind) as weights, torch.random.fork_rng(devices=[]):
             # Random weights are drawn on the CPU from a fixed seed, whatever ran before, on every device.
             torch.default_generator.manual_seed(spec.init_seed)
             model, _, eval_transform = open_clip.create_model_and_transforms(
@@ -410,7 +427,7 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Bac
             ) from exc
         if kind in ("file", "packaged"):
             raise BackboneError(
-                f"could not load the checkpoint file {weights} into {spec.arch!r} ({exc}); expected an "
+                f"could not load the checkpoint file {named} into {spec.arch!r} ({exc}); expected an "
                 f"open_clip state dict of this architecture (.safetensors, or .pt/.bin readable with "
                 f"torch.load(weights_only=True))"
             ) from exc
