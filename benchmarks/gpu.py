@@ -427,7 +427,7 @@ def harness_runs(args: argparse.Namespace, device: torch.device, folder: Path) -
     every pipeline setting (RandAugment on the device, nvjpeg on a GPU, the compiled encoder). A correctness
     check of the device path (bf16 autocast, fused AdamW, the measured text encoding, the records), not a
     speed figure."""
-    from guidg import harness
+    from guidg import harness, launchers
     from guidg.backbone import TINY_MODEL
 
     # the embedded default's preset, as README's first command runs it; shortened for --quick
@@ -445,7 +445,7 @@ def harness_runs(args: argparse.Namespace, device: torch.device, folder: Path) -
             pretrained="mini", seeds=(1,), preset="mini", overrides=fast + extra, device=str(device),
             workers=args.workers, runs=folder / "harness-runs", mini_dir=folder / "harness-mini",
         )
-        outcomes = harness.run_local(harness.make_plan(sweep, on_build=lambda text: None))
+        outcomes = launchers.run_local(harness.make_plan(sweep, on_build=lambda text: None))
         records = [o.record for o in outcomes]
         result[name] = {
             "seconds": time.perf_counter() - started,

@@ -147,3 +147,10 @@ def barrier(replica: Replica) -> None:
     """Wait for every rank (no-op for a single process)."""
     if replica.world_size > 1:
         dist.barrier()
+
+
+def rank_device(device: str) -> str:
+    """Under torchrun, each CUDA rank uses the GPU of its LOCAL_RANK."""
+    if torch.device(device).type == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device

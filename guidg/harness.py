@@ -5,7 +5,7 @@ overrides, the device: nothing is scanned or trained before all of them are righ
 (the built manifests, building them when missing (from a Hub mirror first written out as files when one is
 given), and the folders the images are in, a sample of them
 checked) -> :func:`plan` (one :class:`PlannedRun` per run, with its folder and whether it is done) -> a
-launcher (:data:`LAUNCHERS`: ``local`` runs them in sequence, ``slurm`` submits them with submitit) ->
+launcher (:mod:`guidg.launchers`: ``local`` runs them in sequence, ``slurm`` submits them with submitit) ->
 records -> :func:`summary_table`. The command line is a thin layer over these functions.
 """
 
@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,10 +29,10 @@ from imagenet_dg.manifests import MANIFEST_FILE, read_manifest
 from imagenet_dg.suites import IMAGENET_DG, PROTOCOLS, Suite, config_name, get_suite
 from guidg.backbone import BackboneSpec
 from guidg.bases import BASES
-from guidg.distributed import barrier, init_from_environment
+from guidg.distributed import barrier, init_from_environment, rank_device
 from guidg.methods import METHODS, families_with_base, get_method, resolve_method
 from guidg.presets import MethodConfig, get_preset
-from guidg.run import RunOutcome, RunSpec, attempt, default_workers, is_done, run_folder
+from guidg.run import RunOutcome, RunSpec, default_workers, is_done, run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -501,7 +500,7 @@ def make_plan(sweep: Sweep, on_build: Callable[[str], None] = logger.info) -> Pl
     """Validate ``sweep``, prepare its manifests and images (checking a sample), and plan its runs."""
     checked = validate(sweep)
     # Under torchrun, rank 0 builds whatever is missing while the others wait, then they read what it built.
-    replica = init_from_environment(torch.device(_rank_device(checked.device)).type)
+    replica = init_from_environment(torch.device(rank_device(checked.device)).type)
     if not replica.is_main:
         barrier(replica)
     prepared = prepare(checked, on_build)
@@ -523,130 +522,6 @@ def describe_plan(the_plan: Plan) -> str:
     lines.append(f"{len(the_plan.runs)} runs, {done} done, {len(the_plan.runs) - done} to run "
                  f"({the_plan.checked.device}; manifests {the_plan.prepared.benchmark})")
     return "\n".join(lines)
-
-
-# --- launchers ------------------------------------------------------------------------------------------------
-
-
-def run_one(
-    run: PlannedRun, roots: Mapping[str, Path], runs_dir: Path, device: str, workers: int, export_model: bool,
-    blocking: bool = True,
-) -> RunOutcome:
-    """Run one planned run in this process (what a Slurm job executes)."""
-    return attempt(run.spec, roots, runs_dir, device=device, num_workers=workers, export_model=export_model,
-                   blocking=blocking)
-
-
-def _rank_device(device: str) -> str:
-    """Under torchrun, each CUDA rank uses the GPU of its LOCAL_RANK."""
-    if torch.device(device).type == "cuda" and "LOCAL_RANK" in os.environ:
-        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return device
-
-
-def run_local(the_plan: Plan, on_start: Callable[[PlannedRun], None] | None = None) -> list[RunOutcome]:
-    """Run every planned run here, in order (a finished one is read, not rerun).
-
-    A run another process is running is put off to the end and then waited for, so two ``evaluate``
-    processes sharing a runs folder share the work instead of queueing behind each other. Under ``torchrun``
-    every process runs this with the same plan (the fine-tuning is data-parallel).
-    """
-    checked, prepared = the_plan.checked, the_plan.prepared
-    device = _rank_device(checked.device)
-    init_from_environment(torch.device(device).type)
-    outcomes: dict[int, RunOutcome] = {}
-    put_off = []
-    for index, run in enumerate(the_plan.runs):
-        if on_start is not None and not run.done:
-            on_start(run)
-        outcome = run_one(run, prepared.roots, checked.sweep.runs, device, checked.workers,
-                          checked.sweep.export_model, blocking=False)
-        if outcome.status == "busy":
-            put_off.append(index)
-        else:
-            outcomes[index] = outcome
-    for index in put_off:
-        run = the_plan.runs[index]
-        outcomes[index] = run_one(run, prepared.roots, checked.sweep.runs, device, checked.workers,
-                                  checked.sweep.export_model, blocking=True)
-    return [outcomes[i] for i in range(len(the_plan.runs))]
-
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    """Slurm resources of each job (one job per run; a sweep is one array job)."""
-
-    partition: str | None = None
-    time_minutes: int = 240
-    gpus_per_job: int = 1
-    cpus_per_job: int = 8
-    mem_gb: int | None = None
-    array_parallelism: int = 64
-    """At most this many jobs of the array run at once."""
-    folder: Path | None = None
-    """Where submitit keeps job scripts and logs; None: ``<runs>/slurm``."""
-    cluster: str | None = "slurm"
-    """submitit cluster: ``slurm``; ``debug`` or ``local`` run the jobs on this machine (for tests)."""
-
-    def parameters(self, name: str) -> dict[str, Any]:
-        """The submitit parameters of each job."""
-        parameters: dict[str, Any] = {
-            "name": name,
-            "timeout_min": self.time_minutes,
-            "gpus_per_node": self.gpus_per_job,
-            "cpus_per_task": self.cpus_per_job,
-            # One process per GPU: a job of several GPUs fine-tunes data-parallel, as under torchrun.
-            "tasks_per_node": max(1, self.gpus_per_job),
-            "nodes": 1,
-            "slurm_array_parallelism": self.array_parallelism,
-        }
-        if self.partition is not None:
-            parameters["slurm_partition"] = self.partition
-        if self.mem_gb is not None:
-            parameters["mem_gb"] = self.mem_gb
-        return parameters
-
-
-def submit_slurm(the_plan: Plan, options: SlurmOptions) -> list[Any]:
-    """Submit every run not yet done as one job of one array job; returns the submitit jobs.
-
-    Each job runs :func:`run_one` on the cluster, which takes the run folder's lock, so a job that finds its
-    run finished or running elsewhere does nothing twice.
-    """
-    import submitit
-
-    checked, prepared = the_plan.checked, the_plan.prepared
-    pending = [r for r in the_plan.runs if not r.done]
-    if not pending:
-        return []
-    folder = options.folder or Path(checked.sweep.runs) / "slurm"
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=options.cluster)
-    executor.update_parameters(**options.parameters(f"imagenet-dg-{checked.suite.name}"))
-    device = "cuda" if options.gpus_per_job > 0 else "cpu"
-    jobs = []
-    with executor.batch():
-        for run in pending:
-            jobs.append(executor.submit(slurm_job, run, dict(prepared.roots), Path(checked.sweep.runs).absolute(),
-                                        device, checked.workers, checked.sweep.export_model))
-    return jobs
-
-
-def slurm_job(run: PlannedRun, roots: Mapping[str, Path], runs_dir: Path, device: str, workers: int,
-              export_model: bool) -> RunOutcome:
-    """What each Slurm job runs: one planned run, data-parallel over the job's tasks when it has several."""
-    import submitit
-
-    if submitit.JobEnvironment().num_tasks > 1:
-        submitit.helpers.TorchDistributedEnvironment().export()  # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*
-    device = _rank_device(device)
-    init_from_environment(torch.device(device).type)
-    return run_one(run, roots, runs_dir, device, workers, export_model)
-
-
-LAUNCHERS: Mapping[str, str] = {
-    "local": "run here, one after the other",
-    "slurm": "submit each run as a Slurm job (one array job per sweep) with submitit",
-}
 
 
 # --- the table ------------------------------------------------------------------------------------------------

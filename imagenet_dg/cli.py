@@ -398,7 +398,7 @@ def evaluate(suite: str, protocol: str, targets: tuple[str, ...], methods: tuple
              runs: Path, export_model: bool, dry_run: bool, launcher: str, partition: str | None,
              time_minutes: int, gpus_per_job: int, cpus_per_job: int, **releases: Any) -> None:
     """Train methods on a suite's leave-one-domain-out tasks and score each on its target."""
-    from guidg import harness
+    from guidg import harness, launchers
     from guidg.distributed import current_replica, launched_as_main
 
     if not launched_as_main():  # under torchrun only rank 0 reports progress
@@ -418,14 +418,14 @@ def evaluate(suite: str, protocol: str, targets: tuple[str, ...], methods: tuple
         click.echo(harness.describe_plan(plan))
         return
     if launcher == "slurm":
-        options = harness.SlurmOptions(partition=partition, time_minutes=time_minutes, gpus_per_job=gpus_per_job,
+        options = launchers.SlurmOptions(partition=partition, time_minutes=time_minutes, gpus_per_job=gpus_per_job,
                                        cpus_per_job=cpus_per_job)
-        jobs = harness.submit_slurm(plan, options)
+        jobs = launchers.submit_slurm(plan, options)
         for job in jobs:
             click.echo(f"submitted job {job.job_id}")
         click.echo(f"{len(jobs)} jobs submitted, {len(plan.runs) - len(jobs)} runs already done")
         return
-    outcomes = harness.run_local(plan)  # each run logs its folder when it starts
+    outcomes = launchers.run_local(plan)  # each run logs its folder when it starts
     if current_replica().is_main:
         click.echo(harness.summary_table(plan, outcomes))
 

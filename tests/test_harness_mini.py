@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from guidg import harness
+from guidg import harness, launchers
 from guidg.backbone import TINY_MODEL
 from leaderboard.records import collect
 
@@ -17,7 +17,7 @@ def test_a_sweep_over_a_miniature_suite_builds_runs_and_resumes(tmp_path) -> Non
     the_plan = harness.make_plan(sweep, on_build=builds.append)
     assert len(builds) == 1 and str(the_plan.prepared.benchmark) in builds[0]
     assert the_plan.prepared.synthetic and the_plan.prepared.manifest["suite"] == "mini-pacs"
-    outcomes = harness.run_local(the_plan)
+    outcomes = launchers.run_local(the_plan)
     assert [o.status for o in outcomes] == ["ran", "ran"]
     records = [o.record for o in outcomes]
     assert [(r.suite, r.target, r.method, r.base) for r in records] == [
@@ -32,7 +32,7 @@ def test_a_sweep_over_a_miniature_suite_builds_runs_and_resumes(tmp_path) -> Non
     again = harness.make_plan(sweep, on_build=builds.append)
     assert len(builds) == 1  # the manifests are there: nothing is rebuilt
     assert all(r.done for r in again.runs)
-    assert [o.status for o in harness.run_local(again)] == ["done", "done"]
+    assert [o.status for o in launchers.run_local(again)] == ["done", "done"]
     assert len(collect(tmp_path / "runs").runs) == 2
 
 
@@ -48,7 +48,7 @@ def test_a_sweep_reads_a_standard_suite_from_its_hub_mirror_and_records_it(tmp_p
     the_plan = harness.make_plan(sweep, on_build=builds.append)
     assert builds[0].startswith(f"Reading {repo}") and "-hub-" in the_plan.prepared.benchmark.name
     assert (tmp_path / "images" / "PACS" / "sketch").is_dir()  # written in the suite's own layout
-    [outcome] = harness.run_local(the_plan)
+    [outcome] = launchers.run_local(the_plan)
     record = outcome.record
     assert record.suite == "pacs" and record.target == "sketch" and not record.synthetic_data
     assert record.suite_source["kind"] == "hub" and record.suite_source["repo_id"] == "pacs"
