@@ -4,7 +4,7 @@ Each run lives in a folder named by a hash of everything that determines its res
 configuration, method, backbone, hyperparameters, seed, device type and precision: a CPU fp32 run and a GPU
 bf16 run of one spec are two runs). While the run is going the folder holds its lock, ``run.json`` (what it
 is), ``run.log`` and the resumable training state; once it has finished, the record written by
-:func:`leaderboard.records.write_record` (``results.jsonl``, then the ``done`` marker). A run whose folder is
+:func:`imagenet_dg.records.write_record` (``results.jsonl``, then the ``done`` marker). A run whose folder is
 done is not repeated, so a sweep resumes by running the same command again; two processes sharing a runs
 folder never run one run twice (:mod:`guidg.run_lock`). Model selection uses source data only; the target is
 scored once, at the end.
@@ -45,7 +45,7 @@ from guidg.experts import ExpertStore
 from guidg.methods import MethodSpec, TrainedMethod, fit_method, get_method
 from guidg.presets import MethodConfig
 from guidg.run_lock import LOCK_FILE, RunLock
-from leaderboard.records import DONE_FILE, RESULTS_FILE, RUN_FILE, Record, read_record, write_record
+from imagenet_dg.records import DONE_FILE, RESULTS_FILE, RUN_FILE, Record, read_record, write_record
 
 logger = logging.getLogger(__name__)
 

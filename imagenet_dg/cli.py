@@ -445,7 +445,7 @@ def leaderboard(runs: tuple[Path, ...], more_runs: tuple[Path, ...], out: Path |
     from leaderboard.aggregation import build_leaderboard
     from leaderboard.markdown import render_markdown
     from leaderboard.publish import publish
-    from leaderboard.records import collect
+    from imagenet_dg.records import collect
     from leaderboard.reported import load_reported
 
     folders = [*runs, *more_runs] or [Path("runs")]

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagenet_dg.errors import ImageNetDGError
-from leaderboard.records import FinishedRun, Record, RecordSet
+from imagenet_dg.labels import SYNTHETIC_CAPTION, SYNTHETIC_SUITE, suite_label, weights_label
+from imagenet_dg.records import FinishedRun, Record, RecordSet
 from leaderboard.reported import AVERAGE, Reported
 
 SPREADS = ("auto", "sd", "se")
@@ -36,26 +37,6 @@ NOT_TRAINING = ("eval", "score", "test", "load")
 
 class LeaderboardError(ImageNetDGError):
     """Records cannot be put into one table as asked."""
-
-
-SYNTHETIC_SUITE = "synthetic miniature"
-"""Said after the suite's name wherever a table of synthetic data is named."""
-SYNTHETIC_CAPTION = ("Synthetic miniature data: generated pictures in the suite's layout, not its real images; the "
-                     "numbers show the machinery and are never comparable with results on the real benchmark.")
-
-
-def weights_label(pretrained: str, synthetic_weights: bool) -> str:
-    """The weights as a reader should read them: random, synthetic-world, or the pretrained tag."""
-    if pretrained == "none":
-        return "random weights"
-    if synthetic_weights:
-        return f"{pretrained} (synthetic-world weights)"
-    return f"{pretrained} weights"
-
-
-def suite_label(suite: str, synthetic_data: bool) -> str:
-    """The suite as named in titles: ``imagenet-dg (synthetic miniature)`` for synthetic data."""
-    return f"{suite} ({SYNTHETIC_SUITE})" if synthetic_data else suite
 
 
 def _shots_text(shots: int | None) -> str:

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from imagenet_dg.atomic import write_text_atomic
 from imagenet_dg.errors import ImageNetDGError
+from imagenet_dg.records import DONE_FILE, RESULTS_FILE, collect, read_record, write_record
 from leaderboard.aggregation import build_leaderboard
 from leaderboard.markdown import render_markdown
 from leaderboard.publish import Published, publish
-from leaderboard.records import DONE_FILE, RESULTS_FILE, collect, read_record, write_record
 from leaderboard.reported import load_reported
 
 PACKAGE_DIR = Path(__file__).resolve().parent

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from leaderboard.aggregation import Leaderboard, Overview, Table, overviews, suite_label
+from imagenet_dg.labels import suite_label
+from leaderboard.aggregation import Leaderboard, Overview, Table, overviews
 from leaderboard.numbers import MISSING, accuracy_text, cell_text, classes_range_text, classes_text, difference_text
 from leaderboard.reported import AVERAGE
 

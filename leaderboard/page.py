@@ -13,10 +13,11 @@ from pathlib import Path
 
 import matplotlib
 
-from leaderboard.aggregation import SPREAD_NAMES, Cell, Leaderboard, Overview, OverviewKey, Table, overviews, suite_label
+from imagenet_dg.labels import suite_label
+from imagenet_dg.records import RESULTS_FILE
+from leaderboard.aggregation import SPREAD_NAMES, Cell, Leaderboard, Overview, OverviewKey, Table, overviews
 from leaderboard.numbers import MISSING, accuracy_text, cell_parts, classes_range_text, classes_text, difference_text
 from leaderboard.plots import cost_plot, palette, svg_ids, table_plot
-from leaderboard.records import RESULTS_FILE
 from leaderboard.reported import AVERAGE
 
 STYLE = """

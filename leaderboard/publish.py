@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagenet_dg.atomic import write_text_atomic
+from imagenet_dg.records import collect
 from leaderboard.aggregation import Leaderboard, LeaderboardError, build_leaderboard
 from leaderboard.latex import render_latex
 from leaderboard.markdown import render_markdown
 from leaderboard.page import render_html
-from leaderboard.records import collect
 from leaderboard.reported import Reported, load_reported
 from leaderboard.tidy import render_csv
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from imagenet_dg.records import collect, write_record
 from leaderboard.aggregation import (
     CELL_FIELDS, LeaderboardError, RowKey, build_leaderboard, overviews, spread_for, training_seconds,
 )
-from leaderboard.records import collect, write_record
 from leaderboard.reported import REFERENCE_DIR, Reported, ReportedError, load_reported, read_reported_file
 from test_records import make_record
 

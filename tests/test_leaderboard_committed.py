@@ -8,13 +8,13 @@ from pathlib import Path
 import matplotlib
 import pytest
 
+from imagenet_dg.records import RESULTS_FILE, collect
 from leaderboard.aggregation import build_leaderboard
 from leaderboard.committed import (
     README_END, README_START, committed_run_folders, import_runs, main, readme_block, replace_runs, update_readme,
 )
 from leaderboard.page import GENERATOR
 from leaderboard.publish import HTML_FILE, OUTPUT_FILES, render_all
-from leaderboard.records import RESULTS_FILE, collect
 from leaderboard.reported import load_reported
 from test_leaderboard import record, write_all
 

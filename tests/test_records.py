@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from leaderboard.records import (
+from imagenet_dg.records import (
     DONE_FILE, RESULTS_FILE, RUN_FILE, SCHEMA_VERSION, Record, RecordError, collect, read_record, write_record,
 )
 
@@ -60,7 +62,7 @@ def test_a_finished_run_is_never_overwritten(tmp_path: Path) -> None:
 
 
 def test_a_failed_record_write_leaves_no_done_marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import leaderboard.records as records
+    import imagenet_dg.records as records
 
     def broken(target, text):
         raise OSError("disk full")
@@ -236,3 +238,10 @@ def test_row_label_names_method_base_and_non_default_routing() -> None:
 def test_records_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         make_record().accuracy = 1.0  # type: ignore[misc]
+
+
+def test_the_producer_of_records_does_not_import_the_leaderboard() -> None:
+    code = ("import sys, guidg.run, guidg.harness, imagenet_dg.records; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'leaderboard'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -14,7 +14,7 @@ from guidg.presets import get_preset
 from guidg.run import DONE_FILE, RESULTS_FILE, RunSpec, attempt, execute
 from imagenet_dg.cli import main
 from imagenet_dg.manifests import read_manifest
-from leaderboard.records import Record, collect, read_record
+from imagenet_dg.records import Record, collect, read_record
 
 QUICK = get_preset("smoke").replace(prompt={"epochs": 2}, finetune={"epochs": 1, "steps_per_epoch": 2})
 
