@@ -31,6 +31,7 @@ from torch import Tensor
 
 from imagenet_dg import __version__
 from imagenet_dg.atomic import write_text_atomic
+from imagenet_dg.calibration import expected_calibration_error, negative_log_likelihood
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.loading import LabeledImages, TaskData, load_task
 from imagenet_dg.manifests import read_manifest
@@ -199,7 +200,7 @@ def _record(
     phase_seconds = dict(phases.seconds)
     for name, seconds in trained.record.get("phase_seconds", {}).items():
         phase_seconds[name] = round(float(seconds), 3)
-    details = {k: v for k, v in trained.record.items() if k not in ("history", "phase_seconds")}
+    details = {k: v for k, v in trained.record.items() if k not in ("history", "phase_seconds", "model_selection")}
     details["backbone"] = spec.backbone.describe()
     details["config_name"] = spec.config
     details["eval_order"] = "manifest (class, path)"
@@ -228,7 +229,10 @@ def _record(
         domain_accuracy=dict(scores.domain_accuracy),
         class_accuracy=dict(scores.class_accuracy),
         worst_class_accuracy=scores.worst_class_accuracy,
+        ece=expected_calibration_error(test_logits, task.test.labels),
+        nll=negative_log_likelihood(test_logits, task.test.labels),
         validation_accuracy=dict(validation),
+        model_selection=trained.record.get("model_selection"),
         test_images=len(task.test),
         # the manifest says so for the miniature releases; a registered miniature suite is synthetic by name too
         synthetic_data=bool(manifest.get("synthetic", False)) or get_suite(suite_name).synthetic,

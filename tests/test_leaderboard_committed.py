@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from imagenet_dg.records import RESULTS_FILE, collect
 from leaderboard.aggregation import build_leaderboard
 from leaderboard.committed import (
     README_END, README_START, committed_run_folders, import_runs, main, readme_block, replace_runs, update_readme,
+    upgrade_records,
 )
 from leaderboard.page import GENERATOR
 from leaderboard.publish import HTML_FILE, OUTPUT_FILES, render_all
@@ -144,3 +146,23 @@ def test_replacing_with_nothing_or_without_import_is_refused(tmp_path: Path, cap
     assert len(committed_run_folders(into)) == 1
     assert main(["--replace"]) == 2
     assert capsys.readouterr().err.startswith("error: --replace:")
+
+
+def test_upgrading_rewrites_only_schema_2_records_keeping_every_other_field(tmp_path: Path) -> None:
+    into = tmp_path / "committed"
+    import_runs([write_all(tmp_path / "old", [record("photo", 1, 50.0, method="clipood", base=None, routing=None),
+                                               record("sketch", 1, 51.0)])], into)
+    old = into / "pacs" / "run000" / RESULTS_FILE
+    data = json.loads(old.read_text())
+    for name in ("ece", "nll", "model_selection"):
+        del data[name]
+    old.write_text(json.dumps({**data, "schema_version": 2}) + "\n")
+    current = (into / "pacs" / "run001" / RESULTS_FILE).read_bytes()
+    assert upgrade_records(into) == [old]
+    upgraded = json.loads(old.read_text())
+    assert {k: v for k, v in upgraded.items() if k not in data} == {"ece": None, "nll": None,
+                                                                     "model_selection": "last step"}
+    assert {k: upgraded[k] for k in data if k != "schema_version"} == {k: v for k, v in data.items() if k != "schema_version"}
+    assert (into / "pacs" / "run001" / RESULTS_FILE).read_bytes() == current
+    assert upgrade_records(into) == []
+
