@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Iterable
@@ -30,9 +31,10 @@ from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.records import (
     DONE_FILE, RESULTS_FILE, RecordError, collect, read_record, upgrade_schema_2, write_record,
 )
-from leaderboard.aggregation import build_leaderboard
+from leaderboard.aggregation import Leaderboard, build_leaderboard
 from leaderboard.markdown import render_markdown
-from leaderboard.publish import Published, publish
+from leaderboard.page import GENERATOR
+from leaderboard.publish import HTML_FILE, Published, publish, render_all
 from leaderboard.reported import load_reported
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -40,6 +42,8 @@ COMMITTED_RUNS = PACKAGE_DIR / "runs"
 COMMITTED_BOARD = PACKAGE_DIR / "board"
 README_START = "<!-- leaderboard:start -->"
 README_END = "<!-- leaderboard:end -->"
+_FIGURE = re.compile(r"<figure><svg.*?</svg>", re.DOTALL)
+_GENERATOR_TAG = re.compile(r'<meta name="generator" content="[^"]*">')
 
 
 def import_runs(runs_dirs: Iterable[str | os.PathLike[str]], into: Path = COMMITTED_RUNS) -> list[Path]:
@@ -140,6 +144,29 @@ def upgrade_records(into: Path = COMMITTED_RUNS) -> list[Path]:
 def regenerate(runs: Path = COMMITTED_RUNS, board: Path = COMMITTED_BOARD) -> Published:
     """Write the committed outputs from the committed records."""
     return publish([runs], board)
+
+
+def comparable(name: str, text: str, same_matplotlib: bool) -> str:
+    """The text of an output to compare: all of it, except the plots' SVG when made by another matplotlib version
+    (its SVG output changes between versions; the tables, links and captions must still be identical)."""
+    if name == HTML_FILE and not same_matplotlib:
+        text = _FIGURE.sub("<figure><svg/>", text)
+        text = _GENERATOR_TAG.sub("", text)
+    return text
+
+
+def stale_outputs(board: Leaderboard, board_dir: Path = COMMITTED_BOARD) -> list[str]:
+    """The output files in ``board_dir`` that are not what ``board`` gives (missing ones included), compared as
+    :func:`comparable` says: the plots are compared only when the page was made with this matplotlib."""
+    page = board_dir / HTML_FILE
+    same_matplotlib = page.is_file() and f'content="{GENERATOR}"' in page.read_text(encoding="utf-8")
+    stale = []
+    for name, text in render_all(board, board_dir).items():
+        file = board_dir / name
+        if not file.is_file() or (comparable(name, file.read_text(encoding="utf-8"), same_matplotlib)
+                                  != comparable(name, text, same_matplotlib)):
+            stale.append(name)
+    return stale
 
 
 def readme_block(runs: Path = COMMITTED_RUNS, board: Path = COMMITTED_BOARD) -> str:
