@@ -134,7 +134,8 @@ def row_keys(runs: Sequence[FinishedRun]) -> list[RowKey]:
             unknown[(base, record.preset)].append(index)
             keys.append(base)
         else:
-            keys.append(replace(base, settings=changed_settings(record.config, preset, routed=base.routing is not None)))
+            settings = changed_settings(record.config, preset, routed=base.routing is not None)
+            keys.append(replace(base, settings=settings))
     for (base, _), indices in unknown.items():
         configs = [runs[i].record.config for i in indices]
         for index, settings in zip(indices, differing_settings(configs, routed=base.routing is not None)):
@@ -276,7 +277,8 @@ class Leaderboard:
     def notes(self) -> list[str]:
         """What every number of the leaderboard is, said once at its top when it is not the default (accuracy,
         every configuration its own row)."""
-        notes = [] if self.metric.is_accuracy else [f"Every number below is the {self.metric.noun}. {self.metric.about}"]
+        metric = self.metric
+        notes = [] if metric.is_accuracy else [f"Every number below is the {metric.noun}. {metric.about}"]
         return notes + ([RULES[self.selection].caption] if self.selection != NO_SELECTION else [])
 
 
@@ -362,7 +364,8 @@ def check_cell(runs: Sequence[FinishedRun], where: str, fields: Sequence[str] = 
 def _cell(runs: Sequence[FinishedRun], spread_kind: str, metric: Metric) -> Cell:
     """The cell of the runs that measured ``metric``."""
     measured = [r for r in runs if metric.value(r.record) is not None]
-    ordered = sorted(measured, key=lambda r: (r.record.seed, -1 if r.record.split_seed is None else r.record.split_seed))
+    ordered = sorted(measured, key=lambda r: (r.record.seed,
+                                              -1 if r.record.split_seed is None else r.record.split_seed))
     return Cell(
         values=tuple(metric.value(r.record) for r in ordered),  # type: ignore[misc]
         replicates=tuple((r.record.seed, r.record.split_seed) for r in ordered),
@@ -574,7 +577,8 @@ class Overview:
         spreads = " / ".join(SPREAD_NAMES[s] for s in self.spread_kinds)
         return (_selection_caption(self.selection) + (SYNTHETIC_CAPTION + " " if self.key.synthetic_data else "")
                 + f"Average {self.metric.noun} over each suite's targets, mean ± {spreads} over seeds (n); "
-                "† fewer seeds than the rest of the suite's table." + (f" {self.metric.about}" if self.metric.about else ""))
+                "† fewer seeds than the rest of the suite's table."
+                + (f" {self.metric.about}" if self.metric.about else ""))
 
     @property
     def several(self) -> bool:

@@ -1,4 +1,5 @@
-"""How the leaderboard writes its numbers: one decimal for accuracies (each metric says its own), the same everywhere."""
+"""How the leaderboard writes its numbers: one decimal for accuracies (each metric says its own), the same
+everywhere."""
 
 from __future__ import annotations
 

@@ -160,7 +160,8 @@ class _Page:
             texts = []
             for column, t in enumerate(targets):
                 cell = cells.get(t)
-                rank = ranks[t].get(accuracy_text(cell.mean, self.metric.decimals)) if cell is not None and cell.n else None
+                mean = accuracy_text(cell.mean, self.metric.decimals) if cell is not None and cell.n else None
+                rank = ranks[t].get(mean) if mean is not None else None
                 where = (title, f"{row.key.label}; {'average over targets' if t == AVERAGE else 'target ' + t}")
                 fewer = bool(cell is not None and table.fewer_seeds(cell))
                 texts.append(self.cell(cell, where, (index, row_index, column), fewer, rank))
@@ -184,7 +185,8 @@ class _Page:
         parts.append("</table>")
         if table.reported:
             parts.append('<p class="caption">Italic rows: published numbers; Δ = reproduced mean − reported.</p>')
-        parts.append(self.plot(table_plot(table, self.styles), f"{self.metric.title} per target: markers at the mean, error bars one "
+        parts.append(self.plot(table_plot(table, self.styles), f"{self.metric.title} per target: markers at the mean, "
+                                                  "error bars one "
                                                   f"{SPREAD_NAMES[table.spread_kind]}, dots the individual seeds; "
                                                   "the axis is zoomed to the numbers."))
         return "\n".join(parts)
@@ -238,11 +240,13 @@ class _Page:
                 record = self.records[folder]
                 path = self.relative(folder / RESULTS_FILE)
                 rows.append(f"<tr><td>{record.seed}</td><td>{'' if record.split_seed is None else record.split_seed}</td>"
-                            f"<td>{_e(record.target)}</td><td>{self.value(record)}</td><td>{_e(record.device_type)}</td>"
+                            f"<td>{_e(record.target)}</td><td>{self.value(record)}</td>"
+                            f"<td>{_e(record.device_type)}</td>"
                             f'<td><a href="{_e(path)}"><code>{_e(path)}</code></a></td></tr>')
             parts.append(f'<details id="{anchor}"><summary>{_e(item)} ({len(runs)} run{"s" if len(runs) != 1 else ""})'
                          '</summary><table class="records"><thead><tr><th>seed</th>'
-                         f"<th>split seed</th><th>target</th><th>{_e(self.metric.name)}</th><th>device</th><th>record</th></tr></thead>"
+                         f"<th>split seed</th><th>target</th><th>{_e(self.metric.name)}</th><th>device</th>"
+                         "<th>record</th></tr></thead>"
                          f"<tbody>{''.join(rows)}</tbody></table></details>")
         return "\n".join(parts)
 

@@ -146,7 +146,8 @@ def test_upgrading_rewrites_only_schema_2_records_keeping_every_other_field(tmp_
     upgraded = json.loads(old.read_text())
     assert {k: v for k, v in upgraded.items() if k not in data} == {"ece": None, "nll": None,
                                                                      "model_selection": "last step"}
-    assert {k: upgraded[k] for k in data if k != "schema_version"} == {k: v for k, v in data.items() if k != "schema_version"}
+    assert {k: upgraded[k] for k in data if k != "schema_version"} == {k: v for k, v in data.items()
+                                                                       if k != "schema_version"}
     assert (into / "pacs" / "run001" / RESULTS_FILE).read_bytes() == current
     assert upgrade_records(into) == []
 

@@ -116,7 +116,8 @@ def test_an_accuracy_csv_keeps_its_columns(runs: Path, tmp_path: Path) -> None:
 def test_nll_is_written_with_three_decimals(runs: Path) -> None:
     result = CliRunner().invoke(main, ["leaderboard", "--runs", str(runs), "--metric", "nll"])
     assert result.exit_code == 0, result.output
-    assert "| guidg+clipood | 0.300 ± 0.100 (3) |" in result.output and "| clipood | 1.000 ± 0.141 (2†) |" in result.output
+    assert "| guidg+clipood | 0.300 ± 0.100 (3) |" in result.output
+    assert "| clipood | 1.000 ± 0.141 (2†) |" in result.output
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX engine installed")

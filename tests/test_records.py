@@ -139,7 +139,8 @@ def test_a_schema_2_record_upgrades_with_calibration_unmeasured_and_everything_e
     assert upgraded.ece is None and upgraded.nll is None and upgraded.schema_version == SCHEMA_VERSION == 3
     assert upgraded.model_selection == SCHEMA_2_MODEL_SELECTION["coop"] == "best epoch on source validation"
     kept = upgraded.to_dict()
-    assert {k: kept[k] for k in data if k != "schema_version"} == {k: v for k, v in data.items() if k != "schema_version"}
+    assert {k: kept[k] for k in data if k != "schema_version"} == {k: v for k, v in data.items()
+                                                                   if k != "schema_version"}
     assert set(kept) - set(data) == {"ece", "nll", "model_selection"}
 
 

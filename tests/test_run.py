@@ -47,7 +47,8 @@ def test_a_run_records_its_score_and_what_produced_it(mini_benchmark, mini_relea
     assert record.synthetic_data is bool(read_manifest(mini_benchmark).get("synthetic", False))
 
 
-def test_a_run_records_the_calibration_of_its_target_logits(mini_benchmark, mini_releases, tmp_path, monkeypatch) -> None:
+def test_a_run_records_the_calibration_of_its_target_logits(mini_benchmark, mini_releases, tmp_path,
+                                                            monkeypatch) -> None:
     seen = []
     measure = run_module.expected_calibration_error
 
