@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from guidg.presets import get_preset
 from imagenet_dg.cli import main
-from leaderboard.aggregation import LeaderboardError, build_leaderboard, overviews
 from imagenet_dg.records import collect
+from leaderboard.aggregation import LeaderboardError, build_leaderboard, overviews
 from test_leaderboard import record, write_all
 
 PAPER = json.loads(json.dumps(get_preset("paper").to_dict()))
