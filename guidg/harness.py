@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from imagenet_dg.errors import ImageNetDGError
+from imagenet_dg.labels import SYNTHETIC_CAPTION, suite_label, weights_label
 from imagenet_dg.manifests import MANIFEST_FILE, read_manifest
 from imagenet_dg.suites import IMAGENET_DG, PROTOCOLS, Suite, config_name, get_suite
 from guidg.backbone import BackboneSpec
@@ -551,8 +552,6 @@ def summary_table(the_plan: Plan, outcomes: Sequence[RunOutcome]) -> str:
 def summary_notes(records: Sequence[Any]) -> list[str]:
     """What a reader needs to judge the table's accuracies: each target's classes and chance level, the weights,
     and, for synthetic data, that it is not the real benchmark."""
-    from leaderboard.aggregation import SYNTHETIC_CAPTION, suite_label, weights_label
-
     notes = [f"{suite_label(suite, synthetic)}, target {target}: {n} classes, chance {100.0 / n:.1f}%"
              for suite, synthetic, target, n in sorted({(r.suite, r.synthetic_data, r.target, r.num_classes)
                                                        for r in records})]

@@ -4,7 +4,7 @@ Each run lives in a folder named by a hash of everything that determines its res
 configuration, method, backbone, hyperparameters, seed, device type and precision: a CPU fp32 run and a GPU
 bf16 run of one spec are two runs). While the run is going the folder holds its lock, ``run.json`` (what it
 is), ``run.log`` and the resumable training state; once it has finished, the record written by
-:func:`leaderboard.records.write_record` (``results.jsonl``, then the ``done`` marker). A run whose folder is
+:func:`imagenet_dg.records.write_record` (``results.jsonl``, then the ``done`` marker). A run whose folder is
 done is not repeated, so a sweep resumes by running the same command again; two processes sharing a runs
 folder never run one run twice (:mod:`guidg.run_lock`). Model selection uses source data only; the target is
 scored once, at the end.
@@ -31,6 +31,7 @@ from torch import Tensor
 
 from imagenet_dg import __version__
 from imagenet_dg.atomic import write_text_atomic
+from imagenet_dg.calibration import expected_calibration_error, negative_log_likelihood
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.loading import LabeledImages, TaskData, load_task
 from imagenet_dg.manifests import read_manifest
@@ -45,7 +46,7 @@ from guidg.experts import ExpertStore
 from guidg.methods import MethodSpec, TrainedMethod, fit_method, get_method
 from guidg.presets import MethodConfig
 from guidg.run_lock import LOCK_FILE, RunLock
-from leaderboard.records import DONE_FILE, RESULTS_FILE, RUN_FILE, Record, read_record, write_record
+from imagenet_dg.records import DONE_FILE, RESULTS_FILE, RUN_FILE, Record, read_record, write_record
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ def _record(
     phase_seconds = dict(phases.seconds)
     for name, seconds in trained.record.get("phase_seconds", {}).items():
         phase_seconds[name] = round(float(seconds), 3)
-    details = {k: v for k, v in trained.record.items() if k not in ("history", "phase_seconds")}
+    details = {k: v for k, v in trained.record.items() if k not in ("history", "phase_seconds", "model_selection")}
     details["backbone"] = spec.backbone.describe()
     details["config_name"] = spec.config
     details["eval_order"] = "manifest (class, path)"
@@ -228,7 +229,10 @@ def _record(
         domain_accuracy=dict(scores.domain_accuracy),
         class_accuracy=dict(scores.class_accuracy),
         worst_class_accuracy=scores.worst_class_accuracy,
+        ece=expected_calibration_error(test_logits, task.test.labels),
+        nll=negative_log_likelihood(test_logits, task.test.labels),
         validation_accuracy=dict(validation),
+        model_selection=trained.record.get("model_selection"),
         test_images=len(task.test),
         # the manifest says so for the miniature releases; a registered miniature suite is synthetic by name too
         synthetic_data=bool(manifest.get("synthetic", False)) or get_suite(suite_name).synthetic,

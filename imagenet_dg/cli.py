@@ -14,6 +14,8 @@ import click
 
 from guidg.bases import BASES
 from imagenet_dg.errors import ImageNetDGError
+from leaderboard.metrics import ACCURACY, METRICS
+from leaderboard.selection import NO_SELECTION, SELECTIONS
 
 logger = logging.getLogger("imagenet_dg")
 
@@ -439,21 +441,31 @@ def evaluate(suite: str, protocol: str, targets: tuple[str, ...], methods: tuple
 @click.option("--spread", type=click.Choice(["auto", "sd", "se"]), default="auto", show_default=True,
               help="Spread over seeds: standard deviation (sd, the CoOp line), standard error (se, DomainBed), or "
                    "auto: sd for the fewshot protocol, se for the full one.")
+@click.option("--selection", type=click.Choice(SELECTIONS), default=NO_SELECTION,
+              show_default=True,
+              help="Reduce a hyperparameter sweep to one configuration per method, target and seed: by the sources' "
+                   "validation accuracy (training-domain) or by the target's accuracy (oracle: an upper bound that "
+                   "looks at the target). none: every configuration is a row of its own.")
+@click.option("--metric", type=click.Choice(list(METRICS)), default=ACCURACY.name,
+              show_default=True,
+              help="The number in every table: accuracy, worst-class accuracy, expected calibration error (ece, "
+                   "lower is better) or negative log-likelihood (nll, lower is better).")
 @_errors_to_exit
-def leaderboard(runs: tuple[Path, ...], more_runs: tuple[Path, ...], out: Path | None, spread: str) -> None:
+def leaderboard(runs: tuple[Path, ...], more_runs: tuple[Path, ...], out: Path | None, spread: str, selection: str,
+                metric: str) -> None:
     """Aggregate every finished run under the runs folders into the leaderboard's tables."""
     from leaderboard.aggregation import build_leaderboard
     from leaderboard.markdown import render_markdown
     from leaderboard.publish import publish
-    from leaderboard.records import collect
+    from imagenet_dg.records import collect
     from leaderboard.reported import load_reported
 
     folders = [*runs, *more_runs] or [Path("runs")]
     if out is None:
-        board = build_leaderboard(collect(folders), load_reported(), spread)
+        board = build_leaderboard(collect(folders), load_reported(), spread, selection, metric)
         click.echo(render_markdown(board), nl=False)
     else:
-        published = publish(folders, out, spread=spread)
+        published = publish(folders, out, spread=spread, selection=selection, metric=metric)
         board = published.board
         for file in published.files:
             click.echo(f"wrote {file}", err=True)

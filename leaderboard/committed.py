@@ -1,6 +1,6 @@
 """The leaderboard kept in the repository: the records of the runs made, and the outputs generated from them.
 
-    python -m leaderboard.committed [--import RUNS_DIR ...] [--replace] [--readme README.md]
+    python -m leaderboard.committed [--import RUNS_DIR ...] [--replace] [--upgrade-records] [--readme README.md]
 
 ``--import`` copies the finished records of evaluation runs folders into ``leaderboard/runs/<suite>/<run>/``
 (validated, only ``results.jsonl`` and ``done``: no checkpoints or logs); then the outputs in
@@ -9,14 +9,18 @@ place of every committed one: the committed run folders (those holding only ``re
 the import writes them) are removed first, after the new records have been validated; a file under
 ``leaderboard/runs/`` that the import did not write stops the replacement before anything is removed. With ``--readme``, the part of that file
 between the lines ``<!-- leaderboard:start -->`` and ``<!-- leaderboard:end -->`` is replaced by the current
-tables (a file without those lines is an error, never rewritten). A test checks that the committed outputs are
+tables (a file without those lines is an error, never rewritten). ``--upgrade-records`` rewrites the committed
+records of schema version 2 as version 3 (:func:`imagenet_dg.records.upgrade_schema_2`: calibration not
+measured, everything else as it was). A test checks that the committed outputs are
 exactly what this generates from the committed records.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Iterable
@@ -24,10 +28,13 @@ from pathlib import Path
 
 from imagenet_dg.atomic import write_text_atomic
 from imagenet_dg.errors import ImageNetDGError
-from leaderboard.aggregation import build_leaderboard
+from imagenet_dg.records import (
+    DONE_FILE, RESULTS_FILE, RecordError, collect, read_record, upgrade_schema_2, write_record,
+)
+from leaderboard.aggregation import Leaderboard, build_leaderboard
 from leaderboard.markdown import render_markdown
-from leaderboard.publish import Published, publish
-from leaderboard.records import DONE_FILE, RESULTS_FILE, collect, read_record, write_record
+from leaderboard.page import GENERATOR
+from leaderboard.publish import HTML_FILE, Published, publish, render_all
 from leaderboard.reported import load_reported
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -35,6 +42,8 @@ COMMITTED_RUNS = PACKAGE_DIR / "runs"
 COMMITTED_BOARD = PACKAGE_DIR / "board"
 README_START = "<!-- leaderboard:start -->"
 README_END = "<!-- leaderboard:end -->"
+_FIGURE = re.compile(r"<figure><svg.*?</svg>", re.DOTALL)
+_GENERATOR_TAG = re.compile(r'<meta name="generator" content="[^"]*">')
 
 
 def import_runs(runs_dirs: Iterable[str | os.PathLike[str]], into: Path = COMMITTED_RUNS) -> list[Path]:
@@ -114,9 +123,50 @@ def replace_runs(runs_dirs: Iterable[str | os.PathLike[str]], into: Path = COMMI
     return import_runs(runs_dirs, into)
 
 
+def upgrade_records(into: Path = COMMITTED_RUNS) -> list[Path]:
+    """Rewrite every committed record of schema version 2 as version 3 (atomically, in place); returns the files
+    rewritten. Records of version 3 are left as they are; any other version is an error naming the file."""
+    rewritten = []
+    for folder in committed_run_folders(into):
+        results = folder / RESULTS_FILE
+        try:
+            data = json.loads(results.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise RecordError(f"{results}: not a JSON record ({error})") from None
+        if isinstance(data, dict) and data.get("schema_version") != 2:
+            read_record(folder)  # a current record is left alone; another version is refused by name
+            continue
+        write_text_atomic(results, upgrade_schema_2(data, origin=str(results)).to_json() + "\n")
+        rewritten.append(results)
+    return rewritten
+
+
 def regenerate(runs: Path = COMMITTED_RUNS, board: Path = COMMITTED_BOARD) -> Published:
     """Write the committed outputs from the committed records."""
     return publish([runs], board)
+
+
+def comparable(name: str, text: str, same_matplotlib: bool) -> str:
+    """The text of an output to compare: all of it, except the plots' SVG when made by another matplotlib version
+    (its SVG output changes between versions; the tables, links and captions must still be identical)."""
+    if name == HTML_FILE and not same_matplotlib:
+        text = _FIGURE.sub("<figure><svg/>", text)
+        text = _GENERATOR_TAG.sub("", text)
+    return text
+
+
+def stale_outputs(board: Leaderboard, board_dir: Path = COMMITTED_BOARD) -> list[str]:
+    """The output files in ``board_dir`` that are not what ``board`` gives (missing ones included), compared as
+    :func:`comparable` says: the plots are compared only when the page was made with this matplotlib."""
+    page = board_dir / HTML_FILE
+    same_matplotlib = page.is_file() and f'content="{GENERATOR}"' in page.read_text(encoding="utf-8")
+    stale = []
+    for name, text in render_all(board, board_dir).items():
+        file = board_dir / name
+        if not file.is_file() or (comparable(name, file.read_text(encoding="utf-8"), same_matplotlib)
+                                  != comparable(name, text, same_matplotlib)):
+            stale.append(name)
+    return stale
 
 
 def readme_block(runs: Path = COMMITTED_RUNS, board: Path = COMMITTED_BOARD) -> str:
@@ -147,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Runs folders whose finished records are copied into leaderboard/runs first.")
     parser.add_argument("--replace", action="store_true",
                         help="The imported runs replace every committed run (needs --import).")
+    parser.add_argument("--upgrade-records", action="store_true",
+                        help="Rewrite the committed records of schema version 2 as version 3 first.")
     parser.add_argument("--readme", type=Path, default=None, help="Also put the tables into this README.")
     args = parser.parse_args(argv)
     if args.replace and not args.imports:
@@ -154,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
+        for file in upgrade_records() if args.upgrade_records else ():
+            print(f"upgraded {file}")
         unfinished = collect(args.imports).unfinished if args.imports else ()
         for folder in unfinished:
             print(f"not imported (unfinished: no {DONE_FILE} marker): {folder}")

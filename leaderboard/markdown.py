@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from leaderboard.aggregation import Leaderboard, Overview, Table, overviews, suite_label
+from imagenet_dg.labels import suite_label
+from leaderboard.aggregation import Leaderboard, Overview, Table, overviews
 from leaderboard.numbers import MISSING, accuracy_text, cell_text, classes_range_text, classes_text, difference_text
 from leaderboard.reported import AVERAGE
 
@@ -21,25 +22,28 @@ def _line(cells: list[str]) -> str:
 def overview_markdown(overview: Overview) -> list[str]:
     header = [f"{suite_label(s, overview.key.synthetic_data)}<br>{classes_range_text(overview.classes[s])}"
               for s in overview.suites]
-    lines = [f"### {overview.key.title()}", "", overview.caption(), "",
+    decimals = overview.metric.decimals
+    lines = [f"### {overview.title()}", "", overview.caption(), "",
              _line(["method", *header, *(["mean over suites"] if overview.several else [])]),
              "|---|" + "---:|" * (len(overview.suites) + overview.several)]
     for row, cells in overview.rows:
-        texts = [cell_text(cells[s], overview.fewer_seeds(s, cells[s])) if s in cells else MISSING for s in overview.suites]
+        texts = [cell_text(cells[s], overview.fewer_seeds(s, cells[s]), decimals) if s in cells else MISSING
+                 for s in overview.suites]
         if overview.several:
-            texts.append(accuracy_text(overview.mean_over_suites(cells)))
+            texts.append(accuracy_text(overview.mean_over_suites(cells), decimals))
         lines.append(_line([row.label, *texts]))
     return lines
 
 
 def table_markdown(table: Table) -> list[str]:
     header = ["method", *(f"{c.target}<br>{classes_text(c.num_classes)}" for c in table.columns), "average"]
-    lines = [f"### {table.key.title()}", "", table.caption(), "", _line(header),
+    decimals = table.metric.decimals
+    lines = [f"### {table.title()}", "", table.caption(), "", _line(header),
              "|---|" + "---:|" * (len(table.columns) + 1)]
     for row in table.rows:
-        cells = [cell_text(row.cells[c.target], table.fewer_seeds(row.cells[c.target])) if c.target in row.cells
-                 else MISSING for c in table.columns]
-        lines.append(_line([row.key.label, *cells, cell_text(row.average, table.fewer_seeds(row.average))]))
+        cells = [cell_text(row.cells[c.target], table.fewer_seeds(row.cells[c.target]), decimals)
+                 if c.target in row.cells else MISSING for c in table.columns]
+        lines.append(_line([row.key.label, *cells, cell_text(row.average, table.fewer_seeds(row.average), decimals)]))
     for reported in table.reported:
         cells = []
         for target in [*(c.target for c in table.columns), AVERAGE]:
@@ -71,6 +75,7 @@ def render_markdown(board: Leaderboard, out_dir: str | os.PathLike[str] | None =
                      f"not counted: {listed}.")
     else:
         lines.append("No unfinished run folders.")
+    lines += board.notes()
     if not board.tables:
         return "\n".join(lines) + "\n"
     lines += ["", "## Suite averages", ""]

@@ -1,4 +1,5 @@
-"""How the leaderboard writes its numbers: one decimal for accuracies, the same everywhere."""
+"""How the leaderboard writes its numbers: one decimal for accuracies (each metric says its own), the same
+everywhere."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ FEWER_SEEDS_MARK = "†"
 MISSING = "–"
 
 
-def accuracy_text(value: float | None) -> str:
-    return MISSING if value is None else f"{value:.{DECIMALS}f}"
+def accuracy_text(value: float | None, decimals: int = DECIMALS) -> str:
+    """A number as the tables print it (``decimals`` places: the metric's, one for accuracies)."""
+    return MISSING if value is None else f"{value:.{decimals}f}"
 
 
 def difference_text(value: float | None) -> str:
@@ -23,19 +25,19 @@ def difference_text(value: float | None) -> str:
     return text.replace("-", "−")
 
 
-def cell_parts(cell: Cell, fewer: bool) -> tuple[str, str, str]:
+def cell_parts(cell: Cell, fewer: bool, decimals: int = DECIMALS) -> tuple[str, str, str]:
     """(mean, spread, seeds) of a cell as text; the seeds carry the mark when the cell has fewer than the rest."""
-    mean = accuracy_text(cell.mean)
-    spread = "" if cell.spread is None else f"{cell.spread:.{DECIMALS}f}"
+    mean = accuracy_text(cell.mean, decimals)
+    spread = "" if cell.spread is None else f"{cell.spread:.{decimals}f}"
     seeds = f"{cell.n}{FEWER_SEEDS_MARK if fewer else ''}"
     return mean, spread, seeds
 
 
-def cell_text(cell: Cell, fewer: bool) -> str:
+def cell_text(cell: Cell, fewer: bool, decimals: int = DECIMALS) -> str:
     """``61.2 ± 1.3 (3)``; ``61.2 (1)`` with one seed; ``–`` for a cell without runs."""
     if cell.n == 0:
         return MISSING
-    mean, spread, seeds = cell_parts(cell, fewer)
+    mean, spread, seeds = cell_parts(cell, fewer, decimals)
     return f"{mean} ± {spread} ({seeds})" if spread else f"{mean} ({seeds})"
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import matplotlib
 
-from leaderboard.aggregation import SPREAD_NAMES, Cell, Leaderboard, Overview, OverviewKey, Table, overviews, suite_label
+from imagenet_dg.labels import suite_label
+from imagenet_dg.records import RESULTS_FILE, Record
+from leaderboard.aggregation import SPREAD_NAMES, Cell, Leaderboard, Overview, OverviewKey, Table, overviews
 from leaderboard.numbers import MISSING, accuracy_text, cell_parts, classes_range_text, classes_text, difference_text
 from leaderboard.plots import cost_plot, palette, svg_ids, table_plot
-from leaderboard.records import RESULTS_FILE
 from leaderboard.reported import AVERAGE
 
 STYLE = """
@@ -108,6 +109,7 @@ class _Page:
         self.plots = 0
         self.styles = palette(board.tables)
         self.records = {run.folder: run.record for run in board.runs}
+        self.metric = board.metric
 
     def link(self, where: tuple[str, str], cell: Cell, order: tuple[int, int, int]) -> str:
         """The anchor of the list of records behind a number; ``where`` is (table title, row and column), ``order``
@@ -116,6 +118,11 @@ class _Page:
         if key not in self.anchors:
             self.anchors[key] = (f"records-{len(self.anchors) + 1}", order)
         return self.anchors[key][0]
+
+    def value(self, record: Record) -> str:
+        """One record's number, one decimal more than the tables print it."""
+        value = self.metric.value(record)
+        return "not measured" if value is None else f"{value:.{self.metric.decimals + 1}f}"
 
     def relative(self, path: Path) -> str:
         return Path(path).as_posix() if self.out_dir is None else Path(os.path.relpath(path, self.out_dir)).as_posix()
@@ -128,7 +135,7 @@ class _Page:
              rank: int | None = None) -> str:
         if cell is None or cell.n == 0:
             return '<td data-v="">' + MISSING + "</td>"
-        mean, spread, seeds = cell_parts(cell, fewer)
+        mean, spread, seeds = cell_parts(cell, fewer, self.metric.decimals)
         classes = [c for c, on in (("fewer", fewer), ("best", rank == 1), ("second", rank == 2)) if on]
         spread_html = f' <span class="spread">± {spread}</span>' if spread else ""
         tip = f"{cell.n} seed{'s' if cell.n != 1 else ''}" + (", fewer than the rest of the table" if fewer else "")
@@ -137,7 +144,7 @@ class _Page:
                 f'<span class="n">({seeds})</span></a></td>')
 
     def table(self, table: Table, index: int) -> str:
-        title = table.key.title()
+        title = table.title()
         head = "".join(f"<th>{_e(c.target)}<small>{_e(classes_text(c.num_classes))}</small></th>" for c in table.columns)
         parts = [f'<h3 id="table-{index}">{_e(title)}</h3>', f'<p class="caption">{_e(table.caption())} '
                  "Bold: best mean of the column; underlined: second. Click a header to sort, a number for its records.</p>",
@@ -146,13 +153,15 @@ class _Page:
         cells_of = [{**row.cells, AVERAGE: row.average} for row in table.rows]
         ranks = {}
         for t in targets:
-            printed = sorted({accuracy_text(c[t].mean) for c in cells_of if t in c and c[t].n}, key=float, reverse=True)
+            printed = sorted({accuracy_text(c[t].mean, self.metric.decimals) for c in cells_of if t in c and c[t].n},
+                             key=float, reverse=not self.metric.lower_is_better)
             ranks[t] = {text: r for r, text in enumerate(printed[:2], start=1)} if len(cells_of) > 1 else {}
         for row_index, (row, cells) in enumerate(zip(table.rows, cells_of)):
             texts = []
             for column, t in enumerate(targets):
                 cell = cells.get(t)
-                rank = ranks[t].get(accuracy_text(cell.mean)) if cell is not None and cell.n else None
+                mean = accuracy_text(cell.mean, self.metric.decimals) if cell is not None and cell.n else None
+                rank = ranks[t].get(mean) if mean is not None else None
                 where = (title, f"{row.key.label}; {'average over targets' if t == AVERAGE else 'target ' + t}")
                 fewer = bool(cell is not None and table.fewer_seeds(cell))
                 texts.append(self.cell(cell, where, (index, row_index, column), fewer, rank))
@@ -176,7 +185,8 @@ class _Page:
         parts.append("</table>")
         if table.reported:
             parts.append('<p class="caption">Italic rows: published numbers; Δ = reproduced mean − reported.</p>')
-        parts.append(self.plot(table_plot(table, self.styles), f"Accuracy per target: markers at the mean, error bars one "
+        parts.append(self.plot(table_plot(table, self.styles), f"{self.metric.title} per target: markers at the mean, "
+                                                  "error bars one "
                                                   f"{SPREAD_NAMES[table.spread_kind]}, dots the individual seeds; "
                                                   "the axis is zoomed to the numbers."))
         return "\n".join(parts)
@@ -184,7 +194,7 @@ class _Page:
     def overview(self, overview: Overview, tables: list[Table]) -> str:
         head = "".join(f"<th>{_e(suite_label(s, overview.key.synthetic_data))}"
                        f"<small>{_e(classes_range_text(overview.classes[s]))}</small></th>" for s in overview.suites)
-        parts = [f"<h3>{_e(overview.key.title())}</h3>",
+        parts = [f"<h3>{_e(overview.title())}</h3>",
                  f'<p class="caption">{_e(overview.caption())}</p>',
                  f'<table class="sortable"><thead><tr><th>method</th>{head}'
                  f'{"<th>mean over suites</th>" if overview.several else ""}</tr></thead><tbody>']
@@ -195,7 +205,7 @@ class _Page:
             for suite in overview.suites:
                 cell = cells.get(suite)
                 table = by_suite[suite]
-                where = (table.key.title(), f"{row.label}; average over targets")
+                where = (table.title(), f"{row.label}; average over targets")
                 rows = [r.key for r in table.rows]
                 order = (self.board.tables.index(table), rows.index(row) if row in rows else 0, len(table.columns))
                 texts.append(self.cell(cell, where, order, cell is not None and overview.fewer_seeds(suite, cell)))
@@ -204,14 +214,14 @@ class _Page:
                 texts.append(f'<td data-v="">{MISSING}</td>')
             elif overview.several:
                 behind = Cell((), (), tuple(run for s in overview.suites for run in cells[s].runs), "sd")
-                anchor = self.link((f"Suite averages, {overview.key.title()}", f"{row.label}; mean over suites"), behind,
+                anchor = self.link((f"Suite averages, {overview.title()}", f"{row.label}; mean over suites"), behind,
                                    (len(self.board.tables), overview_index, row_index))
                 texts.append(f'<td data-v="{mean:.6f}"><a href="#{anchor}" title="show the records">'
-                             f"{accuracy_text(mean)}</a></td>")
+                             f"{accuracy_text(mean, self.metric.decimals)}</a></td>")
             parts.append(f"<tr><td>{_e(row.label)}</td>{''.join(texts)}</tr>")
         parts.append("</tbody></table>")
         parts.append(self.plot(cost_plot(tables, self.styles),
-                               f"{overview.key.title()}: each method's suite average against its trainable parameters "
+                               f"{overview.title()}: each method's suite average against its trainable parameters "
                                "and its training time per run (log axes; a method that trains nothing is drawn at 0, one decade below the "
                                "smallest other value)."))
         return "\n".join(parts)
@@ -230,11 +240,13 @@ class _Page:
                 record = self.records[folder]
                 path = self.relative(folder / RESULTS_FILE)
                 rows.append(f"<tr><td>{record.seed}</td><td>{'' if record.split_seed is None else record.split_seed}</td>"
-                            f"<td>{_e(record.target)}</td><td>{record.accuracy:.2f}</td><td>{_e(record.device_type)}</td>"
+                            f"<td>{_e(record.target)}</td><td>{self.value(record)}</td>"
+                            f"<td>{_e(record.device_type)}</td>"
                             f'<td><a href="{_e(path)}"><code>{_e(path)}</code></a></td></tr>')
             parts.append(f'<details id="{anchor}"><summary>{_e(item)} ({len(runs)} run{"s" if len(runs) != 1 else ""})'
                          '</summary><table class="records"><thead><tr><th>seed</th>'
-                         "<th>split seed</th><th>target</th><th>accuracy</th><th>device</th><th>record</th></tr></thead>"
+                         f"<th>split seed</th><th>target</th><th>{_e(self.metric.name)}</th><th>device</th>"
+                         "<th>record</th></tr></thead>"
                          f"<tbody>{''.join(rows)}</tbody></table></details>")
         return "\n".join(parts)
 
@@ -249,6 +261,7 @@ class _Page:
         else:
             summary += "No unfinished run folders."
         body.append(f'<p class="summary">{summary}</p>')
+        body += [f'<p class="summary">{_e(note)}</p>' for note in board.notes()]
         if board.tables:
             suites = sorted({(t.key.suite, t.key.synthetic_data) for t in board.tables})
             body.append("<p>Suites: " + " · ".join(f'<a href="#{_suite_id(*s)}">{_e(suite_label(*s))}</a>' for s in suites)

@@ -1,8 +1,9 @@
 """The leaderboard's pictures, drawn with matplotlib as inline SVG that is identical from run to run.
 
-Per table: accuracy on each target (and the average) for each method, a marker at the mean with the seed spread
-as error bars and one dot per seed, the chance level dashed where it falls inside the zoomed axis. Across suites: each row's suite average against its
-trainable parameters and against its training time per run.
+Per table: the table's metric (accuracy by default) on each target (and the average) for each method, a marker at
+the mean with the seed spread as error bars and one dot per seed, the chance level of an accuracy dashed where it
+falls inside the zoomed axis. Across suites: each row's suite average against its trainable parameters and against
+its training time per run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import matplotlib.ticker  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from leaderboard.aggregation import SPREAD_NAMES, Table  # noqa: E402
+from leaderboard.metrics import Metric  # noqa: E402
 
 # Everything that could vary between runs or machines is fixed: SVG ids come from a fixed salt, no date is
 # written, text is drawn as paths with the DejaVu fonts matplotlib ships (no dependence on the fonts installed).
@@ -101,11 +103,10 @@ def table_plot(table: Table, styles: dict[str, int] | None = None) -> str:
                 label = None
                 axes.scatter([x] * cell.n, cell.values, s=5, color="#222222", zorder=3, linewidths=0)
                 shown += [cell.mean - spread, cell.mean + spread, *cell.values]
-        low = max(0.0, min(shown, default=0.0) - 3.0)
-        high = min(102.0, max(shown, default=100.0) + 2.0)  # room above 100 for the error bars of near-perfect cells
+        low, high = _value_range(shown, table.metric)
         chance_drawn = False
         for position, column in enumerate(table.columns):
-            if low <= column.chance <= high:
+            if table.metric.is_accuracy and low <= column.chance <= high:
                 axes.hlines(column.chance, position - 0.45, position + 0.45, colors="#555555", linestyles="dashed",
                             linewidth=0.9)
                 chance_drawn = True
@@ -114,11 +115,22 @@ def table_plot(table: Table, styles: dict[str, int] | None = None) -> str:
         axes.set_xticks(range(len(labels)), labels)
         axes.set_xlim(-0.5, len(labels) - 0.5)
         axes.set_ylim(low, high)
-        axes.set_ylabel("accuracy (%)")
+        axes.set_ylabel(table.metric.noun)
         axes.set_title(f"{table.key.suite_label}: mean ± {SPREAD_NAMES[table.spread_kind]}" + ("; dashed: chance" if chance_drawn else ""),
                        fontsize=9, loc="left")
-        axes.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        if shown:  # a table whose runs did not measure its metric has nothing to draw, nor to name
+            axes.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _svg(figure)
+
+
+def _value_range(shown: Sequence[float], metric: Metric) -> tuple[float, float]:
+    """The zoomed axis of a table plot: a few points around the numbers of a percentage (room above 100 for the
+    error bars of near-perfect cells), a tenth of their range around other numbers (never below zero)."""
+    if metric.unit == "%":
+        return max(0.0, min(shown, default=0.0) - 3.0), min(102.0, max(shown, default=100.0) + 2.0)
+    low, high = min(shown, default=0.0), max(shown, default=1.0)
+    margin = max(0.1 * (high - low), 0.05 * max(abs(high), 1e-3))
+    return max(0.0, low - margin), high + margin
 
 
 def _log_axis_with_zero(axes, values: Sequence[float]) -> Callable[[float], float]:
@@ -174,7 +186,7 @@ def cost_plot(tables: Sequence[Table], styles: dict[str, int] | None = None) -> 
             axes.grid(True, axis="both", alpha=0.3)
         params_axes.set_xlabel("trainable parameters")
         hours_axes.set_xlabel(f"training {unit} per run (mean)")
-        params_axes.set_ylabel("suite average accuracy (%)")
+        params_axes.set_ylabel(f"suite average {tables[0].metric.noun if tables else 'accuracy (%)'}")
         handles = [Line2D([], [], color=_colour(styles[label]), marker="o", linestyle="", label=label) for label in labels]
         handles += [Line2D([], [], color="#444444", marker=MARKERS[i % len(MARKERS)], linestyle="", markerfacecolor="none",
                            label=f"suite {suite}") for i, suite in enumerate(suites)]

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagenet_dg.atomic import write_text_atomic
+from imagenet_dg.records import collect
 from leaderboard.aggregation import Leaderboard, LeaderboardError, build_leaderboard
 from leaderboard.latex import render_latex
 from leaderboard.markdown import render_markdown
+from leaderboard.metrics import ACCURACY
 from leaderboard.page import render_html
-from leaderboard.records import collect
 from leaderboard.reported import Reported, load_reported
+from leaderboard.selection import NO_SELECTION
 from leaderboard.tidy import render_csv
 
 MARKDOWN_FILE = "leaderboard.md"
@@ -58,10 +60,13 @@ def _check_ours(out_dir: Path) -> None:
 
 
 def publish(runs_dirs: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *, spread: str = "auto",
-            reported: Iterable[Reported] | None = None) -> Published:
-    """Collect the records under ``runs_dirs``, aggregate them and write every output into ``out_dir``."""
+            reported: Iterable[Reported] | None = None, selection: str = NO_SELECTION,
+            metric: str = ACCURACY.name) -> Published:
+    """Collect the records under ``runs_dirs``, aggregate them (see :func:`build_leaderboard` for ``selection``
+    and ``metric``) and write every output into ``out_dir``."""
     out = Path(out_dir)
-    board = build_leaderboard(collect(list(runs_dirs)), load_reported() if reported is None else reported, spread)
+    board = build_leaderboard(collect(list(runs_dirs)), load_reported() if reported is None else reported, spread,
+                              selection, metric)
     _check_ours(out)
     contents = render_all(board, out)
     out.mkdir(parents=True, exist_ok=True)

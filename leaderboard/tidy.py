@@ -5,7 +5,10 @@ of synthetic miniature data, ``synthetic_weights`` whether the weights were trai
 ``weights`` is the weights as the tables name them (``random weights``, ...). ``target`` is a target domain or ``average``; ``runs`` lists the run
 folders behind a reproduced cell, separated by ``;``, relative to the folder of the CSV file; ``seeds`` lists each
 value's ``seed/split seed``. ``difference`` (reported rows) is the reproduced mean minus the reported number.
-Numbers are written with four decimals; an empty field is a missing value.
+Numbers are written with four decimals; an empty field is a missing value. ``mean`` and ``spread`` are of the
+accuracy in percent, unless the CSV has two more columns: one of another metric (``--metric``) or made under a
+selection rule (``--selection``) says so in ``metric`` (accuracy, worst-class, ece or nll) and ``selection`` (none,
+training-domain or oracle).
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ from pathlib import Path
 
 from leaderboard.aggregation import Cell, Leaderboard, Table
 from leaderboard.reported import AVERAGE
+from leaderboard.selection import NO_SELECTION
 
 COLUMNS = ("suite", "synthetic_data", "protocol", "model", "pretrained", "synthetic_weights", "weights", "shots", "precision", "preset", "kind", "method", "base",
            "routing", "row", "target", "num_classes", "chance", "mean", "spread", "spread_kind", "n_seeds",
            "fewer_seeds", "seeds", "reported", "difference", "source", "runs")
+CHOICE_COLUMNS = ("metric", "selection")
+"""Added after :data:`COLUMNS` when the leaderboard is not the default (accuracy, every configuration its own row)."""
 
 
 def _number(value: float | None) -> str:
@@ -75,9 +81,11 @@ def _table_rows(table: Table, base: str | os.PathLike[str] | None) -> list[dict[
 
 def render_csv(board: Leaderboard, base: str | os.PathLike[str] | None = None) -> str:
     """Every cell of the leaderboard as CSV text (run folders relative to ``base`` when given)."""
+    chosen = not board.metric.is_accuracy or board.selection != NO_SELECTION
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS + CHOICE_COLUMNS if chosen else COLUMNS, lineterminator="\n")
     writer.writeheader()
+    choices = {"metric": board.metric.name, "selection": board.selection} if chosen else {}
     for table in board.tables:
-        writer.writerows(_table_rows(table, base))
+        writer.writerows({**row, **choices} for row in _table_rows(table, base))
     return buffer.getvalue()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from guidg import harness, launchers
 from guidg.backbone import TINY_MODEL
-from leaderboard.records import collect
+from imagenet_dg.records import collect
 
 FAST = ("prompt.epochs=2", "finetune.epochs=1", "finetune.steps_per_epoch=2")
 

@@ -11,7 +11,7 @@ import textwrap
 import time
 
 from guidg.run_lock import RunLock
-from leaderboard.records import RESULTS_FILE, collect
+from imagenet_dg.records import RESULTS_FILE, collect
 
 HOLD = textwrap.dedent(
     """

@@ -7,7 +7,7 @@ import stat
 
 from guidg import harness, launchers
 from guidg.backbone import TINY_MODEL
-from leaderboard.records import collect
+from imagenet_dg.records import collect
 
 
 def plan_of(mini_benchmark, mini_releases, runs, methods=("zeroshot",)):

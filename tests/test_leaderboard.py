@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from imagenet_dg.records import collect, write_record
 from leaderboard.aggregation import (
     CELL_FIELDS, LeaderboardError, RowKey, build_leaderboard, overviews, spread_for, training_seconds,
 )
-from leaderboard.records import collect, write_record
 from leaderboard.reported import REFERENCE_DIR, Reported, ReportedError, load_reported, read_reported_file
 from test_records import make_record
 
@@ -136,7 +136,8 @@ def test_rows_are_method_base_routing_in_the_papers_order(tmp_path: Path) -> Non
 def test_records_that_disagree_are_refused_from_one_cell_naming_the_files(tmp_path: Path, field: str) -> None:
     other = {"protocol_version": "2.0", "manifest_content_hash": "def456", "model": "RN50", "pretrained": "laion2b",
              "precision": "fp32", "shots": 4, "preset": "smoke", "synthetic_data": True,
-             "synthetic_weights": True}[field]
+             "synthetic_weights": True, "config": {"finetune": {"lr": 1e-5}}, "eval_batch_size": 512,
+             "suite_source": {"kind": "hub", "repo_id": "flwrlabs/pacs", "revision": "abc"}}[field]
     runs = write_all(tmp_path / "runs", [record("photo", 1, 50.0), record("photo", 2, 52.0, **{field: other})])
     found = collect(runs)
     from leaderboard.aggregation import check_cell
@@ -148,7 +149,8 @@ def test_records_that_disagree_are_refused_from_one_cell_naming_the_files(tmp_pa
 
 
 @pytest.mark.parametrize("field, other", [("protocol_version", "2.0"), ("manifest_content_hash", "def456"),
-                                          ("precision", "fp32"), ("preset", "smoke")])
+                                          ("precision", "fp32"), ("preset", "paper-2025"),
+                                          ("eval_batch_size", 512)])
 def test_building_the_leaderboard_refuses_a_mixed_cell(tmp_path: Path, field: str, other: str) -> None:
     items = [record("photo", 1, 50.0), record("photo", 2, 52.0, **{field: other})]
     with pytest.raises(LeaderboardError, match=rf"cannot put into one cell.*guidg\+clipood; target photo.*{field} differs"):

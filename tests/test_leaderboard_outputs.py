@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from imagenet_dg.cli import main
+from imagenet_dg.records import RUN_FILE
 from leaderboard.aggregation import LeaderboardError
 from leaderboard.latex import escape
 from leaderboard.publish import CSV_FILE, HTML_FILE, LATEX_FILE, MARKDOWN_FILE, publish
 from leaderboard.reported import Reported
-from leaderboard.records import RUN_FILE
 from test_leaderboard import record, write_all
 
 PUBLISHED = [

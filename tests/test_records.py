@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from leaderboard.records import (
-    DONE_FILE, RESULTS_FILE, RUN_FILE, SCHEMA_VERSION, Record, RecordError, collect, read_record, write_record,
+from imagenet_dg.records import (
+    DONE_FILE, RESULTS_FILE, RUN_FILE, SCHEMA_2_MODEL_SELECTION, SCHEMA_VERSION, Record, RecordError, collect,
+    read_record, upgrade_schema_2, write_record,
 )
 
 
@@ -19,8 +22,9 @@ def make_record(**changes) -> Record:
         sources=("art_painting", "cartoon", "photo"), num_classes=7, method="guidg", base="clipood",
         routing="batch", model="ViT-B-16", pretrained="openai", synthetic_weights=False, precision="bf16", device_type="cuda", shots=16,
         seed=1, split_seed=1, accuracy=91.25, domain_accuracy={"sketch": 91.25},
-        class_accuracy={str(c): 80.0 + c for c in range(7)}, worst_class_accuracy=80.0,
-        validation_accuracy={"art_painting": 95.0, "cartoon": 96.0, "photo": 99.0}, test_images=786, synthetic_data=False,
+        class_accuracy={str(c): 80.0 + c for c in range(7)}, worst_class_accuracy=80.0, ece=3.5, nll=0.31,
+        validation_accuracy={"art_painting": 95.0, "cartoon": 96.0, "photo": 99.0},
+        model_selection="last step", test_images=786, synthetic_data=False,
         preset="paper", config={"finetune": {"lr": 5e-6}}, manifest_content_hash="abc123",
         suite_source={"kind": "folder"}, package_version="0.1.0", git_commit=None,
         versions={"torch": "2.4", "open_clip": "2.26", "python": "3.11"}, device_name="NVIDIA H200",
@@ -60,7 +64,7 @@ def test_a_finished_run_is_never_overwritten(tmp_path: Path) -> None:
 
 
 def test_a_failed_record_write_leaves_no_done_marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import leaderboard.records as records
+    import imagenet_dg.records as records
 
     def broken(target, text):
         raise OSError("disk full")
@@ -99,6 +103,13 @@ def test_a_failed_record_write_leaves_no_done_marker(tmp_path: Path, monkeypatch
         ({"synthetic_data": 1}, "synthetic_data"),
         ({"synthetic_weights": None}, "synthetic_weights"),
         ({"pretrained": "none", "synthetic_weights": True}, "synthetic_weights"),
+        ({"ece": 150.0}, "ece"),
+        ({"ece": -0.5}, "ece"),
+        ({"nll": -0.1}, "nll"),
+        ({"nll": float("inf")}, "nll"),
+        ({"nll": True}, "nll"),
+        ({"model_selection": ""}, "model_selection"),
+        ({"model_selection": 3}, "model_selection"),
     ],
 )
 def test_an_invalid_record_is_refused_naming_the_field(changes: dict, field: str) -> None:
@@ -109,6 +120,37 @@ def test_an_invalid_record_is_refused_naming_the_field(changes: dict, field: str
 def test_per_class_accuracy_may_be_unmeasured() -> None:
     record = make_record(class_accuracy={}, worst_class_accuracy=None)
     assert record.worst_class_accuracy is None
+
+
+def test_calibration_and_model_selection_may_be_unmeasured(tmp_path: Path) -> None:
+    record = make_record(ece=None, nll=None, model_selection=None)
+    write_record(tmp_path / "run", record)
+    assert read_record(tmp_path / "run") == record
+    data = json.loads((tmp_path / "run" / RESULTS_FILE).read_text())
+    assert data["ece"] is None and data["nll"] is None and data["model_selection"] is None
+
+
+def test_a_schema_2_record_upgrades_with_calibration_unmeasured_and_everything_else_kept() -> None:
+    data = make_record(method="coop", base=None, routing=None).to_dict()
+    for name in ("ece", "nll", "model_selection"):
+        del data[name]
+    data["schema_version"] = 2
+    upgraded = upgrade_schema_2(data)
+    assert upgraded.ece is None and upgraded.nll is None and upgraded.schema_version == SCHEMA_VERSION == 3
+    assert upgraded.model_selection == SCHEMA_2_MODEL_SELECTION["coop"] == "best epoch on source validation"
+    kept = upgraded.to_dict()
+    assert {k: kept[k] for k in data if k != "schema_version"} == {k: v for k, v in data.items()
+                                                                   if k != "schema_version"}
+    assert set(kept) - set(data) == {"ece", "nll", "model_selection"}
+
+
+def test_only_a_schema_2_record_of_a_known_method_is_upgraded() -> None:
+    data = make_record().to_dict()
+    with pytest.raises(RecordError, match="expected a record of schema version 2 to upgrade, found 3"):
+        upgrade_schema_2(data)
+    data = {**data, "schema_version": 2, "method": "mystery"}
+    with pytest.raises(RecordError, match="method 'mystery' has no known model selection"):
+        upgrade_schema_2(data)
 
 
 def test_the_full_protocol_has_no_shots() -> None:
@@ -236,3 +278,10 @@ def test_row_label_names_method_base_and_non_default_routing() -> None:
 def test_records_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         make_record().accuracy = 1.0  # type: ignore[misc]
+
+
+def test_the_producer_of_records_does_not_import_the_leaderboard() -> None:
+    code = ("import sys, guidg.run, guidg.harness, imagenet_dg.records; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'leaderboard'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -6,6 +6,7 @@ import json
 
 import open_clip
 import pytest
+import torch
 from click.testing import CliRunner
 
 import guidg.run as run_module
@@ -14,7 +15,7 @@ from guidg.presets import get_preset
 from guidg.run import DONE_FILE, RESULTS_FILE, RunSpec, attempt, execute
 from imagenet_dg.cli import main
 from imagenet_dg.manifests import read_manifest
-from leaderboard.records import Record, collect, read_record
+from imagenet_dg.records import Record, collect, read_record
 
 QUICK = get_preset("smoke").replace(prompt={"epochs": 2}, finetune={"epochs": 1, "steps_per_epoch": 2})
 
@@ -44,6 +45,26 @@ def test_a_run_records_its_score_and_what_produced_it(mini_benchmark, mini_relea
     assert len(folders) == 1 and read_record(folders[0]) == record
     assert record.synthetic_weights is False  # random weights are not synthetic-world weights
     assert record.synthetic_data is bool(read_manifest(mini_benchmark).get("synthetic", False))
+
+
+def test_a_run_records_the_calibration_of_its_target_logits(mini_benchmark, mini_releases, tmp_path,
+                                                            monkeypatch) -> None:
+    seen = []
+    measure = run_module.expected_calibration_error
+
+    def spying(logits, labels):
+        seen.append((logits.clone(), list(labels)))
+        return measure(logits, labels)
+
+    monkeypatch.setattr(run_module, "expected_calibration_error", spying)
+    record = execute(spec(mini_benchmark), dict(mini_releases.paths), tmp_path, device="cpu")
+    ((logits, labels),) = seen
+    # the logits measured are the target's: as many as its images, and the accuracy recorded is theirs
+    assert logits.shape[0] == record.test_images == len(labels)
+    correct = (logits.argmax(dim=-1) == torch.tensor(labels)).double().mean().item()
+    assert record.accuracy == pytest.approx(100.0 * correct)
+    assert record.ece == measure(logits, labels) and 0.0 <= record.ece <= 100.0
+    assert record.nll == run_module.negative_log_likelihood(logits, labels) and record.nll > 0.0
 
 
 def test_a_run_with_the_packaged_synthetic_world_weights_says_so(mini_benchmark, mini_releases, tmp_path) -> None:

@@ -3,8 +3,10 @@
 A run folder holds, once the run has finished, ``results.jsonl`` (one JSON object on one line) and then an
 empty ``done`` marker. The record is written atomically before the marker, so a folder with a ``done`` marker
 always holds a complete record, and a folder without one is an unfinished run (still going, or killed).
-Every accuracy is in percent. The schema carries a version: a record of another version is refused rather than
-read with guessed meanings.
+Every accuracy, and the expected calibration error, is in percent; the negative log-likelihood in nats. The schema
+carries a version: a record of another version is refused rather than read with guessed meanings. Version 3 added
+the target's calibration (``ece``, ``nll``) and the model-selection rule (``model_selection``);
+:func:`upgrade_schema_2` converts a version-2 record without guessing (its calibration was not measured).
 """
 
 from __future__ import annotations
@@ -21,8 +23,20 @@ from typing import Any
 from imagenet_dg.atomic import write_text_atomic
 from imagenet_dg.errors import ImageNetDGError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the record's fields and their meaning; raised whenever either changes."""
+SCHEMA_2_MODEL_SELECTION = {
+    "zeroshot": "none: nothing is trained",
+    "zeroshot-ensemble": "none: nothing is trained",
+    "coop": "best epoch on source validation",
+    "erm": "last step",
+    "ueo": "last step",
+    "clipood": "last step",
+    "guidg": "step 1: best epoch on source validation (each expert); step 2: last step",
+}
+"""How the methods of version-2 records chose the model they scored (by the record's ``method``), fixed by the code
+that wrote them: CoOp and GuiDG's experts keep the epoch with the best accuracy on the sources' validation images,
+the fine-tuned image encoders their weights after the last step (averaged as their base says)."""
 RESULTS_FILE = "results.jsonl"
 DONE_FILE = "done"
 RUN_FILE = "run.json"
@@ -84,8 +98,17 @@ class Record:
     """Per class id (the label index, as a string); empty when the run did not measure it."""
     worst_class_accuracy: float | None
     """The lowest per-class accuracy; None when the run did not measure per-class accuracy."""
+    ece: float | None
+    """Expected calibration error on the target, in percent (:func:`imagenet_dg.calibration.expected_calibration_error`:
+    15 equal-width bins of the maximum softmax probability); None when the run did not measure it."""
+    nll: float | None
+    """Mean negative log-likelihood of the true class on the target, in nats
+    (:func:`imagenet_dg.calibration.negative_log_likelihood`); None when the run did not measure it."""
     validation_accuracy: dict[str, float]
     """Source-only model-selection accuracy per source domain."""
+    model_selection: str | None
+    """How the run chose the model it scored, as its method says it (e.g. the best epoch on source validation, the
+    last step); None when the record does not say."""
     test_images: int
     synthetic_data: bool
     """Whether the images are synthetic (the miniature releases or suites; their manifest says so): such a
@@ -164,6 +187,21 @@ class Record:
             raise RecordError(f"{origin}: {error}") from None
 
 
+def upgrade_schema_2(data: Mapping[str, Any], *, origin: str = "record") -> Record:
+    """A version-2 record as version 3: ``ece`` and ``nll`` null (not measured), ``model_selection`` as its method
+    did it (:data:`SCHEMA_2_MODEL_SELECTION`), every other field as it was."""
+    if not isinstance(data, Mapping) or data.get("schema_version") != 2:
+        found = data.get("schema_version") if isinstance(data, Mapping) else type(data).__name__
+        raise RecordError(f"{origin}: expected a record of schema version 2 to upgrade, found {found!r}")
+    method = data.get("method")
+    if method not in SCHEMA_2_MODEL_SELECTION:
+        raise RecordError(f"{origin}: method {method!r} has no known model selection in schema version 2; expected "
+                          f"one of {', '.join(SCHEMA_2_MODEL_SELECTION)}")
+    upgraded = {**data, "ece": None, "nll": None, "model_selection": SCHEMA_2_MODEL_SELECTION[method],
+                "schema_version": SCHEMA_VERSION}
+    return Record.from_dict(upgraded, origin=origin)
+
+
 # --- validation -----------------------------------------------------------------------------------------------
 
 Check = Callable[[Any], "str | None"]
@@ -207,6 +245,13 @@ def _optional_percent(value: Any) -> str | None:
     return None if value is None else _percent(value)
 
 
+def _optional_nats(value: Any) -> str | None:
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    return None if ok else f"expected a number of nats >= 0 or null, found {value!r}"
+
+
 def _seconds(value: Any) -> str | None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
     return None if ok else f"expected a number of seconds >= 0, found {value!r}"
@@ -248,8 +293,9 @@ _CHECKS: dict[str, Check] = {
     "routing": _one_of(ROUTINGS), "model": _text, "pretrained": _text, "precision": _one_of(PRECISIONS),
     "device_type": _one_of(DEVICE_TYPES), "shots": _optional_count(1), "seed": _count(0),
     "split_seed": _optional_int, "accuracy": _percent, "domain_accuracy": _mapping_of(_percent),
-    "class_accuracy": _mapping_of(_percent), "worst_class_accuracy": _optional_percent,
-    "validation_accuracy": _mapping_of(_percent), "test_images": _count(1), "preset": _text,
+    "class_accuracy": _mapping_of(_percent), "worst_class_accuracy": _optional_percent, "ece": _optional_percent,
+    "nll": _optional_nats, "validation_accuracy": _mapping_of(_percent), "model_selection": _optional_text,
+    "test_images": _count(1), "preset": _text,
     "synthetic_data": _flag, "synthetic_weights": _flag,
     "config": _mapping_of(_anything), "manifest_content_hash": _text, "suite_source": _mapping_of(_anything),
     "package_version": _text, "git_commit": _optional_text, "versions": _mapping_of(_text),
