@@ -35,7 +35,7 @@ from pathlib import Path
 from imagenet_dg.atomic import write_bytes_atomic
 from imagenet_dg.errors import ImageNetDGError, OutputExistsError
 from imagenet_dg.hashing import file_sha256
-from imagenet_dg.suites import Suite, get_suite
+from imagenet_dg.suites import FOLDER_LAYOUT, Suite, get_suite
 
 SOURCE_FILE = "hub-source.json"
 """File in a materialised suite folder naming the Hub repository and revision it came from."""
@@ -157,7 +157,7 @@ def materialise_hub_suite(
     ``hub-source.json`` names the same repository, revision and columns, and refused otherwise.
     """
     suite = get_suite(suite) if isinstance(suite, str) else suite
-    if suite.layout != "domain/class/image":
+    if suite.layout != FOLDER_LAYOUT:
         raise HubSourceError(f"suite {suite.name} cannot be read from a Hub parquet dataset")
     local = Path(repo_id).is_dir()
     if local:
