@@ -32,6 +32,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
+from huggingface_hub import HfApi
+from PIL import Image, UnidentifiedImageError
+
 from imagenet_dg.atomic import write_bytes_atomic
 from imagenet_dg.errors import ImageNetDGError, OutputExistsError
 from imagenet_dg.hashing import file_sha256
@@ -103,8 +107,6 @@ def resolve_revision(repo_id: str, revision: str | None) -> str:
         )
     if _COMMIT.match(revision):
         return revision
-    from huggingface_hub import HfApi
-
     try:
         return str(HfApi().dataset_info(repo_id, revision=revision).sha)
     except Exception as error:  # the Hub client raises many kinds; report any as one line
@@ -126,8 +128,6 @@ def local_revision(folder: Path) -> str:
 
 
 def _load(repo_id: str, revision: str | None, cache_dir: str | os.PathLike[str] | None):
-    import datasets
-
     try:
         loaded = datasets.load_dataset(repo_id, revision=revision, cache_dir=None if cache_dir is None else str(cache_dir))
     except Exception as error:  # datasets raises many kinds; report any as one line
@@ -194,8 +194,6 @@ def materialise_hub_suite(
     counts: dict[str, dict[str, int]] = {d: {c: 0 for c in suite.classes} for d in suite.domain_ids}
     rows = duplicates = 0
     for part in parts:
-        import datasets
-
         missing = [c for c in (columns.image, columns.domain, columns.label) if c not in part.column_names]
         if missing:
             raise HubSourceError(
@@ -233,8 +231,6 @@ def materialise_hub_suite(
 
 
 def _file_name(data: bytes) -> str:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(io.BytesIO(data)) as picture:
             kind = picture.format or ""

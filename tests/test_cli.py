@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from imagenet_dg.build import BuildOptions, build
 from imagenet_dg.cli import main
 from imagenet_dg.mini import MiniReleases
 
@@ -76,11 +77,9 @@ def test_bad_option_values_are_refused(runner: CliRunner, tmp_path: Path) -> Non
     assert result.exit_code == 2 and "shots must be among" in result.output
 
 
-def test_push_dry_run_lists_the_files(runner: CliRunner, mini_scans, tmp_path: Path) -> None:
-    from imagenet_dg.build import BuildOptions, build
-
+def test_push_dry_run_lists_the_files(runner: CliRunner, unmarked_scans, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    build(mini_scans, out, BuildOptions(tasks=("a",), seeds=(1,)))  # not marked synthetic: stands for a real build
+    build(unmarked_scans, out, BuildOptions(tasks=("a",), seeds=(1,)))  # no generator's marker: stands for real data
     result = runner.invoke(main, ["push", str(out), "--repo-id", "someone/imagenet-dg", "--dry-run", "--token", "hf_secret_value"])
     assert result.exit_code == 0, result.output
     assert "README.md" in result.output and "manifest.json" in result.output and "(dry run)" in result.output

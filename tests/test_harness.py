@@ -107,9 +107,9 @@ def test_default_presets_fit_the_suite() -> None:
 
 def test_manifests_built_for_some_targets_go_to_a_folder_named_for_them(tmp_path) -> None:
     checked = harness.validate(sweep(runs=tmp_path, mini=True, root=None))
-    every = harness.imagenet_dg_folder_name(checked, ("a", "i", "r"), mini=True)
-    only_a = harness.imagenet_dg_folder_name(checked, ("a",), mini=True)
-    only_r = harness.imagenet_dg_folder_name(checked, ("r",), mini=True)
+    every = harness.built_folder_name(checked, ("a", "i", "r"), mini=True)
+    only_a = harness.built_folder_name(checked, ("a",), mini=True)
+    only_r = harness.built_folder_name(checked, ("r",), mini=True)
     assert len({every, only_a, only_r}) == 3 and every.endswith("-mini") and "tasks-a" in only_a
 
 

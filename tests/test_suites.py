@@ -12,17 +12,17 @@ from click.testing import CliRunner
 from PIL import Image
 
 from imagenet_dg.cli import main
-from imagenet_dg.errors import ImageNetDGError, OutputExistsError
-from imagenet_dg.mini_suites import MARKER, VARIANTS, make_mini_suite
-from imagenet_dg.suite_discovery import (
+from imagenet_dg.errors import ImageNetDGError, OutputExistsError, ProtocolError
+from imagenet_dg.layouts import (
     SuiteNotFoundError,
     imagefolder_files,
     locate_suite,
     scan_suite,
     suite_roots,
 )
-from imagenet_dg.suite_protocols import imagefolder_order
-from imagenet_dg.suites import SUITES, Scoring, SuiteError, config_name, get_suite, prompt_name
+from imagenet_dg.mini_suites import MARKER, VARIANTS, make_mini_suite
+from imagenet_dg.protocols import config_name, imagefolder_order
+from imagenet_dg.suites import SUITES, Scoring, SuiteError, get_suite, prompt_name
 
 STANDARD = ("pacs", "vlcs", "officehome", "terraincognita", "domainnet")
 
@@ -41,7 +41,7 @@ def test_every_standard_suite_and_its_miniature_is_registered() -> None:
 
 
 def test_an_unknown_suite_is_an_error_listing_the_registered_ones() -> None:
-    with pytest.raises(SuiteError, match="unknown suite 'pacss'.*pacs, vlcs"):
+    with pytest.raises(SuiteError, match="unknown suite 'pacss'.*pacs, mini-pacs, vlcs"):
         get_suite("pacss")
 
 
@@ -95,7 +95,7 @@ def test_tasks_leave_one_domain_out() -> None:
 def test_config_names_of_both_protocols() -> None:
     assert config_name("sketch", "fewshot", shots=16, seed=1) == "sketch-16shot-seed1"
     assert config_name("sketch", "full", seed=0) == "sketch-full-trial0"
-    with pytest.raises(SuiteError, match="unknown protocol"):
+    with pytest.raises(ProtocolError, match="unknown protocol"):
         config_name("sketch", "oracle", seed=0)
 
 
@@ -296,11 +296,16 @@ def test_registry_is_keyed_by_each_suites_own_name() -> None:
     assert all(s.name == n for n, s in SUITES.items())
 
 
-@pytest.mark.parametrize("options", [["--protocol", "full"], ["--targets", "photo"], ["--hub", "some/repo"]])
-def test_suite_options_without_a_suite_are_refused(tmp_path: Path, options: list[str]) -> None:
-    result = CliRunner().invoke(main, ["build", *options, "--out", str(tmp_path / "out")])
+@pytest.mark.parametrize(("options", "message"), [
+    (["--protocol", "full"], "ImageNet-DG has only the fewshot protocol"),
+    (["--targets", "photo"], "no task or target 'photo'; its tasks are a, i, r"),
+    (["--hub", "some/repo"], "--suite imagenet-dg is not one"),
+])
+def test_what_imagenet_dg_does_not_have_is_refused_by_its_description(tmp_path: Path, options: list[str],
+                                                                        message: str) -> None:
+    result = CliRunner().invoke(main, ["build", *options, "--root", str(tmp_path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
-    assert "apply only with --suite" in result.output
+    assert result.output.startswith("error: ") and message in result.output
     assert not (tmp_path / "out").exists()
 
 
