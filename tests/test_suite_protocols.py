@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torchvision
 
+from imagenet_dg.errors import OutputExistsError
 from imagenet_dg.loading import load_task
 from imagenet_dg.manifests import read_manifest, verify_files
 from imagenet_dg.mini_suites import make_mini_suite
@@ -240,3 +241,16 @@ def test_an_interrupted_suite_build_publishes_nothing_and_resumes(pacs_scan: Sui
     assert result.resumed == ("photo-1shot-seed1",) and result.written == ("sketch-1shot-seed1",)
     fresh = build(pacs_scan, tmp_path / "fresh", options)
     assert fresh.manifest["content_hash"] == result.manifest["content_hash"]
+
+
+def test_a_suite_build_whose_card_was_changed_is_not_taken_as_up_to_date(pacs_scan: SuiteScan, tmp_path: Path) -> None:
+    options = BuildOptions(shots=(1, 16), seeds=(1,), tasks=("photo",))  # card order differs from sorted names
+    build(pacs_scan, tmp_path / "out", options)
+    readme = tmp_path / "out" / "README.md"
+    card = readme.read_text()
+    assert build(pacs_scan, tmp_path / "out", options).up_to_date  # the card matches the manifest read back
+    readme.write_text(card.replace("Leave-one-domain-out", "Some"))
+    with pytest.raises(OutputExistsError, match="README.md: not the card this version writes"):
+        build(pacs_scan, tmp_path / "out", options)
+    assert not build(pacs_scan, tmp_path / "out", options, overwrite=True).up_to_date
+    assert readme.read_text() == card

@@ -182,6 +182,22 @@ def test_officehome_real_world_is_found_with_a_space_or_an_underscore(tmp_path: 
     assert suite_roots("mini-officehome", tmp_path / "underscore")["Real_World"].name == "Real_World"
 
 
+def test_the_miniature_writes_officehome_real_world_under_the_suites_canonical_folder_name() -> None:
+    # One spelling: what the miniature writes is what the suite says its canonical folder is.
+    canonical = get_suite("officehome").domain("Real_World").folders()[0]
+    assert canonical == "Real World"
+    assert VARIANTS["officehome"]["domainbed"][1]["Real_World"] == canonical
+
+
+@pytest.mark.parametrize("name", STANDARD)
+def test_every_standard_suite_offers_both_protocols_and_imagenet_dg_only_fewshot(name: str) -> None:
+    assert get_suite(name).protocol_names == ("fewshot", "full")
+    assert get_suite(f"mini-{name}").protocol_names == ("fewshot", "full")
+    assert get_suite("imagenet-dg").protocol_names == ("fewshot",)
+    with pytest.raises(SuiteError, match="ImageNet-DG has only the fewshot protocol"):
+        get_suite("imagenet-dg").split_protocol("full")
+
+
 def test_a_missing_suite_names_the_folders_expected_and_where_it_looked(tmp_path: Path) -> None:
     (tmp_path / "something_else").mkdir()
     with pytest.raises(SuiteNotFoundError) as error:
