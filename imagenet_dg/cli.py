@@ -99,6 +99,7 @@ def _integers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
 
 def list_option(*names: str, integers: bool = False, **kwargs: Any) -> Callable[..., Any]:
     """An option taking a list (:class:`ListOption`), of integers when ``integers``."""
+    kwargs.setdefault("metavar", "N..." if integers else "NAME...")
     return click.option(*names, cls=ListOption, multiple=True, callback=_integers if integers else _words, **kwargs)
 
 

@@ -1,8 +1,10 @@
 """Manifest files: split tables written as parquet shards in a Hugging Face Hub dataset layout.
 
-One configuration per (task, shots, seed) holds the splits ``expert``, ``guide`` and ``test`` as
-``data/<config>/<split>-NNNNN-of-NNNNN.parquet``. The parquet schema carries the ``datasets`` feature types
-(``label`` is a class label whose names are the task's wnids, since readable names repeat), so
+One configuration per (task, shots, seed) holds its protocol's splits (``expert``, ``guide`` and ``test``;
+``train``, ``validation`` and ``test`` under ``full``) as ``data/<config>/<split>-NNNNN-of-NNNNN.parquet``, with
+the columns :data:`COLUMNS` (a suite read from the ImageNet releases) or :data:`SUITE_COLUMNS` (a suite read from
+its folders; ``docs/protocol.md#manifests``). The parquet schema carries the ``datasets`` feature types (``label``
+is a class label whose names are the task's class ids, since readable names repeat), so
 ``datasets.load_dataset`` restores them. ``manifest.json`` records what produced the files and their hashes.
 
 A reader lists a split's shards from ``manifest.json``, never from the folder, and checks each against its

@@ -28,7 +28,7 @@ import numpy as np
 
 from imagenet_dg.domains import DOMAINS
 from imagenet_dg.errors import ImageNetDGError
-from imagenet_dg.protocols import FEWSHOT, PROTOCOLS, SPLIT_PROTOCOLS, SplitProtocol, env_indices
+from imagenet_dg.protocols import PROTOCOLS, SPLIT_PROTOCOLS, SplitProtocol, env_indices
 from imagenet_dg.taxonomy import load_taxonomy
 
 IMAGENET_DG = "imagenet-dg"

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from imagenet_dg.build import BuildOptions, build
-from imagenet_dg.layouts import scan
 from imagenet_dg.errors import BadImageError, ManifestError, OutputExistsError
 from imagenet_dg.hub import upload_plan
+from imagenet_dg.layouts import scan
 from imagenet_dg.loading import load_task
 from imagenet_dg.manifests import read_manifest, verify_files
 from imagenet_dg.mini import MiniReleases

@@ -10,10 +10,9 @@ import pytest
 
 from imagenet_dg.build import BuildOptions, build
 from imagenet_dg.errors import ManifestError, OutputExistsError
+from imagenet_dg.layouts import scan_suite
 from imagenet_dg.manifests import CLASS_ID_KEY, MANIFEST_FILE, MANIFEST_FORMAT, config_classes, read_manifest
 from imagenet_dg.mini_suites import make_mini_suite
-from imagenet_dg.build import BuildOptions, build
-from imagenet_dg.layouts import scan_suite
 
 ONE = BuildOptions(tasks=("a",), shots=(1,), seeds=(1,))
 

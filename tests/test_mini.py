@@ -15,8 +15,8 @@ from PIL import Image, ImageFilter
 from imagenet_dg.domains import DOMAINS
 from imagenet_dg.errors import ImageNetDGError, OutputExistsError
 from imagenet_dg.health import NEAR_BLACK_LUMINANCE
-from imagenet_dg.mini import MiniReleases, make_mini_releases
 from imagenet_dg.layouts import discover_releases, scan_domain
+from imagenet_dg.mini import MiniReleases, make_mini_releases
 from imagenet_dg.taxonomy import imagenetv2_labels, load_taxonomy, val_labels
 
 TAXONOMY = load_taxonomy()

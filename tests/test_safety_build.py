@@ -15,9 +15,9 @@ from PIL import Image
 from imagenet_dg.build import BuildOptions, build
 from imagenet_dg.cli import main
 from imagenet_dg.errors import BadImageError, OutputExistsError
+from imagenet_dg.layouts import scan
 from imagenet_dg.manifests import read_manifest, verify_build
 from imagenet_dg.mini import MiniReleases
-from imagenet_dg.layouts import scan
 from imagenet_dg.suites import IMAGENET_DG
 
 ONE = BuildOptions(tasks=("a",), shots=(1,), seeds=(1,))

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import torchvision
 
+from imagenet_dg.build import BuildOptions, build
 from imagenet_dg.errors import OutputExistsError
+from imagenet_dg.layouts import SuiteScan, scan_suite, suite_roots
 from imagenet_dg.loading import load_task
 from imagenet_dg.manifests import read_manifest, verify_files
 from imagenet_dg.mini_suites import make_mini_suite
-from imagenet_dg.build import BuildOptions, build
-from imagenet_dg.layouts import SuiteScan, scan_suite, suite_roots
 from imagenet_dg.protocols import (
     fewshot_guide_size,
     fewshot_splits,

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from imagenet_dg.build import BuildOptions, build, build_from
 from imagenet_dg.errors import OutputExistsError
 from imagenet_dg.hub_suite_source import (
     SOURCE_FILE,
@@ -19,10 +20,9 @@ from imagenet_dg.hub_suite_source import (
     materialise_hub_suite,
     resolve_revision,
 )
-from imagenet_dg.loading import load_task
-from imagenet_dg.build import BuildOptions, build, build_from
-from imagenet_dg.sources import DataRequest
 from imagenet_dg.layouts import scan_suite, suite_roots
+from imagenet_dg.loading import load_task
+from imagenet_dg.sources import DataRequest
 from imagenet_dg.suites import get_suite
 
 PACS_DOMAINS = ["art_painting", "cartoon", "photo", "sketch"]
