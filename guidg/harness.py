@@ -356,7 +356,9 @@ def built_tasks(suite: Suite, asked: Sequence[str]) -> tuple[str, ...]:
     return tuple(t.name for t in suite.tasks() if t in chosen or {t.target, *t.sources} <= domains)
 
 
-def built_folder_name(checked: Checked, tasks: Sequence[str], *, mini: bool, hub: Mapping[str, Any] | None = None) -> str:
+def built_folder_name(
+    checked: Checked, tasks: Sequence[str], *, mini: bool, hub: Mapping[str, Any] | None = None
+) -> str:
     """Name of the folder the harness builds a sweep's manifests into: the suite, protocol, shots and seeds; a
     build of some tasks only is named for them (so a later sweep over other targets builds its own instead of
     finding a folder that lacks its configurations), a Hub copy for its repository and pinned revision, the

@@ -303,7 +303,8 @@ class _FolderRecord:
         }
 
     def config(self, splits: TaskSplits, suite: Suite) -> dict:
-        return {"protocol": splits.protocol, "classes": [{"id": c, "name": suite.class_name(c)} for c in splits.classes]}
+        classes = [{"id": c, "name": suite.class_name(c)} for c in splits.classes]
+        return {"protocol": splits.protocol, "classes": classes}
 
     def extras(self, inputs: _Inputs, tables: Mapping[str, pd.DataFrame], excluded: list, quirks: dict) -> dict:
         return {"excluded": excluded, "quirks": quirks} if inputs.options.verify else {}
@@ -633,7 +634,9 @@ def build(
     domains = options.domains(suite)
     missing = [d for d in domains if d not in scan.tables]
     if missing:
-        raise ReleaseNotFoundError(f"the selected tasks need the releases of {', '.join(missing)}, which were not given")
+        raise ReleaseNotFoundError(
+            f"the selected tasks need the releases of {', '.join(missing)}, which were not given"
+        )
     roots = {d: scan.roots[d] for d in domains}
     synthetic = is_synthetic(roots.values())
     if synthetic and not suite.synthetic:

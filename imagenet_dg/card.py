@@ -168,9 +168,8 @@ def _source_text(source: Mapping) -> str:
 def _build_order(manifest: Mapping) -> tuple[list[str], dict[str, dict]]:
     """The manifest's domains and configurations in the order the build makes them: domains in the suite's
     order, configurations by target in that order, then shots and seed ascending."""
-    domain_ids = suite_of_manifest(manifest).domain_ids
-    domains = sorted(manifest["domains"], key=lambda d: (domain_ids.index(d) if d in domain_ids else len(domain_ids), d))
-    rank = {d: i for i, d in enumerate(domain_ids)}
+    rank = {d: i for i, d in enumerate(suite_of_manifest(manifest).domain_ids)}
+    domains = sorted(manifest["domains"], key=lambda d: (rank.get(d, len(rank)), d))
 
     def key(name: str) -> tuple:
         config = manifest["configs"][name]
