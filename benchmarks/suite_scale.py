@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from imagenet_dg.suite_build import SuiteBuildOptions, build_suite
-from imagenet_dg.suite_discovery import scan_suite
+from imagenet_dg.build import BuildOptions, build
+from imagenet_dg.layouts import scan_suite
 from imagenet_dg.suites import get_suite
 
 PUBLISHED_IMAGES = {
@@ -59,10 +59,10 @@ def main() -> None:
             scan = scan_suite(name, root)
             scanned = time.perf_counter() - start
             start = time.perf_counter()
-            fewshot = build_suite(scan, base / f"{name}-fewshot", SuiteBuildOptions(shots=(16,), seeds=(1, 2, 3)))
+            fewshot = build(scan, base / f"{name}-fewshot", BuildOptions(shots=(16,), seeds=(1, 2, 3)))
             fewshot_s = time.perf_counter() - start
             start = time.perf_counter()
-            full = build_suite(scan, base / f"{name}-full", SuiteBuildOptions(protocol="full", seeds=(0, 1, 2)))
+            full = build(scan, base / f"{name}-full", BuildOptions(protocol="full", seeds=(0, 1, 2)))
             full_s = time.perf_counter() - start
             print(f"| {name} | {images:,} | {scanned:.2f} | {fewshot_s:.2f} ({len(fewshot.manifest['configs'])}) | "
                   f"{full_s:.2f} ({len(full.manifest['configs'])}) |")

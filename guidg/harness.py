@@ -24,10 +24,30 @@ from typing import Any
 import torch
 import yaml
 
+from imagenet_dg.build import BuildOptions, build
 from imagenet_dg.errors import ImageNetDGError
+from imagenet_dg.hub_suite_source import HubColumns
 from imagenet_dg.labels import SYNTHETIC_CAPTION, suite_label, weights_label
+from imagenet_dg.loading import check_roots, load_task
 from imagenet_dg.manifests import MANIFEST_FILE, read_manifest
-from imagenet_dg.suites import IMAGENET_DG, PROTOCOLS, Suite, config_name, get_suite
+from imagenet_dg.protocols import (
+    DEFAULT_FEWSHOT_SEEDS,
+    DEFAULT_SHOTS,
+    DEFAULT_TRIAL_SEEDS,
+    PROTOCOLS,
+    config_name,
+    protocol_of_manifest,
+)
+from imagenet_dg.sources import (
+    DEFAULT_MINI_DIR,
+    DataRequest,
+    check_request,
+    find_images,
+    is_synthetic,
+    locate_images,
+    scan_images,
+)
+from imagenet_dg.suites import IMAGENET_DG, Suite, get_suite, suite_of_manifest
 from guidg.backbone import BackboneSpec
 from guidg.bases import BASES
 from guidg.distributed import barrier, init_from_environment, rank_device
@@ -38,10 +58,6 @@ from guidg.run import RunOutcome, RunSpec, default_workers, is_done, run_folder
 logger = logging.getLogger(__name__)
 
 ALL_METHODS = "all"
-DEFAULT_SHOTS = (16,)
-DEFAULT_FEWSHOT_SEEDS = (1, 2, 3)
-DEFAULT_TRIAL_SEEDS = (0, 1, 2)
-"""DomainBed's trial seeds."""
 BUILT_DIR = "manifests"
 """Sub-folder of the runs folder where the harness builds manifests that were not built beforehand."""
 
@@ -85,7 +101,7 @@ class Sweep:
     """A folder searched for the suite (or the ImageNet releases)."""
     release_paths: Mapping[str, Path] = field(default_factory=dict)
     """ImageNet-DG only: domain id -> release folder given one by one."""
-    mini_dir: Path = Path("mini-releases")
+    mini_dir: Path = Path(DEFAULT_MINI_DIR)
     """Where miniature data is written when a miniature suite (or ImageNet-DG with ``mini``) is asked for."""
     mini: bool = False
     """Run ImageNet-DG on the miniature synthetic releases (chosen explicitly, never a fallback)."""
@@ -273,8 +289,7 @@ def validate(sweep: Sweep) -> Checked:
     suite = get_suite(sweep.suite)
     if sweep.protocol not in PROTOCOLS:
         raise SweepError(f"--protocol {sweep.protocol}: expected one of {', '.join(PROTOCOLS)}")
-    if suite.name == IMAGENET_DG and sweep.protocol != "fewshot":
-        raise SweepError("ImageNet-DG has only the fewshot protocol; use --protocol fewshot")
+    suite.split_protocol(sweep.protocol)  # a protocol the suite does not offer is refused
     for target in sweep.targets:
         suite.task(target)
     methods = resolve_methods(sweep.methods, sweep.base)
@@ -306,20 +321,9 @@ def validate(sweep: Sweep) -> Checked:
     pretrained = None if sweep.pretrained.lower() == "none" else sweep.pretrained
     backbone = BackboneSpec(sweep.model, pretrained)
     backbone.describe()  # an unknown tag or a missing checkpoint file is refused before anything runs
-    if suite.name == IMAGENET_DG and not sweep.mini:
-        from imagenet_dg.mini import choose_releases
-
-        choose_releases(dict(sweep.release_paths), sweep.root, mini=False, mini_dir=sweep.mini_dir)  # writes nothing
-    from imagenet_dg.suite_build import check_suite_source
-
-    check_suite_source(suite, root=sweep.root, hub=sweep.hub, revision=sweep.revision)
+    check_request(data_request(sweep, suite))  # writes nothing
     if sweep.hub is not None and sweep.benchmark is not None:
         raise SweepError("--hub builds the manifests from the Hub copy; leave --benchmark out")
-    if suite.name != IMAGENET_DG and (sweep.mini or sweep.release_paths):
-        raise SweepError(
-            f"--suite {suite.name}: --mini and the ImageNet release options apply to ImageNet-DG; give --root "
-            f"for a standard suite, or --suite mini-{suite.miniature_of or suite.name} for its miniature"
-        )
     return Checked(sweep, suite, methods, backbone, shots, seeds, device, workers, sweep.preset, changes)
 
 
@@ -337,99 +341,86 @@ def default_preset(suite: Suite, task: str, synthetic: bool) -> str:
 # --- manifests and images -------------------------------------------------------------------------------------
 
 
-def _built_name(checked: Checked) -> str:
+def data_request(sweep: Sweep, suite: Suite) -> DataRequest:
+    """Where the sweep says ``suite``'s images are."""
+    return DataRequest(suite, root=sweep.root, folders=dict(sweep.release_paths), mini=sweep.mini,
+                       mini_dir=sweep.mini_dir, hub=sweep.hub, revision=sweep.revision,
+                       columns=HubColumns(*sweep.hub_columns))
+
+
+def built_tasks(suite: Suite, asked: Sequence[str]) -> tuple[str, ...]:
+    """The tasks the harness builds for a sweep over the tasks ``asked`` (none: every task): those, and every
+    other task whose domains they need anyway. A leave-one-domain-out suite builds all its tasks (one manifest
+    serves every target); ImageNet-DG builds only the asked tasks, whose releases may be all there is."""
+    chosen = [suite.task(t) for t in asked] or list(suite.tasks())
+    domains = {d for t in chosen for d in (t.target, *t.sources)}
+    return tuple(t.name for t in suite.tasks() if t in chosen or {t.target, *t.sources} <= domains)
+
+
+def built_folder_name(
+    checked: Checked, tasks: Sequence[str], *, mini: bool, hub: Mapping[str, Any] | None = None
+) -> str:
+    """Name of the folder the harness builds a sweep's manifests into: the suite, protocol, shots and seeds; a
+    build of some tasks only is named for them (so a later sweep over other targets builds its own instead of
+    finding a folder that lacks its configurations), a Hub copy for its repository and pinned revision, the
+    miniature ImageNet releases with ``-mini``."""
     parts = [checked.suite.name, checked.sweep.protocol]
     if checked.shots is not None:
         parts.append("-".join(map(str, sorted(checked.shots))) + "shot")
     parts.append("seeds" + "-".join(map(str, sorted(checked.seeds))))
-    return "-".join(parts)
-
-
-def imagenet_dg_folder_name(checked: Checked, tasks: Sequence[str], mini: bool) -> str:
-    """Name of the folder the harness builds ImageNet-DG manifests into: a build of some tasks only (the
-    releases of the others may be missing) is named for them, so a later sweep over other targets builds its own
-    instead of finding a folder that lacks its configurations."""
-    name = _built_name(checked)
+    name = "-".join(parts)
     if set(tasks) != {t.name for t in checked.suite.tasks()}:
         name += "-tasks-" + "-".join(sorted(tasks))
+    if hub is not None:
+        pinned = json.dumps({k: hub.get(k) for k in ("repo_id", "revision", "columns")}, sort_keys=True)
+        name += "-hub-" + hashlib.sha256(pinned.encode()).hexdigest()[:10]
     return name + ("-mini" if mini else "")
 
 
-def _imagenet_dg_inputs(checked: Checked) -> tuple[dict[str, Path], Path | None, bool]:
-    """The release folders given, the root to search, and whether they are the miniature releases."""
-    from imagenet_dg.mini import choose_releases
-
-    sweep = checked.sweep
-    paths, root, mini = choose_releases(sweep.release_paths, sweep.root, mini=sweep.mini, mini_dir=sweep.mini_dir)
-    if mini is not None:
-        logger.info("Using the miniature (synthetic) releases in %s", mini.root)
-    return paths, root, mini is not None
-
-
-def _prepare_imagenet_dg(checked: Checked, on_build: Callable[[str], None]) -> Prepared:
-    from imagenet_dg.build import BuildOptions, build
-    from imagenet_dg.releases import locate_releases, scan_releases
-
-    sweep = checked.sweep
-    paths, root, mini = _imagenet_dg_inputs(checked)
-    tasks = tuple(checked.suite.task(t).name for t in sweep.targets) or tuple(t.name for t in checked.suite.tasks())
-    benchmark = (sweep.benchmark or Path(sweep.runs) / BUILT_DIR / imagenet_dg_folder_name(checked, tasks, mini)).absolute()
-    built = False
-    if not (Path(benchmark) / MANIFEST_FILE).is_file():
-        options = BuildOptions(tasks=tasks, shots=checked.shots or DEFAULT_SHOTS, seeds=checked.seeds, synthetic=mini)
-        on_build(f"Building the ImageNet-DG manifests into {benchmark}")
-        build(scan_releases(paths, root=root, domains=options.domains()), benchmark, options)
-        built = True
-    manifest = read_manifest(benchmark)
-    domains = sorted({d for c in manifest["configs"].values() for d in (c["target"], *c["sources"])})
-    roots = locate_releases(paths, root=root, domains=domains)
-    return Prepared(Path(benchmark), manifest, {d: Path(p) for d, p in roots.items()}, {"kind": "folder"}, built,
-                    mini or bool(manifest.get("synthetic", False)))
-
-
-def _prepare_suite(checked: Checked, on_build: Callable[[str], None]) -> Prepared:
-    from imagenet_dg.hub_suite_source import HubColumns
-    from imagenet_dg.suite_build import SuiteBuildOptions, build_suite, find_suite_images
-    from imagenet_dg.suite_discovery import scan_suite, suite_roots
-
-    sweep, suite = checked.sweep, checked.suite
-    if sweep.hub is not None:
-        on_build(f"Reading {sweep.hub} into {sweep.root} in the {suite.display_name} folder layout")
-    images = find_suite_images(suite, root=sweep.root, mini_dir=sweep.mini_dir, hub=sweep.hub,
-                               revision=sweep.revision, columns=HubColumns(*sweep.hub_columns))
-    root = images.root
-    built_name = _built_name(checked)
-    if images.hub is not None:
-        # manifests of a Hub copy are its own: named for the repository and the revision it was pinned to
-        pinned = json.dumps({k: images.hub.source.get(k) for k in ("repo_id", "revision", "columns")},
-                            sort_keys=True)
-        built_name += "-hub-" + hashlib.sha256(pinned.encode()).hexdigest()[:10]
-    benchmark = (sweep.benchmark or Path(sweep.runs) / BUILT_DIR / built_name).absolute()
-    built = False
-    if not (Path(benchmark) / MANIFEST_FILE).is_file():
-        options = SuiteBuildOptions(protocol=sweep.protocol, shots=checked.shots or DEFAULT_SHOTS,
-                                    seeds=checked.seeds)
-        on_build(f"Building the {suite.name} manifests ({sweep.protocol}) into {benchmark}")
-        build_suite(scan_suite(suite, root), benchmark, options)
-        built = True
-    manifest = read_manifest(benchmark)
-    if manifest.get("suite", IMAGENET_DG) != suite.name or manifest.get("protocol", "fewshot") != sweep.protocol:
-        raise SweepError(
-            f"{benchmark}: holds suite {manifest.get('suite', IMAGENET_DG)} under protocol "
-            f"{manifest.get('protocol', 'fewshot')}, not {suite.name} under {sweep.protocol}; give the right "
-            "--benchmark, or leave it out to let the harness build one"
-        )
-    roots = suite_roots(suite, root)
-    return Prepared(Path(benchmark), manifest, roots, dict(manifest.get("source") or {"kind": "folder"}), built,
-                    bool(manifest.get("synthetic", False)))
+class SyntheticMismatchError(SweepError):
+    """Built manifests record real data, but the images they are run on are synthetic."""
 
 
 def prepare(checked: Checked, on_build: Callable[[str], None] = logger.info) -> Prepared:
     """The manifests the sweep runs on (built now into a folder named after the sweep when missing) and the
-    folder each domain's images are in; ``on_build`` is told where a build goes before it starts."""
-    if checked.suite.name == IMAGENET_DG:
-        return _prepare_imagenet_dg(checked, on_build)
-    return _prepare_suite(checked, on_build)
+    folder each domain's images are in; ``on_build`` is told where a build goes before it starts.
+
+    Every suite takes this one path: its images found (written out from a Hub mirror, or the miniature written,
+    where asked), its manifests built (:func:`imagenet_dg.build.build`) unless given or built before, its
+    domains located for the manifests' paths. Whether the data are synthetic is decided from the data
+    (:func:`imagenet_dg.sources.is_synthetic`); manifests that record real data for synthetic images are refused.
+    """
+    sweep, suite = checked.sweep, checked.suite
+    if sweep.hub is not None:
+        on_build(f"Reading {sweep.hub} into {sweep.root} in the {suite.display_name} folder layout")
+    images = find_images(data_request(sweep, suite))
+    tasks = built_tasks(suite, sweep.targets)
+    name = built_folder_name(checked, tasks, mini=sweep.mini, hub=images.hub.source if images.hub else None)
+    benchmark = (sweep.benchmark or Path(sweep.runs) / BUILT_DIR / name).absolute()
+    built = False
+    if not (benchmark / MANIFEST_FILE).is_file():
+        options = BuildOptions(protocol=sweep.protocol, tasks=tasks, shots=checked.shots or (), seeds=checked.seeds)
+        on_build(f"Building the {suite.name} manifests ({sweep.protocol}) into {benchmark}")
+        build(scan_images(images, options.domains(suite)), benchmark, options)
+        built = True
+    manifest = read_manifest(benchmark)
+    held, protocol = suite_of_manifest(manifest).name, protocol_of_manifest(manifest)
+    if held != suite.name or protocol != sweep.protocol:
+        raise SweepError(
+            f"{benchmark}: holds suite {held} under protocol {protocol}, not {suite.name} under {sweep.protocol}; "
+            "give the right --benchmark, or leave it out to let the harness build one"
+        )
+    domains = sorted({d for c in manifest["configs"].values() for d in (c["target"], *c["sources"])})
+    roots = dict(locate_images(images, domains).domain_folders)
+    synthetic = is_synthetic(roots.values(), manifest)
+    if synthetic and not is_synthetic(manifest=manifest):
+        raise SyntheticMismatchError(
+            f"{benchmark / MANIFEST_FILE} records real data, but the images under {images.root or 'the folders given'} "
+            "are synthetic (written by a miniature generator); results on them would pass for real ones. Rebuild "
+            "the manifests from these images (leave --benchmark out, or 'imagenet-dg build' them), or give the "
+            "real images"
+        )
+    return Prepared(benchmark, manifest, roots, dict(manifest.get("source") or {"kind": "folder"}), built, synthetic)
 
 
 def check_image_sample(prepared: Prepared, configs: Sequence[str]) -> None:
@@ -437,8 +428,6 @@ def check_image_sample(prepared: Prepared, configs: Sequence[str]) -> None:
     folder holds a sample of the images the manifests name there
     (:func:`imagenet_dg.loading.check_roots`); the error names the domain, its folder and the files missing or
     not decodable."""
-    from imagenet_dg.loading import check_roots, load_task
-
     for config in configs:
         check_roots(load_task(prepared.benchmark, config, prepared.roots), prepared.roots)
 

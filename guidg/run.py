@@ -35,7 +35,7 @@ from imagenet_dg.calibration import expected_calibration_error, negative_log_lik
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.loading import LabeledImages, TaskData, load_task
 from imagenet_dg.manifests import read_manifest
-from imagenet_dg.suites import IMAGENET_DG, get_suite
+from imagenet_dg.suites import get_suite, suite_of_manifest
 from guidg.backbone import BackboneSpec, load_backbone
 from guidg.checkpoints import export_open_clip_checkpoint
 from guidg.distributed import broadcast_object, current_replica
@@ -195,7 +195,7 @@ def _record(
     test_logits: Tensor, validation: Mapping[str, float], device: torch.device, phases: _Phases,
 ) -> Record:
     entry = manifest["configs"][spec.config]
-    suite_name = str(manifest.get("suite", IMAGENET_DG))
+    suite_name = suite_of_manifest(manifest).name
     scores = _scores(suite_name, test_logits, task.test, task.class_ids)
     phase_seconds = dict(phases.seconds)
     for name, seconds in trained.record.get("phase_seconds", {}).items():
@@ -388,7 +388,7 @@ def _train_and_score(
     with phases.timed("evaluate"):
         validation_images = LabeledImages.concat([task.validation[d] for d in task.sources])
         validation_logits = _evaluate(trained, backbone, validation_images, num_workers)
-        validation = _scores(str(manifest.get("suite", IMAGENET_DG)), validation_logits, validation_images,
+        validation = _scores(suite_of_manifest(manifest).name, validation_logits, validation_images,
                              task.class_ids).domain_accuracy
         # The target, once, after training and model selection.
         test_logits = _evaluate(trained, backbone, task.test, num_workers)

@@ -12,9 +12,25 @@ from typing import Any
 
 import click
 
+from guidg import harness, launchers
 from guidg.bases import BASES
+from guidg.distributed import current_replica, launched_as_main
+from imagenet_dg.build import BuildOptions, build_from, check_built, statistics
 from imagenet_dg.errors import ImageNetDGError
+from imagenet_dg.health import BAD_IMAGE_POLICIES
+from imagenet_dg.hub import push as run_push
+from imagenet_dg.hub import upload_plan
+from imagenet_dg.hub_suite_source import HubColumns
+from imagenet_dg.mini import make_mini_releases
+from imagenet_dg.protocols import DEFAULT_PROTOCOL, DEFAULT_SEEDS, DEFAULT_SHOTS, PROTOCOLS
+from imagenet_dg.records import collect
+from imagenet_dg.sources import DEFAULT_MINI_DIR, DataRequest
+from imagenet_dg.suites import IMAGENET_DG, SUITES, get_suite
+from leaderboard.aggregation import build_leaderboard
+from leaderboard.markdown import render_markdown
 from leaderboard.metrics import ACCURACY, METRICS
+from leaderboard.publish import publish
+from leaderboard.reported import load_reported
 from leaderboard.selection import NO_SELECTION, SELECTIONS
 
 logger = logging.getLogger("imagenet_dg")
@@ -27,31 +43,100 @@ RELEASE_OPTIONS = {
     "imagenet-sketch": "ImageNet-Sketch (sketch/)",
     "imagenetv2": "ImageNetV2 MatchedFrequency (imagenetv2-matched-frequency-format-val/)",
 }
-DEFAULT_MINI_DIR = "mini-releases"
+"""ImageNet-DG's domains, each an option taking its release folder."""
 
 
-def _int_list(text: str) -> tuple[int, ...]:
+# --- lists: --seeds 1 2 3, --seeds 1,2,3 and --seeds 1 --seeds 2 alike ------------------------------------------
+
+
+class ListOption(click.Option):
+    """An option taking a list of words: every value up to the next option (``--seeds 1 2 3``), values separated
+    by commas (``--seeds 1,2,3``), or the option repeated; :class:`ListCommand` reads the first form."""
+
+
+class ListCommand(click.Command):
+    """A command whose :class:`ListOption` options take every value up to the next option.
+
+    Before click parses the arguments, ``--seeds 1 2 3`` is read as ``--seeds 1 --seeds 2 --seeds 3`` (the
+    options are declared ``multiple``), so click itself checks every value and no parser internals are touched.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        names = {name for param in self.params if isinstance(param, ListOption) for name in param.opts}
+        expanded: list[str] = []
+        current: str | None = None
+        awaiting = False
+        for position, arg in enumerate(args):
+            if arg == "--":
+                expanded += args[position:]
+                break
+            if awaiting:
+                expanded.append(arg)
+                awaiting = False
+            elif arg in names:
+                current, awaiting = arg, True
+                expanded.append(arg)
+            elif arg.startswith("-"):
+                option = arg.split("=", 1)[0]
+                current = option if "=" in arg and option in names else None
+                expanded.append(arg)
+            elif current is not None:
+                expanded += [current, arg]
+            else:
+                expanded.append(arg)
+        return super().parse_args(ctx, expanded)
+
+
+def _words(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(word for value in values for word in value.replace(",", " ").split())
+
+
+def _integers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[int, ...]:
+    words = _words(ctx, param, values)
     try:
-        return tuple(int(part) for part in text.replace(",", " ").split())
+        return tuple(int(word) for word in words)
     except ValueError:
-        raise click.BadParameter(f"expected integers separated by commas, got {text!r}") from None
+        raise click.BadParameter(f"expected integers, got {' '.join(words)!r}", ctx=ctx, param=param) from None
 
 
-def hub_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --hub, --revision and --hub-columns (a standard suite read from its Hub parquet mirror) to ``command``."""
+def list_option(*names: str, integers: bool = False, **kwargs: Any) -> Callable[..., Any]:
+    """An option taking a list (:class:`ListOption`), of integers when ``integers``."""
+    kwargs.setdefault("metavar", "N..." if integers else "NAME...")
+    return click.option(*names, cls=ListOption, multiple=True, callback=_integers if integers else _words, **kwargs)
+
+
+def selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --protocol, --tasks (also --targets, --target), --shots and --seeds to ``command``."""
+    fewshot, full = (" ".join(map(str, DEFAULT_SEEDS[p])) for p in PROTOCOLS)
+    command = list_option("--seeds", integers=True,
+                          help=f"Few-shot seeds [default: {fewshot}; DomainBed trial seeds {full} with --protocol "
+                               "full].")(command)
+    command = list_option("--shots", integers=True,
+                          help=f"Shots per class (fewshot) [default: {' '.join(map(str, DEFAULT_SHOTS))}].")(command)
+    command = list_option("--tasks", "--targets", "--target", "tasks",
+                          help="Tasks or target domains (default: every task of the suite).")(command)
+    return click.option("--protocol", type=click.Choice(PROTOCOLS), default=DEFAULT_PROTOCOL, show_default=True,
+                        help="The paper's few-shot protocol, or DomainBed's full-data protocol.")(command)
+
+
+def suite_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --suite (default: ImageNet-DG) to ``command``."""
+    return click.option("--suite", default=IMAGENET_DG, show_default=True,
+                        help=f"Registered suite: {', '.join(SUITES)}.")(command)
+
+
+def data_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add where the images are to ``command``: --root, --mini, --mini-dir, one option per ImageNet release, and
+    --hub, --revision, --hub-columns (a standard suite read from its Hub parquet mirror)."""
     command = click.option("--hub-columns", default="image,domain,label", show_default=True,
                            help="With --hub: the image, domain and label columns, comma-separated.")(command)
     command = click.option("--revision", default=None,
                            help="With --hub: the commit, branch or tag to read (required).")(command)
-    return click.option(
+    command = click.option(
         "--hub", default=None,
         help="With --suite: read the suite from this Hub parquet dataset (or a local copy of one), writing its "
              "images under --root in the suite's folder layout.",
     )(command)
-
-
-def release_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --root, --mini-dir and one option per release to ``command``."""
     for domain, help_text in reversed(RELEASE_OPTIONS.items()):
         command = click.option(
             f"--{domain}", f"release_{domain.replace('-', '_')}",
@@ -59,37 +144,39 @@ def release_options(command: Callable[..., Any]) -> Callable[..., Any]:
         )(command)
     command = click.option(
         "--mini-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(DEFAULT_MINI_DIR),
-        show_default=True, help="Where --mini writes the miniature releases.",
+        show_default=True, help="Where --mini (or a miniature suite without --root) writes the miniature data.",
     )(command)
     command = click.option(
         "--mini", is_flag=True,
-        help="Use miniature synthetic releases (made in --mini-dir) instead of real ones; recorded as synthetic.",
+        help="ImageNet-DG: use the miniature synthetic releases (made in --mini-dir) instead of real ones; "
+             "recorded as synthetic.",
     )(command)
-    command = click.option(
+    return click.option(
         "--root", type=click.Path(file_okay=False, path_type=Path),
-        help="A folder searched for the usual release folder names (and the combined ImageNet/ tree).",
+        help="A folder searched for the suite's folder (or the usual release folder names and the combined "
+             "ImageNet/ tree).",
     )(command)
-    return command
 
 
-def _release_paths(kwargs: dict[str, Any]) -> tuple[dict[str, Path], Path | None]:
-    """The release folders given on the command line and the root to search, or the miniature set when --mini
-    chose it (never as a fallback: :func:`imagenet_dg.mini.choose_releases`)."""
-    from imagenet_dg.mini import choose_releases
-
-    explicit = {d: kwargs.pop(f"release_{d.replace('-', '_')}") for d in RELEASE_OPTIONS}
-    paths, root, mini = choose_releases(explicit, kwargs.pop("root"), mini=kwargs.pop("mini"),
-                                        mini_dir=kwargs.pop("mini_dir"))
-    if mini is not None:
-        click.echo(f"Using the miniature synthetic releases in {mini.root}", err=True)
-    return paths, root
+def _hub_columns(text: str) -> tuple[str, str, str]:
+    names = [c.strip() for c in text.split(",")]
+    if len(names) != 3 or not all(names):
+        raise ImageNetDGError(f"--hub-columns: expected IMAGE,DOMAIN,LABEL column names, got {text!r}")
+    return names[0], names[1], names[2]
 
 
-def _scan(kwargs: dict[str, Any], domains: tuple[str, ...]):
-    from imagenet_dg.releases import scan_releases
+def _request(suite: str, data: dict[str, Any]) -> DataRequest:
+    """The :class:`~imagenet_dg.sources.DataRequest` of the data options (taken out of ``data``)."""
+    folders = {d: data.pop(f"release_{d.replace('-', '_')}") for d in RELEASE_OPTIONS}
+    return DataRequest(
+        get_suite(suite), root=data.pop("root"), folders={d: p for d, p in folders.items() if p is not None},
+        mini=data.pop("mini"), mini_dir=data.pop("mini_dir"), hub=data.pop("hub"), revision=data.pop("revision"),
+        columns=HubColumns(*_hub_columns(data.pop("hub_columns"))),
+    )
 
-    paths, root = _release_paths(kwargs)
-    return scan_releases(paths, root=root, domains=domains)
+
+def _tell(text: str) -> None:
+    click.echo(text, err=True)
 
 
 def _verbose() -> bool:
@@ -155,115 +242,48 @@ def main(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-@main.command()
-@release_options
+@main.command(cls=ListCommand)
+@suite_option
+@data_options
+@selection_options
 @click.option("--out", type=click.Path(path_type=Path), default=Path("imagenet-dg"), show_default=True,
               help="Output folder (a Hugging Face dataset layout).")
-@click.option("--tasks", default="a,i,r", show_default=True, help="Tasks to build, comma-separated.")
-@click.option("--shots", default="16", show_default=True, help="Shots per class, comma-separated (1,2,4,8,16).")
-@click.option("--seeds", default=None,
-              help="Few-shot seeds, comma-separated [default: 1,2,3; DomainBed trial seeds 0,1,2 with --protocol full].")
-@click.option("--suite", default=None,
-              help="Build a standard suite (pacs, vlcs, officehome, terraincognita, domainnet, mini-pacs, ...) found "
-                   "under --root instead of ImageNet-DG.")
-@click.option("--protocol", type=click.Choice(["fewshot", "full"]), default="fewshot", show_default=True,
-              help="With --suite: the paper's 40/40/20 few-shot splits, or DomainBed's 80/20 splits.")
-@click.option("--targets", default=None, help="With --suite: target domains, comma-separated (default: all).")
-@hub_options
 @click.option("--embed-images", is_flag=True, help="Embed the image bytes (check the releases' terms first).")
 @click.option("--verify", is_flag=True, help="Open every selected image and report defects.")
-@click.option("--on-bad-image", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
+@click.option("--on-bad-image", type=click.Choice(BAD_IMAGE_POLICIES), default="stop", show_default=True,
               help="With --verify: stop with the list, or exclude unusable images and record them.")
 @click.option("--workers", type=int, default=None, help="Parallel workers for --verify (default: all cores).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an output folder holding another or a damaged build (only a build: never other files, "
-                   "the current folder or a release folder).")
+                   "the current folder or a folder of images).")
 @_errors_to_exit
-def build(out: Path, tasks: str, shots: str, seeds: str | None, suite: str | None, protocol: str,
-          targets: str | None, hub: str | None, revision: str | None, hub_columns: str, embed_images: bool,
-          verify: bool, on_bad_image: str, workers: int | None, overwrite: bool, **releases: Any) -> None:
-    """Build ImageNet-DG from local copies of the official releases, or a standard suite with --suite."""
-    from imagenet_dg.build import BuildOptions
-    from imagenet_dg.build import build as run_build
-
-    if suite not in (None, "imagenet-dg"):
-        if embed_images or verify:
-            raise ImageNetDGError("--embed-images and --verify apply to ImageNet-DG builds, not with --suite")
-        _build_suite(suite, out, shots, seeds, protocol, targets, hub, revision, hub_columns, overwrite, releases)
-        return
-    suite_only = [f"--{n}" for n, v in (("targets", targets), ("hub", hub), ("revision", revision)) if v is not None]
-    if protocol != "fewshot":
-        suite_only.append(f"--protocol {protocol}")
-    if suite_only:
-        raise ImageNetDGError(f"{', '.join(suite_only)} apply only with --suite (ImageNet-DG has the fewshot protocol "
-                              "and its tasks a, i, r: choose them with --tasks)")
-    options = BuildOptions(
-        tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
-        shots=_int_list(shots), seeds=_int_list(seeds or "1,2,3"), embed_images=embed_images, verify=verify,
-        on_bad_image=on_bad_image, workers=workers,
-    )
-    scans = _scan(releases, options.domains())
-    from dataclasses import replace
-
-    from imagenet_dg.suite_build import releases_are_synthetic
-
-    options = replace(options, synthetic=releases_are_synthetic([s.root for s in scans.values()]))
-    result = run_build(scans, out, options, overwrite=overwrite, on_config=lambda c: logger.info("wrote %s", c))
+def build(suite: str, protocol: str, tasks: tuple[str, ...], shots: tuple[int, ...], seeds: tuple[int, ...],
+          out: Path, embed_images: bool, verify: bool, on_bad_image: str, workers: int | None, overwrite: bool,
+          **data: Any) -> None:
+    """Build a suite's manifests (ImageNet-DG by default) from local copies of its images."""
+    options = BuildOptions(protocol=protocol, tasks=tasks, shots=shots, seeds=seeds, embed_images=embed_images,
+                           verify=verify, on_bad_image=on_bad_image, workers=workers)
+    result = build_from(_request(suite, data), out, options, overwrite=overwrite,
+                        on_config=lambda c: logger.info("wrote %s", c), tell=_tell)
     if result.resumed:
         logger.info("kept %d configuration(s) of the interrupted build: %s", len(result.resumed),
                     ", ".join(result.resumed))
     if result.health is not None:
         click.echo(result.health.format(), err=True)
+    manifest = result.manifest
     state = "already up to date" if result.up_to_date else "built"
-    click.echo(f"{result.out}: {state}, {len(result.manifest['configs'])} configurations, "
-               f"content hash {result.manifest['content_hash']}")
-
-
-def _hub_columns(text: str) -> tuple[str, str, str]:
-    names = [c.strip() for c in text.split(",")]
-    if len(names) != 3 or not all(names):
-        raise ImageNetDGError(f"--hub-columns: expected IMAGE,DOMAIN,LABEL column names, got {text!r}")
-    return names[0], names[1], names[2]
-
-
-def _build_suite(suite: str, out: Path, shots: str, seeds: str | None, protocol: str, targets: str | None,
-                 hub: str | None, revision: str | None, hub_columns: str, overwrite: bool,
-                 releases: dict[str, Any]) -> None:
-    """``build --suite``: the options parsed, the work done by :func:`imagenet_dg.suite_build.build_suite_from`."""
-    from imagenet_dg.hub_suite_source import HubColumns
-    from imagenet_dg.suite_build import SuiteBuildOptions, build_suite_from
-
-    given = [f"--{d}" for d in RELEASE_OPTIONS if releases.get(f"release_{d.replace('-', '_')}") is not None]
-    if given:
-        raise ImageNetDGError(f"{', '.join(given)} name ImageNet releases; with --suite give the suite's folder as --root")
-    names = _hub_columns(hub_columns)
-    options = SuiteBuildOptions(
-        protocol=protocol,
-        targets=tuple(t.strip() for t in (targets or "").split(",") if t.strip()),
-        shots=_int_list(shots),
-        seeds=_int_list(seeds) if seeds else (),
-    )
-    result = build_suite_from(
-        suite, out, options, root=releases.get("root"), mini_dir=releases.get("mini_dir"), hub=hub,
-        revision=revision, columns=HubColumns(*names), overwrite=overwrite,
-        on_config=lambda c: logger.info("wrote %s", c),
-    )
-    state = "already up to date" if result.up_to_date else "built"
-    kind = "synthetic " if result.manifest["synthetic"] else ""
-    click.echo(f"{result.out}: {state}, {kind}{result.manifest['name']} {protocol}, "
-               f"{len(result.manifest['configs'])} configurations, content hash {result.manifest['content_hash']}")
+    kind = "synthetic " if manifest["synthetic"] else ""
+    click.echo(f"{result.out}: {state}, {kind}{manifest['name']} {manifest['protocol']}, "
+               f"{len(manifest['configs'])} configurations, content hash {manifest['content_hash']}")
 
 
 @main.command()
-@release_options
+@suite_option
+@data_options
 @_errors_to_exit
-def stats(**releases: Any) -> None:
-    """Print the task statistics (classes, target and source images per task) of the releases found."""
-    from imagenet_dg.protocol import task_statistics
-
-    scans = _scan(releases, tuple(RELEASE_OPTIONS))
-    table = task_statistics({d: s.table for d, s in scans.items()})
-    click.echo(table.to_string(index=False))
+def stats(suite: str, **data: Any) -> None:
+    """Print a suite's task statistics (classes, target and source images per task) of the images found."""
+    click.echo(statistics(_request(suite, data), tell=_tell).to_string(index=False))
 
 
 @main.command("make-mini")
@@ -273,8 +293,6 @@ def stats(**releases: Any) -> None:
 @_errors_to_exit
 def make_mini(out: Path, seed: int) -> None:
     """Write miniature synthetic copies of the six releases in their official layouts."""
-    from imagenet_dg.mini import make_mini_releases
-
     mini = make_mini_releases(out, seed=seed)
     for domain, path in mini.paths.items():
         click.echo(f"{domain}\t{path}")
@@ -293,9 +311,6 @@ def make_mini(out: Path, seed: int) -> None:
 def push(folder: Path, repo_id: str, public: bool, revision: str | None, token: str | None,
          allow_embedded_images: bool, dry_run: bool) -> None:
     """Publish a built FOLDER to the Hugging Face Hub."""
-    from imagenet_dg.hub import push as run_push
-    from imagenet_dg.hub import upload_plan
-
     plan = upload_plan(folder, allow_embedded_images)
     if dry_run:
         for file in plan:
@@ -309,74 +324,36 @@ def push(folder: Path, repo_id: str, public: bool, revision: str | None, token: 
 
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--suite", default=None,
+              help=f"The suite FOLDER must hold (default: any); registered: {', '.join(SUITES)}.")
 @_errors_to_exit
-def verify(folder: Path) -> None:
+def verify(folder: Path, suite: str | None) -> None:
     """Check a built or downloaded FOLDER against the SHA-256 of every file its manifest.json lists."""
-    from imagenet_dg.manifests import check_build
-
-    manifest = check_build(folder)
+    manifest = check_built(folder, suite)
     files = sum(len(s["files"]) for c in manifest["configs"].values() for s in c["splits"].values())
-    click.echo(f"{folder}: intact, {len(manifest['configs'])} configurations, {files} data files, "
+    click.echo(f"{folder}: intact, {manifest['name']} {manifest.get('protocol', DEFAULT_PROTOCOL)}, "
+               f"{len(manifest['configs'])} configurations, {files} data files, "
                f"content hash {manifest['content_hash']}")
 
 
-class VariadicOption(click.Option):
-    """An option that takes every value up to the next option: ``--seeds 1 2 3`` (commas work too)."""
-
-    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
-        super().add_to_parser(parser, ctx)
-        for name in self.opts:
-            option = parser._long_opt.get(name) or parser._short_opt.get(name)
-            if option is None:
-                continue
-            original = option.process
-
-            def process(value: Any, state: Any, original: Callable[..., Any] = original) -> None:
-                values = [value]
-                while state.rargs and not state.rargs[0].startswith("-"):
-                    values.append(state.rargs.pop(0))
-                original(" ".join(values), state)
-
-            option.process = process
-
-
-def _words(values: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(w for value in values for w in value.replace(",", " ").split())
-
-
-def _ints(values: tuple[str, ...], option: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(w) for w in _words(values))
-    except ValueError:
-        raise click.BadParameter(f"expected integers, got {' '.join(values)!r}", param_hint=option) from None
-
-
-@main.command()
-@release_options
-@click.option("--suite", default="imagenet-dg", show_default=True,
-              help="Registered suite: imagenet-dg, pacs, vlcs, officehome, terraincognita, domainnet, mini-pacs ...")
-@click.option("--protocol", type=click.Choice(["fewshot", "full"]), default="fewshot", show_default=True,
-              help="The paper's few-shot protocol, or DomainBed's full-data protocol.")
-@click.option("--target", "targets", multiple=True, cls=VariadicOption,
-              help="Target domains or task names (default: every leave-one-domain-out task).")
-@click.option("--method", "methods", multiple=True, cls=VariadicOption, required=True,
-              help="Methods: zeroshot, zeroshot-ensemble, coop, erm, clipood, ueo, guidg (with --base), "
-                   "guidg+<base>, or all.")
+@main.command(cls=ListCommand)
+@suite_option
+@data_options
+@selection_options
+@list_option("--method", "methods", required=True,
+             help="Methods: zeroshot, zeroshot-ensemble, coop, erm, clipood, ueo, guidg (with --base), "
+                  "guidg+<base>, or all.")
 @click.option("--base", type=click.Choice(list(BASES)), default=None,
               help="Base method under guidg (an error for methods without a base).")
 @click.option("--model", default="ViT-B-16", show_default=True, help="open_clip architecture.")
 @click.option("--pretrained", default="openai", show_default=True,
               help="open_clip pretrained tag, a local checkpoint file, or 'none' for random weights.")
-@click.option("--shots", multiple=True, cls=VariadicOption, help="Shots per class (fewshot) [default: 16].")
-@click.option("--seeds", multiple=True, cls=VariadicOption,
-              help="Few-shot seeds, also the training seeds [default: 1 2 3; trial seeds 0 1 2 under full].")
 @click.option("--preset", default=None,
               help="Hyperparameter preset [default: paper; paper-imagenet-dg for ImageNet-DG; mini on synthetic data].")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Change one preset value, e.g. --set finetune.lr=1e-5 (repeatable).")
 @click.option("--benchmark", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Built manifests (imagenet-dg build); default: built by this command under RUNS/manifests/.")
-@hub_options
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when a GPU is visible).")
 @click.option("--workers", type=int, default=None,
               help="Image-loading worker processes (default: none on CPU, every core but one with a GPU).")
@@ -393,27 +370,22 @@ def _ints(values: tuple[str, ...], option: str) -> tuple[int, ...]:
 @click.option("--gpus-per-job", type=int, default=1, show_default=True, help="With --launcher slurm.")
 @click.option("--cpus-per-job", type=int, default=8, show_default=True, help="With --launcher slurm.")
 @_errors_to_exit
-def evaluate(suite: str, protocol: str, targets: tuple[str, ...], methods: tuple[str, ...], base: str | None,
-             model: str, pretrained: str, shots: tuple[str, ...], seeds: tuple[str, ...], preset: str | None,
-             overrides: tuple[str, ...], benchmark: Path | None, hub: str | None, revision: str | None,
-             hub_columns: str, device: str | None, workers: int | None,
+def evaluate(suite: str, protocol: str, tasks: tuple[str, ...], shots: tuple[int, ...], seeds: tuple[int, ...],
+             methods: tuple[str, ...], base: str | None, model: str, pretrained: str, preset: str | None,
+             overrides: tuple[str, ...], benchmark: Path | None, device: str | None, workers: int | None,
              runs: Path, export_model: bool, dry_run: bool, launcher: str, partition: str | None,
-             time_minutes: int, gpus_per_job: int, cpus_per_job: int, **releases: Any) -> None:
+             time_minutes: int, gpus_per_job: int, cpus_per_job: int, **data: Any) -> None:
     """Train methods on a suite's leave-one-domain-out tasks and score each on its target."""
-    from guidg import harness, launchers
-    from guidg.distributed import current_replica, launched_as_main
-
     if not launched_as_main():  # under torchrun only rank 0 reports progress
         for name in ("imagenet_dg", "guidg", "leaderboard"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    paths = {d: releases.pop(f"release_{d.replace('-', '_')}") for d in RELEASE_OPTIONS}
+    request = _request(suite, data)
     sweep = harness.Sweep(
-        suite=suite, protocol=protocol, targets=_words(targets), methods=_words(methods), base=base, model=model,
-        pretrained=pretrained, shots=_ints(shots, "--shots"), seeds=_ints(seeds, "--seeds"), preset=preset,
-        overrides=overrides, device=device, workers=workers, runs=runs, benchmark=benchmark,
-        root=releases.pop("root"), release_paths={d: p for d, p in paths.items() if p is not None},
-        mini_dir=releases.pop("mini_dir"), mini=releases.pop("mini"), export_model=export_model,
-        hub=hub, revision=revision, hub_columns=_hub_columns(hub_columns),
+        suite=suite, protocol=protocol, targets=tasks, methods=methods, base=base, model=model,
+        pretrained=pretrained, shots=shots, seeds=seeds, preset=preset, overrides=overrides, device=device,
+        workers=workers, runs=runs, benchmark=benchmark, root=request.root, release_paths=dict(request.folders),
+        mini_dir=request.mini_dir, mini=request.mini, export_model=export_model, hub=request.hub,
+        revision=request.revision, hub_columns=(request.columns.image, request.columns.domain, request.columns.label),
     )
     plan = harness.make_plan(sweep, on_build=lambda text: click.echo(text, err=True))
     if dry_run:
@@ -454,12 +426,6 @@ def evaluate(suite: str, protocol: str, targets: tuple[str, ...], methods: tuple
 def leaderboard(runs: tuple[Path, ...], more_runs: tuple[Path, ...], out: Path | None, spread: str, selection: str,
                 metric: str) -> None:
     """Aggregate every finished run under the runs folders into the leaderboard's tables."""
-    from leaderboard.aggregation import build_leaderboard
-    from leaderboard.markdown import render_markdown
-    from leaderboard.publish import publish
-    from imagenet_dg.records import collect
-    from leaderboard.reported import load_reported
-
     folders = [*runs, *more_runs] or [Path("runs")]
     if out is None:
         board = build_leaderboard(collect(folders), load_reported(), spread, selection, metric)

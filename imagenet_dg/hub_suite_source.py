@@ -32,10 +32,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
+from huggingface_hub import HfApi
+from PIL import Image, UnidentifiedImageError
+
 from imagenet_dg.atomic import write_bytes_atomic
 from imagenet_dg.errors import ImageNetDGError, OutputExistsError
 from imagenet_dg.hashing import file_sha256
-from imagenet_dg.suites import Suite, get_suite
+from imagenet_dg.suites import FOLDER_LAYOUT, Suite, get_suite
 
 SOURCE_FILE = "hub-source.json"
 """File in a materialised suite folder naming the Hub repository and revision it came from."""
@@ -103,8 +107,6 @@ def resolve_revision(repo_id: str, revision: str | None) -> str:
         )
     if _COMMIT.match(revision):
         return revision
-    from huggingface_hub import HfApi
-
     try:
         return str(HfApi().dataset_info(repo_id, revision=revision).sha)
     except Exception as error:  # the Hub client raises many kinds; report any as one line
@@ -126,8 +128,6 @@ def local_revision(folder: Path) -> str:
 
 
 def _load(repo_id: str, revision: str | None, cache_dir: str | os.PathLike[str] | None):
-    import datasets
-
     try:
         loaded = datasets.load_dataset(repo_id, revision=revision, cache_dir=None if cache_dir is None else str(cache_dir))
     except Exception as error:  # datasets raises many kinds; report any as one line
@@ -157,7 +157,7 @@ def materialise_hub_suite(
     ``hub-source.json`` names the same repository, revision and columns, and refused otherwise.
     """
     suite = get_suite(suite) if isinstance(suite, str) else suite
-    if suite.layout != "domain/class/image":
+    if suite.layout != FOLDER_LAYOUT:
         raise HubSourceError(f"suite {suite.name} cannot be read from a Hub parquet dataset")
     local = Path(repo_id).is_dir()
     if local:
@@ -194,8 +194,6 @@ def materialise_hub_suite(
     counts: dict[str, dict[str, int]] = {d: {c: 0 for c in suite.classes} for d in suite.domain_ids}
     rows = duplicates = 0
     for part in parts:
-        import datasets
-
         missing = [c for c in (columns.image, columns.domain, columns.label) if c not in part.column_names]
         if missing:
             raise HubSourceError(
@@ -233,8 +231,6 @@ def materialise_hub_suite(
 
 
 def _file_name(data: bytes) -> str:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(io.BytesIO(data)) as picture:
             kind = picture.format or ""

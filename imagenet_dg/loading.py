@@ -35,14 +35,15 @@ from imagenet_dg.manifests import (
     split_shards,
     unlisted_in_config,
 )
+from imagenet_dg.protocols import FEWSHOT, PROTOCOL_SPLITS, protocol_of_manifest
 
 logger = logging.getLogger(__name__)
 
 ROW_COLUMNS = ("path", "domain", "label")
 """Columns :func:`labeled_images` reads; other columns are ignored."""
 
-SPLIT_NAMES = ("expert", "guide", "test")
-"""The splits of a task configuration; each split's rows carry its name in the ``pool`` column."""
+SPLIT_NAMES = PROTOCOL_SPLITS[FEWSHOT]
+"""The splits of a few-shot task configuration; each split's rows carry its name in the ``pool`` column."""
 
 
 @dataclass(frozen=True)
@@ -197,14 +198,8 @@ class TaskData:
     """Source domain -> its model-selection images (fewshot: the guide sample; full: its 20% held-out part)."""
     test: LabeledImages
     """The target's test split."""
-    protocol: str = "fewshot"
+    protocol: str = FEWSHOT
     """``fewshot`` or ``full``."""
-
-
-PROTOCOL_SPLITS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"fewshot": SPLIT_NAMES, "full": ("train", "validation", "test")}
-)
-"""The splits a configuration of each protocol holds; each split's rows carry its name in ``pool``."""
 
 
 def task_data_from_frames(
@@ -215,7 +210,7 @@ def task_data_from_frames(
     class_names: Sequence[str],
     target: str,
     sources: Sequence[str],
-    protocol: str = "fewshot",
+    protocol: str = FEWSHOT,
 ) -> TaskData:
     """The :class:`TaskData` of split tables ``splits`` (columns path, domain, label, pool), checked for
     consistency: sources only in the training and validation splits, each source present in all of them,
@@ -261,7 +256,7 @@ def task_data_from_frames(
         if empty:
             raise ManifestError(f"{where}: split {split} has no images of the source(s) {', '.join(empty)}")
         by_source[split] = {s: images[split].subset(s) for s in sources}
-    if protocol == "fewshot":
+    if protocol == FEWSHOT:
         expert, guide, validation = by_source["expert"], by_source["guide"], by_source["guide"]
     else:
         expert, guide, validation = by_source["train"], by_source["train"], by_source["validation"]
@@ -299,7 +294,7 @@ def load_task(
             f"{folder / MANIFEST_FILE}: no configuration {config!r}; it holds {', '.join(sorted(configs)) or 'none'}"
         )
     entry = configs[config]
-    protocol = str(entry.get("protocol", manifest.get("protocol", "fewshot")))
+    protocol = str(entry.get("protocol", protocol_of_manifest(manifest)))
     try:
         target = str(entry["target"])
         sources = [str(s) for s in entry["sources"]]

@@ -1,8 +1,10 @@
 """Manifest files: split tables written as parquet shards in a Hugging Face Hub dataset layout.
 
-One configuration per (task, shots, seed) holds the splits ``expert``, ``guide`` and ``test`` as
-``data/<config>/<split>-NNNNN-of-NNNNN.parquet``. The parquet schema carries the ``datasets`` feature types
-(``label`` is a class label whose names are the task's wnids, since readable names repeat), so
+One configuration per (task, shots, seed) holds its protocol's splits (``expert``, ``guide`` and ``test``;
+``train``, ``validation`` and ``test`` under ``full``) as ``data/<config>/<split>-NNNNN-of-NNNNN.parquet``, with
+the columns :data:`COLUMNS` (a suite read from the ImageNet releases) or :data:`SUITE_COLUMNS` (a suite read from
+its folders; ``docs/protocol.md#manifests``). The parquet schema carries the ``datasets`` feature types (``label``
+is a class label whose names are the task's class ids, since readable names repeat), so
 ``datasets.load_dataset`` restores them. ``manifest.json`` records what produced the files and their hashes.
 
 A reader lists a split's shards from ``manifest.json``, never from the folder, and checks each against its
@@ -43,6 +45,9 @@ CLASS_ID_KEY: Mapping[int, str] = MappingProxyType({1: "wnid", 2: "id"})
 """Manifest format -> the key of a class entry that holds the class id."""
 DATA_DIR = "data"
 COLUMNS = ("path", "release", "domain", "wnid", "class_name", "label", "pool")
+"""Columns of the split files of a suite read from the ImageNet releases (ImageNet-DG)."""
+SUITE_COLUMNS = ("path", "domain", "class_id", "class_name", "label", "pool")
+"""Columns of the split files of a suite read from its folders (the standard suites)."""
 DEFAULT_MAX_SHARD_BYTES = 500 * 1024 * 1024
 """Largest parquet shard to aim for when images are embedded (the Hub's recommended order of size)."""
 CARD_FILE = "README.md"
@@ -64,20 +69,15 @@ def split_pattern(config: str, split: str) -> str:
     return f"{DATA_DIR}/{config}/{split}-*.parquet"
 
 
-def features(classes: Sequence[str], embed_images: bool) -> datasets.Features:
-    """Column types of a split table; ``label`` names are the task's wnids in label order."""
-    columns: dict[str, datasets.features.FeatureType] = {
-        "path": datasets.Value("string"),
-        "release": datasets.Value("string"),
-        "domain": datasets.Value("string"),
-        "wnid": datasets.Value("string"),
-        "class_name": datasets.Value("string"),
-        "label": datasets.ClassLabel(names=list(classes)),
-        "pool": datasets.Value("string"),
+def features(classes: Sequence[str], embed_images: bool, columns: Sequence[str] = COLUMNS) -> datasets.Features:
+    """Column types of a split file with ``columns`` (text, but ``label``: a class label whose names are the
+    task's class ids in label order), and ``image`` after them when the images are embedded."""
+    types: dict[str, datasets.features.FeatureType] = {
+        c: datasets.ClassLabel(names=list(classes)) if c == "label" else datasets.Value("string") for c in columns
     }
     if embed_images:
-        columns["image"] = datasets.Image()
-    return datasets.Features(columns)
+        types["image"] = datasets.Image()
+    return datasets.Features(types)
 
 
 @dataclass(frozen=True)
@@ -108,17 +108,9 @@ def plan_shards(sizes: Sequence[int], max_shard_bytes: int) -> list[tuple[int, i
 
 
 def _arrow_table(
-    frame: pd.DataFrame, schema: pa.Schema, images: Sequence[tuple[bytes, str]] | None
+    frame: pd.DataFrame, schema: pa.Schema, columns: Sequence[str], images: Sequence[tuple[bytes, str]] | None
 ) -> pa.Table:
-    arrays = {
-        "path": pa.array(frame["path"].tolist(), pa.string()),
-        "release": pa.array(frame["release"].tolist(), pa.string()),
-        "domain": pa.array(frame["domain"].tolist(), pa.string()),
-        "wnid": pa.array(frame["wnid"].tolist(), pa.string()),
-        "class_name": pa.array(frame["class_name"].tolist(), pa.string()),
-        "label": pa.array(frame["label"].tolist(), pa.int64()),
-        "pool": pa.array(frame["pool"].tolist(), pa.string()),
-    }
+    arrays = {c: pa.array(frame[c].tolist(), pa.int64() if c == "label" else pa.string()) for c in columns}
     if images is not None:
         arrays["image"] = pa.array(
             [{"bytes": data, "path": name} for data, name in images], schema.field("image").type
@@ -134,18 +126,20 @@ def write_split(
     classes: Sequence[str],
     image_roots: Mapping[str, Path] | None = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    columns: Sequence[str] = COLUMNS,
 ) -> list[ShardRecord]:
-    """Write ``frame`` (columns :data:`COLUMNS`) as the shards of ``split`` of ``config`` under ``folder``.
+    """Write ``frame`` (its ``columns``: :data:`COLUMNS` or :data:`SUITE_COLUMNS`) as the shards of ``split`` of
+    ``config`` under ``folder``.
 
-    With ``image_roots`` (domain id -> release root), the original image bytes are embedded in an ``image``
-    column; shards are then cut to about ``max_shard_bytes``. Each shard is written atomically. Returns the
-    records of the written files in shard order.
+    With ``image_roots`` (domain id -> the folder its paths are relative to), the original image bytes are
+    embedded in an ``image`` column; shards are then cut to about ``max_shard_bytes``. Each shard is written
+    atomically. Returns the records of the written files in shard order.
     """
-    missing = [c for c in COLUMNS if c not in frame.columns]
+    missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ManifestError(f"split {config}/{split}: the table lacks the columns {missing}")
     folder = Path(folder)
-    schema = features(classes, embed_images=image_roots is not None).arrow_schema
+    schema = features(classes, embed_images=image_roots is not None, columns=columns).arrow_schema
     frame = frame.reset_index(drop=True)
     if image_roots is not None:
         files = [image_roots[d] / p for d, p in zip(frame["domain"], frame["path"])]
@@ -158,7 +152,7 @@ def write_split(
         images = None
         if image_roots is not None:
             images = [(files[i].read_bytes(), str(frame.at[i, "path"])) for i in range(start, end)]
-        table = _arrow_table(frame.iloc[start:end], schema, images)
+        table = _arrow_table(frame.iloc[start:end], schema, columns, images)
         relative = f"{DATA_DIR}/{config}/{shard_name(split, index, len(ranges))}"
         with atomic_path(folder / relative) as tmp:
             # Fixed writer settings keep the bytes identical for identical tables.

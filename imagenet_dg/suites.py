@@ -1,34 +1,50 @@
-"""The benchmark suites as data: their domains, classes, folder layouts and scoring, in one registry.
+"""The benchmark suites as data: their domains, classes, layouts, tasks, protocols and scoring, in one registry.
 
-A suite is a set of image domains sharing one class list, evaluated leave-one-domain-out. ImageNet-DG is one
-(its tasks a, i and r, built by :mod:`imagenet_dg.build`); the standard domain-generalisation suites PACS,
-VLCS, OfficeHome, TerraIncognita and DomainNet are the others, laid out on disk the way DomainBed's download
-script leaves them: ``<suite folder>/<domain folder>/<class folder>/<image>``. Classes are indexed by their
-sorted folder names (plain code-point order, as torchvision's ImageFolder sorts them); the name put in a
-prompt is the folder name with ``_`` read as a space.
+A suite is a set of image domains evaluated leave-one-domain-out (or on explicit tasks), described here as
+data and built by the one pipeline every suite goes through (``docs/protocol.md``): a layout reader lists each
+domain's images (:mod:`imagenet_dg.layouts`), a split protocol makes the configurations
+(:mod:`imagenet_dg.protocols`), :mod:`imagenet_dg.build` writes them. ImageNet-DG is one suite (the six ImageNet
+releases in their official layouts, the tasks a, i and r, the guide/expert halves); the standard
+domain-generalisation suites PACS, VLCS, OfficeHome, TerraIncognita and DomainNet are the others, laid out on disk
+the way DomainBed's download script leaves them: ``<suite folder>/<domain folder>/<class folder>/<image>``. Their
+classes are indexed by their sorted folder names (plain code-point order, as torchvision's ImageFolder sorts
+them); the name put in a prompt is the folder name with ``_`` read as a space.
 
-Every suite has a miniature twin (``mini-pacs``, ...): the same folder names with fewer classes and a few
-synthetic images, written by :mod:`imagenet_dg.mini_suites` for tests and the demo.
+Every standard suite has a miniature twin (``mini-pacs``, ...), registered with it: the same folder names with
+fewer classes and a few synthetic images, written by :mod:`imagenet_dg.mini_suites` for tests and the demo.
 
-:data:`SUITES` is a plain dict from name to :class:`Suite`, filled below where each suite is defined.
+:data:`SUITES` is a plain dict from name to :class:`Suite`, filled below where each suite is defined. Adding a
+standard suite is one :func:`register` call (and its class list under ``reference/`` when it is long).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 
 import numpy as np
 
+from imagenet_dg.domains import DOMAINS
 from imagenet_dg.errors import ImageNetDGError
-
-PROTOCOLS = ("fewshot", "full")
-"""``fewshot``: the paper's per-domain 40/40/20 expert/guide/test split with k-shot draws (SPEC 3).
-``full``: DomainBed's per-domain 80/20 split, training on the sources' 80%, selecting on their 20%."""
+from imagenet_dg.protocols import PROTOCOLS, SPLIT_PROTOCOLS, SplitProtocol, env_indices
+from imagenet_dg.taxonomy import load_taxonomy
 
 IMAGENET_DG = "imagenet-dg"
+
+FOLDER_LAYOUT = "domain/class/image"
+"""Layout of the standard suites: DomainBed's ImageFolder per domain (``docs/protocol.md#domainbed-folders``)."""
+RELEASES_LAYOUT = "imagenet-dg-releases"
+"""Layout of ImageNet-DG: the six ImageNet releases in their official layouts (``docs/protocol.md#releases``)."""
+
+STANDARD_PROTOCOLS = ("fewshot-40-40-20", "domainbed-80-20")
+"""The split protocols every standard suite offers: its ``fewshot`` and its ``full`` protocol."""
+
+
+def prompt_name(class_id: str) -> str:
+    """The name of a class folder as a prompt says it: ``Alarm_Clock`` -> ``Alarm Clock``."""
+    return class_id.replace("_", " ")
 
 
 class SuiteError(ImageNetDGError):
@@ -140,15 +156,21 @@ class Suite:
     """Registry name, e.g. ``pacs`` or ``mini-pacs``."""
     display_name: str
     domains: tuple[SuiteDomain, ...]
-    """In DomainBed's environment order (its sorted folder names): a domain's position is its env index."""
+    """In the order tables and records list them (the standard suites: DomainBed's sorted folder order).
+    DomainBed's environment index comes from the folder names, not from this order (:meth:`env_index`)."""
     classes: tuple[str, ...]
     """Class ids: the class folder names, sorted in code-point order; the label of a class is its position.
     Empty for ImageNet-DG, whose tasks each have their own class set (the target's wnids)."""
     folder_names: tuple[str, ...]
     """Names the suite's top folder is found under, DomainBed's first (e.g. ``PACS``, ``kfold``)."""
-    layout: str = "domain/class/image"
-    """How the images lie under the suite folder: ``domain/class/image`` (DomainBed's ImageFolder per domain)
-    or ``imagenet-dg-releases`` (the six ImageNet releases, located by :mod:`imagenet_dg.releases`)."""
+    layout: str = FOLDER_LAYOUT
+    """How the images lie on disk, the key of their reader in :data:`imagenet_dg.layouts.SUITE_LAYOUTS`:
+    :data:`FOLDER_LAYOUT` or :data:`RELEASES_LAYOUT`."""
+    protocols: tuple[str, ...] = STANDARD_PROTOCOLS
+    """The split protocols offered (keys of :data:`imagenet_dg.protocols.SPLIT_PROTOCOLS`), at most one per
+    protocol name."""
+    class_name: Callable[[str], str] = prompt_name
+    """The readable name of a class id, for prompts and the ``class_name`` column."""
     scoring: Scoring = field(default_factory=Scoring)
     synthetic: bool = False
     """True for the miniature suites: generated pictures, never to be reported as results on real data."""
@@ -158,6 +180,8 @@ class Suite:
     """Explicit tasks (ImageNet-DG); empty means leave-one-domain-out over :attr:`domains`."""
     source: str = ""
     """Where to get the data (official page and Hub mirrors), for messages and the README."""
+    miniature_classes: tuple[str, ...] = ()
+    """The classes of the suite's miniature twin, registered with it (none: no twin)."""
 
     def __post_init__(self) -> None:
         if list(self.classes) != sorted(self.classes):
@@ -165,6 +189,13 @@ class Suite:
         ids = [d.id for d in self.domains]
         if len(set(ids)) != len(ids):
             raise SuiteError(f"suite {self.name}: a domain is listed twice")
+        unknown = [p for p in self.protocols if p not in SPLIT_PROTOCOLS]
+        if unknown or not self.protocols:
+            raise SuiteError(f"suite {self.name}: split protocols {unknown or '(none)'}; expected some of "
+                             f"{', '.join(SPLIT_PROTOCOLS)}")
+        names = [SPLIT_PROTOCOLS[p].name for p in self.protocols]
+        if len(set(names)) != len(names):
+            raise SuiteError(f"suite {self.name}: two split protocols under one protocol name ({names})")
 
     @property
     def domain_ids(self) -> tuple[str, ...]:
@@ -178,13 +209,36 @@ class Suite:
         raise SuiteError(f"suite {self.name} has no domain {domain_id!r}; its domains are {', '.join(self.domain_ids)}")
 
     def env_index(self, domain_id: str) -> int:
-        """DomainBed's environment index of a domain: its position among the suite's sorted domain folders."""
+        """DomainBed's environment index of a domain laid out under its canonical folder names: its position
+        among the sorted domain folders (a build uses the folder names it found, see
+        :func:`imagenet_dg.protocols.env_indices`)."""
         self.domain(domain_id)
-        return self.domain_ids.index(domain_id)
+        return env_indices({d.id: d.folders()[0] for d in self.domains})[domain_id]
 
     def prompt_names(self) -> tuple[str, ...]:
-        """Class names for prompts, in label order: the folder names with ``_`` as a space."""
-        return tuple(prompt_name(c) for c in self.classes)
+        """Class names for prompts, in label order (for the standard suites the folder names with ``_`` as a
+        space)."""
+        return tuple(self.class_name(c) for c in self.classes)
+
+    @property
+    def protocol_names(self) -> tuple[str, ...]:
+        """The protocol names the suite offers, in :data:`imagenet_dg.protocols.PROTOCOLS` order."""
+        offered = {SPLIT_PROTOCOLS[p].name for p in self.protocols}
+        return tuple(p for p in PROTOCOLS if p in offered)
+
+    def split_protocol(self, protocol: str) -> SplitProtocol:
+        """The split protocol the suite offers under the protocol name ``protocol``; an error naming the
+        protocols it offers otherwise."""
+        for split in self.protocols:
+            if SPLIT_PROTOCOLS[split].name == protocol:
+                return SPLIT_PROTOCOLS[split]
+        offered = self.protocol_names
+        if protocol not in PROTOCOLS:
+            raise SuiteError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+        raise SuiteError(
+            f"{self.display_name} has only the {' and '.join(offered)} protocol{'s' if len(offered) > 1 else ''}; "
+            f"use --protocol {offered[0]}"
+        )
 
     def tasks(self) -> tuple[Task, ...]:
         """Every task: the explicit list, or one per target domain with all others as sources."""
@@ -201,44 +255,24 @@ class Suite:
         raise SuiteError(f"suite {self.name} has no task or target {target_or_name!r}; its tasks are {names}")
 
 
-def prompt_name(class_id: str) -> str:
-    """The name of a class folder as a prompt says it: ``Alarm_Clock`` -> ``Alarm Clock``."""
-    return class_id.replace("_", " ")
-
-
-def config_name(task: str, protocol: str, *, shots: int | None = None, seed: int | None = None) -> str:
-    """Name of the dataset configuration of ``task`` under ``protocol``.
-
-    ``fewshot``: ``<task>-<shots>shot-seed<seed>`` (as ImageNet-DG names its configurations); ``full``:
-    ``<task>-full-trial<seed>``, the seed being DomainBed's trial seed.
-    """
-    check_protocol(protocol)
-    if seed is None:
-        raise SuiteError(f"config_name({task!r}, {protocol!r}) needs a seed")
-    if protocol == "fewshot":
-        if shots is None:
-            raise SuiteError(f"config_name({task!r}, 'fewshot') needs a number of shots")
-        return f"{task}-{shots}shot-seed{seed}"
-    return f"{task}-full-trial{seed}"
-
-
-def check_protocol(protocol: str) -> str:
-    """``protocol`` if it is one of :data:`PROTOCOLS`; a clear error otherwise."""
-    if protocol not in PROTOCOLS:
-        raise SuiteError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
-    return protocol
-
-
 SUITES: dict[str, Suite] = {}
 """Suite name -> suite, in registration order."""
 
 
 def register(suite: Suite) -> Suite:
-    """Add ``suite`` to :data:`SUITES`; a name registered twice is an error."""
-    if suite.name in SUITES:
-        raise SuiteError(f"suite {suite.name!r} is registered twice")
-    SUITES[suite.name] = suite
+    """Add ``suite`` to :data:`SUITES`, and its miniature twin when it names the twin's classes; a name
+    registered twice is an error."""
+    for entry in (suite, *([miniature(suite, suite.miniature_classes)] if suite.miniature_classes else [])):
+        if entry.name in SUITES:
+            raise SuiteError(f"suite {entry.name!r} is registered twice")
+        SUITES[entry.name] = entry
     return suite
+
+
+def suite_of_manifest(manifest: Mapping) -> Suite:
+    """The registered suite a built manifest names (manifests written before suites existed name none: they are
+    ImageNet-DG's)."""
+    return get_suite(str(manifest.get("suite", IMAGENET_DG)))
 
 
 def get_suite(name: str) -> Suite:
@@ -267,26 +301,13 @@ def miniature(suite: Suite, classes: Sequence[str]) -> Suite:
         classes=tuple(sorted(classes)),
         synthetic=True,
         miniature_of=suite.name,
+        miniature_classes=(),
         source="written by imagenet_dg.mini_suites.make_mini_suite, or by 'imagenet-dg build --suite "
         f"mini-{suite.name}' without --root (synthetic pictures in the suite's folder layout)",
     )
 
 
-def _imagenet_dg() -> Suite:
-    from imagenet_dg.domains import DOMAINS
-    from imagenet_dg.protocol import TASKS
-
-    return Suite(
-        name=IMAGENET_DG,
-        display_name="ImageNet-DG",
-        domains=tuple(SuiteDomain(d.id, d.release, (d.folder,)) for d in DOMAINS.values()),
-        classes=(),
-        folder_names=(),
-        layout="imagenet-dg-releases",
-        task_list=tuple(Task(t.name, t.target, t.sources) for t in TASKS.values()),
-        source="ILSVRC-2012, ImageNet-A, ImageNet-R, ImageNet-Sketch and ImageNetV2 from their official pages",
-    )
-
+_PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
 
 PACS = register(
     Suite(
@@ -298,13 +319,16 @@ PACS = register(
             SuiteDomain("photo", "Photo"),
             SuiteDomain("sketch", "Sketch"),
         ),
-        classes=("dog", "elephant", "giraffe", "guitar", "horse", "house", "person"),
+        classes=_PACS_CLASSES,
         # DomainBed renames the archive's kfold/ to PACS/; the authors' own archive unpacks to pacs_data/.
         folder_names=("PACS", "pacs", "kfold", "pacs_data", "pacs_data/pacs_data"),
         source="DomainBed's download script (PACS.zip, the authors' kfold archive), or a Hub parquet mirror "
         "such as flwrlabs/pacs",
+        miniature_classes=_PACS_CLASSES,
     )
 )
+
+_VLCS_CLASSES = ("bird", "car", "chair", "dog", "person")
 
 VLCS = register(
     Suite(
@@ -316,9 +340,10 @@ VLCS = register(
             SuiteDomain("SUN09", "SUN09"),
             SuiteDomain("VOC2007", "VOC2007"),
         ),
-        classes=("bird", "car", "chair", "dog", "person"),
+        classes=_VLCS_CLASSES,
         folder_names=("VLCS", "vlcs"),
         source="DomainBed's download script (VLCS.tar.gz)",
+        miniature_classes=_VLCS_CLASSES,
     )
 )
 
@@ -330,13 +355,16 @@ OFFICEHOME = register(
             SuiteDomain("Art", "Art"),
             SuiteDomain("Clipart", "Clipart"),
             SuiteDomain("Product", "Product"),
-            # The official archive spells it with a space; many copies replace it by an underscore.
+            # The official archive spells it with a space (its canonical folder name, first: what the
+            # miniature writes); many copies replace it by an underscore.
             SuiteDomain("Real_World", "Real World", ("Real World", "Real_World", "RealWorld")),
         ),
         classes=_reference_classes("officehome_classes.txt"),
         folder_names=("office_home", "OfficeHomeDataset_10072016", "OfficeHome", "office-home", "officehome"),
         source="the official page (OfficeHomeDataset_10072016.zip), DomainBed's download script, or a Hub "
         "parquet mirror such as flwrlabs/office-home",
+        # A space-free TV that sorts before Table, and an underscore read as a space.
+        miniature_classes=("Alarm_Clock", "Desk_Lamp", "Mug", "TV", "ToothBrush"),
     )
 )
 
@@ -354,6 +382,7 @@ TERRAINCOGNITA = register(
         folder_names=("terra_incognita", "TerraIncognita", "terra-incognita", "terraincognita"),
         scoring=Scoring(average="images"),
         source="DomainBed's download script (Caltech Camera Traps ECCV'18 images, sorted into locations)",
+        miniature_classes=("bird", "cat", "coyote", "dog"),
     )
 )
 
@@ -373,20 +402,41 @@ DOMAINNET = register(
         folder_names=("domain_net", "DomainNet", "domainnet"),
         source="the official page (one zip per domain), via DomainBed's download script, which also removes "
         "the listed duplicates",
+        # Capitalised and hyphenated class folder names.
+        miniature_classes=("The_Eiffel_Tower", "airplane", "t-shirt", "teddy-bear", "zigzag"),
     )
 )
 
-register(_imagenet_dg())
+IMAGENET_DG_SOURCES = ("imagenet", "imagenet-sketch", "imagenetv2")
+"""The sources of every ImageNet-DG task (``docs/protocol.md#imagenet-dg-tasks``)."""
+
+
+def wordnet_name(wnid: str) -> str:
+    """The readable name of an ImageNet class, for prompts (not unique: classes are keyed by wnid)."""
+    return load_taxonomy().names[wnid]
+
+
+IMAGENET_DG_SUITE = register(
+    Suite(
+        name=IMAGENET_DG,
+        display_name="ImageNet-DG",
+        domains=tuple(SuiteDomain(d.id, d.release, (d.folder,)) for d in DOMAINS.values()),
+        classes=(),
+        folder_names=(),
+        layout=RELEASES_LAYOUT,
+        protocols=("guide-expert-halves",),
+        class_name=wordnet_name,
+        task_list=(
+            Task("a", "imagenet-a", IMAGENET_DG_SOURCES),
+            Task("i", "imagenet-val", IMAGENET_DG_SOURCES),
+            Task("r", "imagenet-r", IMAGENET_DG_SOURCES),
+        ),
+        source="ILSVRC-2012, ImageNet-A, ImageNet-R, ImageNet-Sketch and ImageNetV2 from their official pages",
+    )
+)
 
 MINIATURE_CLASSES: Mapping[str, tuple[str, ...]] = {
-    "pacs": PACS.classes,
-    "vlcs": VLCS.classes,
-    "officehome": ("Alarm_Clock", "Desk_Lamp", "Mug", "TV", "ToothBrush"),
-    "terraincognita": ("bird", "cat", "coyote", "dog"),
-    "domainnet": ("The_Eiffel_Tower", "airplane", "t-shirt", "teddy-bear", "zigzag"),
+    s.miniature_of: s.classes for s in SUITES.values() if s.miniature_of is not None
 }
-"""Classes of each miniature suite: real folder names, chosen to keep the awkward ones (a space-free
-``TV`` that sorts before ``Table``, capitalised and hyphenated DomainNet names)."""
-
-for _name, _classes in MINIATURE_CLASSES.items():
-    register(miniature(SUITES[_name], _classes))
+"""Suite -> the classes of its miniature twin (as registered with the suite): real folder names, chosen to keep
+the awkward ones."""

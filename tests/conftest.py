@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from imagenet_dg.mini import MiniReleases, make_mini_releases  # noqa: E402
-from imagenet_dg.releases import DomainScan, scan_releases  # noqa: E402
+from imagenet_dg.build import BuildOptions, build  # noqa: E402
+from imagenet_dg.layouts import SuiteScan, scan  # noqa: E402
+from imagenet_dg.loading import load_task  # noqa: E402
+from imagenet_dg.mini import MARKER, MiniReleases, make_mini_releases  # noqa: E402
+from imagenet_dg.suites import IMAGENET_DG  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -22,9 +26,18 @@ def mini_releases(tmp_path_factory: pytest.TempPathFactory) -> MiniReleases:
 
 
 @pytest.fixture(scope="session")
-def mini_scans(mini_releases: MiniReleases) -> dict[str, DomainScan]:
-    """Scans of every miniature release."""
-    return scan_releases(dict(mini_releases.paths))
+def mini_scans(mini_releases: MiniReleases) -> SuiteScan:
+    """ImageNet-DG scanned from every miniature release."""
+    return scan(IMAGENET_DG, folders=mini_releases.paths)
+
+
+@pytest.fixture(scope="session")
+def unmarked_scans(mini_releases: MiniReleases, tmp_path_factory: pytest.TempPathFactory) -> SuiteScan:
+    """ImageNet-DG scanned from a copy of the miniature releases without the generator's marker: what real
+    releases look like to the build (their files linked, not copied)."""
+    root = tmp_path_factory.mktemp("unmarked") / "releases"
+    shutil.copytree(mini_releases.root, root, copy_function=os.link, ignore=shutil.ignore_patterns(MARKER))
+    return scan(IMAGENET_DG, folders={d: root / p.relative_to(mini_releases.root) for d, p in mini_releases.paths.items()})
 
 
 @pytest.fixture
@@ -35,8 +48,6 @@ def workdir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def mini_benchmark(mini_scans, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ImageNet-DG built from the miniature releases: task a, 16 shots, seed 1."""
-    from imagenet_dg.build import BuildOptions, build
-
     out = tmp_path_factory.mktemp("benchmark") / "imagenet-dg"
     build(mini_scans, out, BuildOptions(tasks=("a",), shots=(16,), seeds=(1,)))
     return out
@@ -45,8 +56,6 @@ def mini_benchmark(mini_scans, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="session")
 def mini_task(mini_benchmark: Path, mini_releases: MiniReleases):
     """The TaskData of task a (16 shots, seed 1) of the miniature benchmark."""
-    from imagenet_dg.loading import load_task
-
     return load_task(mini_benchmark, "a-16shot-seed1", dict(mini_releases.paths))
 
 

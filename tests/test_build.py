@@ -14,11 +14,12 @@ import yaml
 from imagenet_dg.build import BuildOptions, build
 from imagenet_dg.errors import BadImageError, ManifestError, OutputExistsError
 from imagenet_dg.hub import upload_plan
+from imagenet_dg.layouts import scan
 from imagenet_dg.loading import load_task
 from imagenet_dg.manifests import read_manifest, verify_files
 from imagenet_dg.mini import MiniReleases
-from imagenet_dg.protocol import task_statistics
-from imagenet_dg.releases import scan_releases
+from imagenet_dg.protocols import task_statistics
+from imagenet_dg.suites import IMAGENET_DG, get_suite
 
 SMALL = BuildOptions(tasks=("a", "r"), shots=(2,), seeds=(1, 2))
 
@@ -42,6 +43,14 @@ def copy_in_reverse_order(source: Path, target: Path) -> None:
 def built(mini_scans, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("built") / "imagenet-dg"
     build(mini_scans, out, SMALL)
+    return out
+
+
+@pytest.fixture(scope="module")
+def publishable(unmarked_scans, tmp_path_factory) -> Path:
+    """A build of releases without the generator's marker, as of real ones: publishing is not refused."""
+    out = tmp_path_factory.mktemp("publishable") / "imagenet-dg"
+    build(unmarked_scans, out, SMALL)
     return out
 
 
@@ -87,9 +96,9 @@ def test_manifest_records_seeds_counts_and_hashes(built: Path) -> None:
     assert verify_files(built, manifest) == []
 
 
-def test_tampered_file_is_detected(built: Path, tmp_path: Path) -> None:
+def test_tampered_file_is_detected(publishable: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
-    shutil.copytree(built, copy)
+    shutil.copytree(publishable, copy)
     victim = next((copy / "data").rglob("guide-*.parquet"))
     victim.write_bytes(victim.read_bytes()[:-10])
     problems = verify_files(copy, read_manifest(copy))
@@ -109,7 +118,7 @@ def test_output_does_not_depend_on_listing_order_or_location(
 ) -> None:
     moved = tmp_path / "elsewhere" / "releases"
     copy_in_reverse_order(mini_releases.root, moved)
-    scans = scan_releases({d: moved / p.relative_to(mini_releases.root) for d, p in mini_releases.paths.items()})
+    scans = scan(IMAGENET_DG, folders={d: moved / p.relative_to(mini_releases.root) for d, p in mini_releases.paths.items()})
     out = tmp_path / "out"
     build(scans, out, SMALL)
     assert folder_bytes(out) == folder_bytes(built)
@@ -159,7 +168,7 @@ def test_interrupted_build_leaves_no_output_and_a_rerun_resumes(built: Path, min
 
 def test_statistics_match_counts_computed_from_the_generator(mini_releases: MiniReleases, mini_scans) -> None:
     counts = mini_releases.expected_counts
-    stats = task_statistics({d: s.table for d, s in mini_scans.items()}).set_index("task")
+    stats = task_statistics(get_suite(IMAGENET_DG), mini_scans.tables).set_index("task")
     for task, target, classes in (
         ("a", "imagenet-a", mini_releases.a_wnids),
         ("r", "imagenet-r", mini_releases.r_wnids),
@@ -172,9 +181,9 @@ def test_statistics_match_counts_computed_from_the_generator(mini_releases: Mini
         assert stats.loc[task, "source_total"] == sum(expected_sources)
 
 
-def test_embedded_images_load_as_images(mini_scans, tmp_path: Path) -> None:
+def test_embedded_images_load_as_images(unmarked_scans, tmp_path: Path) -> None:
     out = tmp_path / "embedded"
-    build(mini_scans, out, BuildOptions(tasks=("a",), shots=(1,), seeds=(1,), embed_images=True))
+    build(unmarked_scans, out, BuildOptions(tasks=("a",), shots=(1,), seeds=(1,), embed_images=True))
     guide = datasets.load_dataset(str(out), "a-1shot-seed1", split="guide")
     image = guide[0]["image"]
     assert image.size[0] > 0
@@ -183,15 +192,15 @@ def test_embedded_images_load_as_images(mini_scans, tmp_path: Path) -> None:
     assert len(upload_plan(out, allow_embedded_images=True)) == 2 + 3
 
 
-def test_upload_plan_lists_card_manifest_and_data(built: Path) -> None:
-    plan = [f.path for f in upload_plan(built)]
+def test_upload_plan_lists_card_manifest_and_data(publishable: Path) -> None:
+    plan = [f.path for f in upload_plan(publishable)]
     assert plan[:2] == ["README.md", "manifest.json"]
     assert len(plan) == 2 + 4 * 3 and all(p.startswith("data/") for p in plan[2:])
 
 
-def test_upload_plan_of_a_folder_given_relative_to_the_current_one(built: Path, monkeypatch) -> None:
-    monkeypatch.chdir(built.parent)
-    assert [f.path for f in upload_plan(Path(built.name))] == [f.path for f in upload_plan(built)]
+def test_upload_plan_of_a_folder_given_relative_to_the_current_one(publishable: Path, monkeypatch) -> None:
+    monkeypatch.chdir(publishable.parent)
+    assert [f.path for f in upload_plan(Path(publishable.name))] == [f.path for f in upload_plan(publishable)]
 
 
 @pytest.fixture
@@ -209,14 +218,14 @@ def test_verify_stops_on_an_unusable_image_and_names_it(broken_releases, tmp_pat
     paths, victim = broken_releases
     options = BuildOptions(tasks=("a",), shots=(16,), seeds=(1,), verify=True, workers=1)
     with pytest.raises(BadImageError, match=victim):
-        build(scan_releases(paths), tmp_path / "out", options)
+        build(scan(IMAGENET_DG, folders=paths), tmp_path / "out", options)
     assert not (tmp_path / "out").exists()
 
 
 def test_skip_excludes_unusable_images_and_records_them(broken_releases, tmp_path: Path) -> None:
     paths, victim = broken_releases
     options = BuildOptions(tasks=("a",), shots=(16,), seeds=(1,), verify=True, on_bad_image="skip", workers=1)
-    result = build(scan_releases(paths), tmp_path / "out", options)
+    result = build(scan(IMAGENET_DG, folders=paths), tmp_path / "out", options)
     excluded = result.manifest["excluded"]
     assert [(e["domain"], e["path"]) for e in excluded] == [("imagenet-sketch", victim)]
     assert excluded[0]["kind"] == "truncated"

@@ -13,7 +13,10 @@ from guidg.backbone import TINY_MODEL
 from guidg.methods import METHODS
 from guidg.presets import get_preset
 from guidg.run import precision_of, run_folder
+from imagenet_dg.build import BuildOptions
 from imagenet_dg.errors import ImageNetDGError
+from imagenet_dg.protocols import DEFAULT_SEEDS, PROTOCOLS
+from imagenet_dg.suites import get_suite
 
 
 def sweep(**changes) -> harness.Sweep:
@@ -97,8 +100,6 @@ def test_validation_refuses_a_bad_sweep_before_anything_runs(changes, message, t
 
 
 def test_default_presets_fit_the_suite() -> None:
-    from imagenet_dg.suites import get_suite
-
     assert harness.default_preset(get_suite("pacs"), "sketch", synthetic=False) == "paper"
     assert harness.default_preset(get_suite("imagenet-dg"), "a", synthetic=False) == "paper-imagenet-dg"
     assert harness.default_preset(get_suite("imagenet-dg"), "i", synthetic=False) == "paper-imagenet-dg-i"
@@ -107,10 +108,24 @@ def test_default_presets_fit_the_suite() -> None:
 
 def test_manifests_built_for_some_targets_go_to_a_folder_named_for_them(tmp_path) -> None:
     checked = harness.validate(sweep(runs=tmp_path, mini=True, root=None))
-    every = harness.imagenet_dg_folder_name(checked, ("a", "i", "r"), mini=True)
-    only_a = harness.imagenet_dg_folder_name(checked, ("a",), mini=True)
-    only_r = harness.imagenet_dg_folder_name(checked, ("r",), mini=True)
+    every = harness.built_folder_name(checked, ("a", "i", "r"), mini=True)
+    only_a = harness.built_folder_name(checked, ("a",), mini=True)
+    only_r = harness.built_folder_name(checked, ("r",), mini=True)
     assert len({every, only_a, only_r}) == 3 and every.endswith("-mini") and "tasks-a" in only_a
+
+
+def test_a_leave_one_domain_out_suite_builds_every_task_imagenet_dg_only_those_asked() -> None:
+    assert harness.built_tasks(get_suite("mini-pacs"), ("sketch",)) == ("art_painting", "cartoon", "photo", "sketch")
+    assert harness.built_tasks(get_suite("imagenet-dg"), ("imagenet-r", "a")) == ("a", "r")
+    assert harness.built_tasks(get_suite("imagenet-dg"), ()) == ("a", "i", "r")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_evaluate_and_build_take_the_same_default_seeds_and_shots(protocol: str, tmp_path) -> None:
+    checked = harness.validate(sweep(suite="mini-pacs", protocol=protocol, seeds=(), runs=tmp_path, root=None))
+    options = BuildOptions(protocol=protocol)
+    assert checked.seeds == options.resolved_seeds() == DEFAULT_SEEDS[protocol]
+    assert (checked.shots or ()) == options.resolved_shots()
 
 
 @pytest.fixture

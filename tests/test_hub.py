@@ -31,9 +31,9 @@ class RecordingApi:
 
 
 @pytest.fixture
-def built(mini_scans, tmp_path):
+def built(unmarked_scans, tmp_path):
     out = tmp_path / "imagenet-dg"
-    build(mini_scans, out, BuildOptions(tasks=("a",), shots=(1,), seeds=(1,)))
+    build(unmarked_scans, out, BuildOptions(tasks=("a",), shots=(1,), seeds=(1,)))
     return out
 
 

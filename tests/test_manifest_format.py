@@ -10,10 +10,9 @@ import pytest
 
 from imagenet_dg.build import BuildOptions, build
 from imagenet_dg.errors import ManifestError, OutputExistsError
+from imagenet_dg.layouts import scan_suite
 from imagenet_dg.manifests import CLASS_ID_KEY, MANIFEST_FILE, MANIFEST_FORMAT, config_classes, read_manifest
 from imagenet_dg.mini_suites import make_mini_suite
-from imagenet_dg.suite_build import SuiteBuildOptions, build_suite
-from imagenet_dg.suite_discovery import scan_suite
 
 ONE = BuildOptions(tasks=("a",), shots=(1,), seeds=(1,))
 
@@ -39,7 +38,7 @@ def imagenet_dg_build(mini_scans, tmp_path_factory: pytest.TempPathFactory) -> P
 def suite_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = make_mini_suite("mini-pacs", tmp_path_factory.mktemp("suite"), images_per_class=5).root
     out = tmp_path_factory.mktemp("format") / "mini-pacs"
-    build_suite(scan_suite("mini-pacs", root), out, SuiteBuildOptions(shots=(1,), seeds=(1,), targets=("photo",)))
+    build(scan_suite("mini-pacs", root), out, BuildOptions(shots=(1,), seeds=(1,), tasks=("photo",)))
     return out
 
 

@@ -15,8 +15,8 @@ from PIL import Image, ImageFilter
 from imagenet_dg.domains import DOMAINS
 from imagenet_dg.errors import ImageNetDGError, OutputExistsError
 from imagenet_dg.health import NEAR_BLACK_LUMINANCE
+from imagenet_dg.layouts import discover_releases, scan_domain
 from imagenet_dg.mini import MiniReleases, make_mini_releases
-from imagenet_dg.releases import discover_releases, scan_domain
 from imagenet_dg.taxonomy import imagenetv2_labels, load_taxonomy, val_labels
 
 TAXONOMY = load_taxonomy()
@@ -87,7 +87,7 @@ def test_scan_recognises_the_official_layout_and_counts_match(mini_set, domain):
 
     assert scan.layout == OFFICIAL_LAYOUTS[domain]
     assert scan.root == mini_set.paths[domain]
-    assert dict(Counter(scan.table["wnid"])) == mini_set.expected_counts[domain]
+    assert dict(Counter(scan.table["class_id"])) == mini_set.expected_counts[domain]
     # Independently of the reader: the image files on disk.
     on_disk = [p for p in files_under(scan.root) if p.lower().endswith((".jpeg", ".jpg", ".png"))]
     assert len(on_disk) == sum(mini_set.expected_counts[domain].values())
@@ -270,7 +270,7 @@ def edge_orientations(image: np.ndarray) -> np.ndarray:
 def test_the_class_structure_learnt_from_train_photos_is_recognised_in_every_other_domain(mini_set):
     def features(domain: str) -> tuple[np.ndarray, list[str]]:
         return np.array([edge_orientations(i) for i in images_of(mini_set, domain)]), scan_domain(
-            domain, mini_set.paths[domain]).table["wnid"].tolist()
+            domain, mini_set.paths[domain]).table["class_id"].tolist()
 
     train, train_wnids = features("imagenet")
     centroids = {w: train[[i for i, t in enumerate(train_wnids) if t == w]].mean(axis=0) for w in mini_set.wnids}
@@ -318,7 +318,7 @@ def test_images_per_class_overrides_the_defaults(tmp_path):
     assert set(mini.expected_counts["imagenet-val"].values()) == {20}
     for domain in ("imagenet", "imagenetv2"):
         scan = scan_domain(domain, mini.paths[domain])
-        assert dict(Counter(scan.table["wnid"])) == mini.expected_counts[domain]
+        assert dict(Counter(scan.table["class_id"])) == mini.expected_counts[domain]
 
 
 @pytest.mark.parametrize("override", [{"imagenetv2": 11}, {"imagenet-val": 51}, {"imagenet": 0}, {"nope": 1}])

@@ -1,4 +1,4 @@
-"""The split protocol (SPEC sections 2 and 3), rule by rule."""
+"""ImageNet-DG's few-shot split protocol (docs/protocol.md#imagenet-dg-fewshot), rule by rule."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ import pandas as pd
 import pytest
 
 from imagenet_dg.errors import ProtocolError
-from imagenet_dg.protocol import (
-    TASKS,
-    Task,
-    assemble_task,
+from imagenet_dg.protocols import (
     config_name,
     draw_shots,
     guide_size,
+    halves_splits,
     label_column,
     split_pools,
     task_statistics,
 )
+from imagenet_dg.suites import IMAGENET_DG, SuiteError, Task, get_suite
+
+IDG = get_suite(IMAGENET_DG)
+TASKS = {t.name: t for t in IDG.tasks()}
 
 A_CLASSES = ["n01498041", "n01531178", "n01534433"]
 OTHER_CLASSES = ["n01440764", "n01443537"]
@@ -25,7 +27,7 @@ OTHER_CLASSES = ["n01440764", "n01443537"]
 
 def domain_table(counts: dict[str, int], prefix: str = "img") -> pd.DataFrame:
     rows = [(f"{wnid}/{prefix}_{i:03d}.JPEG", wnid) for wnid, n in counts.items() for i in range(n)]
-    return pd.DataFrame(rows, columns=["path", "wnid"])
+    return pd.DataFrame(rows, columns=["path", "class_id"])
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def test_guide_pool_gets_half_rounded_to_even() -> None:
 def test_pools_partition_each_class_with_the_guide_half(tables: dict[str, pd.DataFrame]) -> None:
     pools = split_pools(tables["imagenet"], "imagenet")
     assert sorted(pools["path"]) == sorted(tables["imagenet"]["path"])
-    for wnid, group in pools.groupby("wnid"):
+    for wnid, group in pools.groupby("class_id"):
         n = len(group)
         assert (group["pool"] == "guide").sum() == round(n / 2)
         assert (group["pool"] == "expert").sum() == n - round(n / 2)
@@ -63,7 +65,7 @@ def test_pools_do_not_depend_on_row_order(tables: dict[str, pd.DataFrame]) -> No
 
 def test_pools_of_a_class_do_not_depend_on_other_classes(tables: dict[str, pd.DataFrame]) -> None:
     table = tables["imagenet"]
-    alone = table.loc[table["wnid"] == A_CLASSES[1]]
+    alone = table.loc[table["class_id"] == A_CLASSES[1]]
     with_all = split_pools(table, "imagenet").set_index("path")["pool"]
     only = split_pools(alone, "imagenet").set_index("path")["pool"]
     pd.testing.assert_series_equal(with_all.loc[only.index], only)
@@ -86,14 +88,14 @@ def test_draw_takes_k_per_class_and_pool_without_replacement(tables: dict[str, p
     pools = split_pools(tables["imagenet"], "imagenet")
     sample = draw_shots(pools, "imagenet", 4, seed=1)
     assert not sample["path"].duplicated().any()
-    assert (sample.groupby(["wnid", "pool"]).size() == 4).all()
-    assert len(sample) == 4 * 2 * tables["imagenet"]["wnid"].nunique()
+    assert (sample.groupby(["class_id", "pool"]).size() == 4).all()
+    assert len(sample) == 4 * 2 * tables["imagenet"]["class_id"].nunique()
 
 
 def test_draw_takes_everything_when_a_pool_holds_fewer_than_k(tables: dict[str, pd.DataFrame]) -> None:
     pools = split_pools(tables["imagenetv2"], "imagenetv2")  # 10 per class: 5 guide, 5 expert
     sample = draw_shots(pools, "imagenetv2", 16, seed=1)
-    assert (sample.groupby(["wnid", "pool"]).size() == 5).all()
+    assert (sample.groupby(["class_id", "pool"]).size() == 5).all()
     assert sorted(sample["path"]) == sorted(pools["path"])
 
 
@@ -112,10 +114,10 @@ def test_seed_changes_the_draw(tables: dict[str, pd.DataFrame]) -> None:
 
 
 def test_seed_changes_only_the_draw(tables: dict[str, pd.DataFrame]) -> None:
-    splits = [assemble_task(TASKS["a"], tables, 2, seed) for seed in (1, 2)]
-    assert not splits[0].expert.equals(splits[1].expert)
+    splits = [halves_splits(IDG, TASKS["a"], tables, 2, seed) for seed in (1, 2)]
+    assert not splits[0].split("expert").equals(splits[1].split("expert"))
     assert splits[0].classes == splits[1].classes
-    pd.testing.assert_frame_equal(splits[0].test, splits[1].test)
+    pd.testing.assert_frame_equal(splits[0].split("test"), splits[1].split("test"))
     pools = split_pools(tables["imagenet"], "imagenet").set_index("path")["pool"]
     for splits_of_seed in splits:
         for name in ("expert", "guide"):
@@ -134,30 +136,30 @@ def test_smaller_draws_are_nested_in_larger_ones(tables: dict[str, pd.DataFrame]
 
 
 def test_sources_are_restricted_to_the_target_classes(tables: dict[str, pd.DataFrame]) -> None:
-    splits = assemble_task(TASKS["a"], tables, 16, 1)
+    splits = halves_splits(IDG, TASKS["a"], tables, 16, 1)
     assert splits.classes == tuple(A_CLASSES)
-    for frame in (splits.expert, splits.guide):
-        assert set(frame["wnid"]) == set(A_CLASSES)
+    for frame in (splits.split("expert"), splits.split("guide")):
+        assert set(frame["class_id"]) == set(A_CLASSES)
         assert set(frame["domain"]) == {"imagenet", "imagenet-sketch", "imagenetv2"}
 
 
 def test_labels_index_the_sorted_target_wnids(tables: dict[str, pd.DataFrame]) -> None:
-    splits = assemble_task(TASKS["i"], tables, 1, 1)
+    splits = halves_splits(IDG, TASKS["i"], tables, 1, 1)
     classes = sorted(A_CLASSES + OTHER_CLASSES)
     assert splits.classes == tuple(classes)
-    for frame in (splits.expert, splits.guide, splits.test):
-        assert (frame["label"] == frame["wnid"].map(classes.index)).all()
+    for frame in (splits.split("expert"), splits.split("guide"), splits.split("test")):
+        assert (frame["label"] == frame["class_id"].map(classes.index)).all()
 
 
 def test_the_test_split_is_the_whole_target(tables: dict[str, pd.DataFrame]) -> None:
-    splits = assemble_task(TASKS["a"], tables, 1, 1)
-    assert sorted(splits.test["path"]) == sorted(tables["imagenet-a"]["path"])
-    assert set(splits.test["pool"]) == {"test"} and set(splits.test["domain"]) == {"imagenet-a"}
+    splits = halves_splits(IDG, TASKS["a"], tables, 1, 1)
+    assert sorted(splits.split("test")["path"]) == sorted(tables["imagenet-a"]["path"])
+    assert set(splits.split("test")["pool"]) == {"test"} and set(splits.split("test")["domain"]) == {"imagenet-a"}
 
 
 def test_a_source_image_has_the_same_pool_in_every_task(tables: dict[str, pd.DataFrame]) -> None:
-    a = assemble_task(TASKS["a"], tables, 16, 1)
-    i = assemble_task(TASKS["i"], tables, 16, 1)
+    a = halves_splits(IDG, TASKS["a"], tables, 16, 1)
+    i = halves_splits(IDG, TASKS["i"], tables, 16, 1)
     for name in ("expert", "guide"):
         in_a = set(a.split(name)["path"] + "@" + a.split(name)["domain"])
         in_i = set(i.split(name)["path"] + "@" + i.split(name)["domain"])
@@ -166,8 +168,8 @@ def test_a_source_image_has_the_same_pool_in_every_task(tables: dict[str, pd.Dat
 
 def test_splits_do_not_depend_on_listing_order(tables: dict[str, pd.DataFrame]) -> None:
     shuffled = {d: t.sample(frac=1.0, random_state=3).reset_index(drop=True) for d, t in tables.items()}
-    a = assemble_task(TASKS["i"], tables, 4, 2)
-    b = assemble_task(TASKS["i"], shuffled, 4, 2)
+    a = halves_splits(IDG, TASKS["i"], tables, 4, 2)
+    b = halves_splits(IDG, TASKS["i"], shuffled, 4, 2)
     for name in ("expert", "guide", "test"):
         pd.testing.assert_frame_equal(a.split(name), b.split(name))
 
@@ -175,7 +177,7 @@ def test_splits_do_not_depend_on_listing_order(tables: dict[str, pd.DataFrame]) 
 def test_missing_domain_table_is_named(tables: dict[str, pd.DataFrame]) -> None:
     del tables["imagenetv2"]
     with pytest.raises(ProtocolError, match="imagenetv2"):
-        assemble_task(TASKS["a"], tables, 1, 1)
+        halves_splits(IDG, TASKS["a"], tables, 1, 1)
 
 
 def test_labels_refuse_unsorted_classes() -> None:
@@ -184,13 +186,13 @@ def test_labels_refuse_unsorted_classes() -> None:
 
 
 def test_duplicate_paths_are_refused() -> None:
-    table = pd.DataFrame({"path": ["x/1.jpg", "x/1.jpg"], "wnid": ["n01440764", "n01440764"]})
+    table = pd.DataFrame({"path": ["x/1.jpg", "x/1.jpg"], "class_id": ["n01440764", "n01440764"]})
     with pytest.raises(ProtocolError, match="unique"):
         split_pools(table, "imagenet")
 
 
 def test_statistics_count_sources_restricted_to_target_classes(tables: dict[str, pd.DataFrame]) -> None:
-    stats = task_statistics(tables, ["a", "i"]).set_index("task")
+    stats = task_statistics(IDG, tables, ["a", "i"]).set_index("task")
     # imagenet has 20, 21, 22 images in the three A classes (positions 0-2) and 23, 24 in the others.
     assert stats.loc["a", "imagenet"] == 20 + 21 + 22
     assert stats.loc["a", "imagenet-sketch"] == 3 * 7
@@ -201,28 +203,26 @@ def test_statistics_count_sources_restricted_to_target_classes(tables: dict[str,
 
 
 def test_config_names_carry_task_shots_and_seed() -> None:
-    assert config_name("a", 16, 1) == "a-16shot-seed1"
-    assert len({config_name(t, k, s) for t in TASKS for k in (1, 16) for s in (1, 2)}) == 12
+    assert config_name("a", "fewshot", shots=16, seed=1) == "a-16shot-seed1"
+    assert len({config_name(t, "fewshot", shots=k, seed=s) for t in TASKS for k in (1, 16) for s in (1, 2)}) == 12
 
 
 def test_unknown_task_is_refused() -> None:
-    from imagenet_dg.protocol import get_task
-
-    with pytest.raises(ProtocolError, match="expected one of a, i, r"):
-        get_task("x")
+    with pytest.raises(SuiteError, match="its tasks are a, i, r"):
+        IDG.task("x")
 
 
 def test_a_custom_task_uses_its_own_sources(tables: dict[str, pd.DataFrame]) -> None:
     task = Task("custom", "imagenet-a", ("imagenet",))
-    splits = assemble_task(task, tables, 2, 1)
-    assert set(splits.expert["domain"]) == {"imagenet"}
-    assert np.array_equal(np.sort(splits.expert["label"].unique()), np.arange(3))
+    splits = halves_splits(IDG, task, tables, 2, 1)
+    assert set(splits.split("expert")["domain"]) == {"imagenet"}
+    assert np.array_equal(np.sort(splits.split("expert")["label"].unique()), np.arange(3))
 
 
 def test_one_draw_over_the_whole_domain_serves_every_task(tables: dict[str, pd.DataFrame]) -> None:
     samples = {d: draw_shots(split_pools(tables[d], d), d, 2, 3) for d in TASKS["a"].sources}
     for task in (TASKS["a"], TASKS["i"]):
-        shared = assemble_task(task, tables, 2, 3, samples=samples)
-        alone = assemble_task(task, tables, 2, 3)
+        shared = halves_splits(IDG, task, tables, 2, 3, samples=samples)
+        alone = halves_splits(IDG, task, tables, 2, 3)
         for name in ("expert", "guide", "test"):
             pd.testing.assert_frame_equal(shared.split(name), alone.split(name))

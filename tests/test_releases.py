@@ -9,7 +9,7 @@ import pytest
 
 from imagenet_dg.domains import DOMAINS
 from imagenet_dg.errors import ReleaseNotFoundError
-from imagenet_dg.releases import LAYOUTS, discover_releases, scan_domain, scan_releases
+from imagenet_dg.layouts import RELEASE_LAYOUTS, discover_releases, scan_domain, scan_releases
 from imagenet_dg.taxonomy import load_taxonomy, val_labels
 
 TAXONOMY = load_taxonomy()
@@ -31,15 +31,15 @@ def touch(root: Path, relative_paths: list[str]) -> Path:
 def table_of(pairs: list[tuple[str, str]]) -> pd.DataFrame:
     """The table a reader must return for these (path, wnid) pairs, computed independently."""
     pairs = sorted(pairs)
-    return pd.DataFrame({"path": [p for p, _ in pairs], "wnid": [w for _, w in pairs]})
+    return pd.DataFrame({"path": [p for p, _ in pairs], "class_id": [w for _, w in pairs]})
 
 
 def assert_table(scan_table: pd.DataFrame, pairs: list[tuple[str, str]]) -> None:
     expected = table_of(pairs)
-    assert list(scan_table.columns) == ["path", "wnid"]
+    assert list(scan_table.columns) == ["path", "class_id"]
     assert isinstance(scan_table.index, pd.RangeIndex) and scan_table.index.start == 0
     assert scan_table["path"].tolist() == expected["path"].tolist()
-    assert scan_table["wnid"].tolist() == expected["wnid"].tolist()
+    assert scan_table["class_id"].tolist() == expected["class_id"].tolist()
 
 
 # --- ILSVRC-2012 train -----------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def test_imagenetv2_integer_folders_are_class_indices_by_value_not_string_order(
     scan = scan_domain("imagenetv2", release)
 
     assert scan.layout == "imagenetv2-index"
-    got = dict(zip(scan.table["path"], scan.table["wnid"]))
+    got = dict(zip(scan.table["path"], scan.table["class_id"]))
     for path in files:
         assert got[path] == TAXONOMY.wnids[int(path.split("/")[0])]
     # Facts of the sorted wnid list: electric ray, mud turtle, black swan, one-piece bathing suit.
@@ -313,7 +313,7 @@ def test_combined_tree_is_read_from_its_top_folder(tmp_path, domain):
 
     assert scan.root == tree / sub
     assert scan.layout.startswith("combined-")
-    assert LAYOUTS[scan.layout].domain == domain
+    assert RELEASE_LAYOUTS[scan.layout].domain == domain
     assert_table(scan.table, [(f"{w}/img_{n}.jpg", w) for w in wnids for n in range(2)])
 
 
@@ -347,7 +347,7 @@ def test_missing_release_error_names_the_place_the_domain_and_what_was_expected(
     message = str(error.value)
     assert str(tmp_path) in message
     assert "imagenet-r" in message
-    for layout in LAYOUTS.values():
+    for layout in RELEASE_LAYOUTS.values():
         if layout.domain == "imagenet-r":
             assert layout.expected in message
     assert "holiday.jpg" in message and "notes/" in message
@@ -402,7 +402,7 @@ def test_scan_releases_scans_every_domain_found_under_the_root(tmp_path):
     assert list(scans) == list(DOMAINS)
     for domain, (sub, wnids) in COMBINED.items():
         assert scans[domain].root == tree / sub
-        assert sorted(set(scans[domain].table["wnid"])) == sorted(wnids)
+        assert sorted(set(scans[domain].table["class_id"])) == sorted(wnids)
 
 
 def test_scan_releases_explicit_path_wins_over_discovery(tmp_path):
@@ -413,7 +413,7 @@ def test_scan_releases_explicit_path_wins_over_discovery(tmp_path):
 
     assert list(scans) == ["imagenet"]
     assert scans["imagenet"].root == elsewhere
-    assert scans["imagenet"].table["wnid"].tolist() == [GOLDFISH]
+    assert scans["imagenet"].table["class_id"].tolist() == [GOLDFISH]
 
 
 def test_scan_releases_reports_every_missing_domain_at_once(tmp_path):
@@ -426,7 +426,7 @@ def test_scan_releases_reports_every_missing_domain_at_once(tmp_path):
     message = str(error.value)
     for domain in ("imagenet-val", "imagenet-r", "imagenet-sketch", "imagenetv2"):
         assert f"domain {domain!r}" in message
-        for layout in LAYOUTS.values():
+        for layout in RELEASE_LAYOUTS.values():
             if layout.domain == domain:
                 assert layout.expected in message
     assert "domain 'imagenet-a'" in message and str(broken_a) in message
@@ -440,7 +440,7 @@ def test_scan_releases_without_path_or_root_says_so(tmp_path):
 
 
 def test_every_layout_belongs_to_a_known_domain_and_every_domain_has_a_layout():
-    assert {layout.domain for layout in LAYOUTS.values()} == set(DOMAINS)
-    for layout_id, layout in LAYOUTS.items():
+    assert {layout.domain for layout in RELEASE_LAYOUTS.values()} == set(DOMAINS)
+    for layout_id, layout in RELEASE_LAYOUTS.items():
         assert layout.id == layout_id
         assert layout.expected and layout.folder_names

@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 import stat
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,10 @@ from PIL import Image
 from imagenet_dg.build import BuildOptions, build
 from imagenet_dg.cli import main
 from imagenet_dg.errors import BadImageError, OutputExistsError
+from imagenet_dg.layouts import scan
 from imagenet_dg.manifests import read_manifest, verify_build
 from imagenet_dg.mini import MiniReleases
-from imagenet_dg.releases import scan_releases
+from imagenet_dg.suites import IMAGENET_DG
 
 ONE = BuildOptions(tasks=("a",), shots=(1,), seeds=(1,))
 TWO = BuildOptions(tasks=("a",), shots=(1,), seeds=(1, 2))
@@ -86,7 +86,7 @@ def test_a_folder_holding_the_releases_is_never_replaced(releases_copy: dict[str
     root = tmp_path / "releases"
     (tmp_path / "notes.txt").write_text("mine")
     before = folder_bytes(tmp_path)
-    scans = scan_releases(releases_copy)
+    scans = scan(IMAGENET_DG, folders=releases_copy)
     for out in (root, tmp_path):
         with pytest.raises(OutputExistsError, match="release folder"):
             build(scans, out, ONE, overwrite=True)
@@ -150,40 +150,40 @@ def selected_sketch_image(out: Path, paths: dict[str, Path]) -> Path:
 def test_a_restored_image_is_noticed_and_the_rebuild_equals_a_fresh_one(releases_copy, tmp_path: Path) -> None:
     options = BuildOptions(tasks=("a",), shots=(1,), seeds=(1,), verify=True, on_bad_image="skip", workers=1)
     probe = tmp_path / "probe"
-    build(scan_releases(releases_copy), probe, options)
+    build(scan(IMAGENET_DG, folders=releases_copy), probe, options)
     victim = selected_sketch_image(probe, releases_copy)
     original = truncate(victim)
     out = tmp_path / "out"
-    damaged = build(scan_releases(releases_copy), out, options)
+    damaged = build(scan(IMAGENET_DG, folders=releases_copy), out, options)
     assert [e["path"] for e in damaged.manifest["excluded"]] == [victim.relative_to(releases_copy["imagenet-sketch"]).as_posix()]
     victim.write_bytes(original)
     with pytest.raises(OutputExistsError, match="image contents"):
-        build(scan_releases(releases_copy), out, options)
-    rebuilt = build(scan_releases(releases_copy), out, options, overwrite=True)
+        build(scan(IMAGENET_DG, folders=releases_copy), out, options)
+    rebuilt = build(scan(IMAGENET_DG, folders=releases_copy), out, options, overwrite=True)
     assert rebuilt.manifest["excluded"] == [] and folder_bytes(out) == folder_bytes(probe)
 
 
 def test_an_image_damaged_after_a_verified_build_is_found_by_the_next_one(releases_copy, tmp_path: Path) -> None:
     options = BuildOptions(tasks=("a",), shots=(1,), seeds=(1,), verify=True, workers=1)
     out = tmp_path / "out"
-    build(scan_releases(releases_copy), out, options)
+    build(scan(IMAGENET_DG, folders=releases_copy), out, options)
     victim = selected_sketch_image(out, releases_copy)
     truncate(victim)
     with pytest.raises(BadImageError, match=victim.name):
-        build(scan_releases(releases_copy), out, options)
+        build(scan(IMAGENET_DG, folders=releases_copy), out, options)
 
 
 def test_an_embedded_image_changed_on_disk_makes_the_output_out_of_date(releases_copy, tmp_path: Path) -> None:
     options = BuildOptions(tasks=("a",), shots=(1,), seeds=(1,), embed_images=True)
     out = tmp_path / "out"
-    build(scan_releases(releases_copy), out, options)
+    build(scan(IMAGENET_DG, folders=releases_copy), out, options)
     victim = selected_sketch_image(out, releases_copy)
     Image.new("RGB", (40, 30), (200, 10, 10)).save(victim, format="JPEG")
     with pytest.raises(OutputExistsError, match="image contents"):
-        build(scan_releases(releases_copy), out, options)
-    build(scan_releases(releases_copy), out, options, overwrite=True)
+        build(scan(IMAGENET_DG, folders=releases_copy), out, options)
+    build(scan(IMAGENET_DG, folders=releases_copy), out, options, overwrite=True)
     fresh = tmp_path / "fresh"
-    build(scan_releases(releases_copy), fresh, options)
+    build(scan(IMAGENET_DG, folders=releases_copy), fresh, options)
     assert folder_bytes(out) == folder_bytes(fresh)
 
 
@@ -199,8 +199,7 @@ def test_a_resumed_build_does_not_claim_to_have_written_what_it_kept(
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        # As the command line builds from the miniature releases: recorded as synthetic.
-        build(mini_scans, out, replace(TWO, synthetic=True), on_config=stop_after_first)
+        build(mini_scans, out, TWO, on_config=stop_after_first)
     with caplog.at_level(logging.INFO, logger="imagenet_dg"):
         result = CliRunner().invoke(main, ["build", *release_args(dict(mini_releases.paths)), "--out", str(out),
                                            "--tasks", "a", "--shots", "1", "--seeds", "1,2"])

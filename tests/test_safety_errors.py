@@ -164,9 +164,9 @@ def test_an_error_is_one_line_and_its_traceback_needs_verbose(tmp_path: Path) ->
 
 
 @pytest.fixture(scope="module")
-def small_build(mini_scans, tmp_path_factory) -> Path:
+def small_build(unmarked_scans, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("push") / "imagenet-dg"
-    build(mini_scans, out, BuildOptions(tasks=("a",), shots=(1,), seeds=(1,)))
+    build(unmarked_scans, out, BuildOptions(tasks=("a",), shots=(1,), seeds=(1,)))
     return out
 
 

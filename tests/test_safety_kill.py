@@ -25,7 +25,7 @@ CHILD = r"""
 import json, os, signal, sys
 import imagenet_dg.manifests as manifests
 from imagenet_dg.build import BuildOptions, build
-from imagenet_dg.releases import scan_releases
+from imagenet_dg.layouts import scan
 
 paths, out, mode, at, options, overwrite = json.loads(sys.argv[1])
 calls = 0
@@ -65,7 +65,7 @@ else:
             os.kill(os.getpid(), signal.SIGKILL)
     manifests.pq.write_table = write_table
 
-build(scan_releases(paths), out, BuildOptions(**options), overwrite=overwrite)
+build(scan("imagenet-dg", folders=paths), out, BuildOptions(**options), overwrite=overwrite)
 sys.exit(3)
 """
 

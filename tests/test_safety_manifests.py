@@ -25,9 +25,10 @@ CONFIG = "a-1shot-seed1"
 
 
 @pytest.fixture(scope="module")
-def reference(mini_scans, tmp_path_factory) -> Path:
+def reference(unmarked_scans, tmp_path_factory) -> Path:
+    """A build that stands for one of real releases (publishing it is not refused as synthetic)."""
     out = tmp_path_factory.mktemp("reference") / "imagenet-dg"
-    build(mini_scans, out, BuildOptions(tasks=("a",), shots=(1,), seeds=(1,)))
+    build(unmarked_scans, out, BuildOptions(tasks=("a",), shots=(1,), seeds=(1,)))
     return out
 
 

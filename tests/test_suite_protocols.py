@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 import torchvision
 
+from imagenet_dg.build import BuildOptions, build
+from imagenet_dg.errors import OutputExistsError
+from imagenet_dg.layouts import SuiteScan, scan_suite, suite_roots
 from imagenet_dg.loading import load_task
 from imagenet_dg.manifests import read_manifest, verify_files
 from imagenet_dg.mini_suites import make_mini_suite
-from imagenet_dg.suite_build import SuiteBuildOptions, build_suite
-from imagenet_dg.suite_discovery import SuiteScan, scan_suite, suite_roots
-from imagenet_dg.suite_protocols import (
+from imagenet_dg.protocols import (
     fewshot_guide_size,
     fewshot_splits,
     fewshot_test_size,
@@ -29,6 +30,7 @@ from imagenet_dg.suite_protocols import (
 from imagenet_dg.suites import get_suite
 
 IMAGES_PER_CLASS = 13  # 91 images per domain: 20% of it is not a whole number
+ENV = {d: get_suite("mini-pacs").env_index(d) for d in get_suite("mini-pacs").domain_ids}
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +63,7 @@ def test_full_holds_out_exactly_domainbeds_images(pacs_root: Path, pacs_scan: Su
     # DomainBed numbers environments by the sorted sub-folders of the dataset folder.
     environments = sorted(e.name for e in os.scandir(folder) if e.is_dir())
     for target in suite.domain_ids:
-        splits = full_splits(suite, pacs_scan.tables, target, trial_seed).splits
+        splits = full_splits(suite, pacs_scan.tables, target, trial_seed, ENV).splits
         for domain in suite.domain_ids:
             expected = _domainbed_holdout(folder / domain, trial_seed, environments.index(domain))
             assert len(expected) == int(IMAGES_PER_CLASS * 7 * 0.2) == 18
@@ -80,8 +82,8 @@ def test_full_holds_out_exactly_domainbeds_images(pacs_root: Path, pacs_scan: Su
 def test_full_splits_do_not_depend_on_the_order_of_the_table(pacs_scan: SuiteScan) -> None:
     suite = get_suite("mini-pacs")
     shuffled = {d: t.sample(frac=1.0, random_state=3).reset_index(drop=True) for d, t in pacs_scan.tables.items()}
-    one = full_splits(suite, pacs_scan.tables, "photo", 0).splits
-    two = full_splits(suite, shuffled, "photo", 0).splits
+    one = full_splits(suite, pacs_scan.tables, "photo", 0, ENV).splits
+    two = full_splits(suite, shuffled, "photo", 0, ENV).splits
     for split in one:
         pd.testing.assert_frame_equal(one[split], two[split])
 
@@ -96,7 +98,7 @@ def test_imagefolder_order_sorts_by_class_then_folder_then_file() -> None:
 
 
 def test_full_labels_index_the_sorted_classes(pacs_scan: SuiteScan) -> None:
-    splits = full_splits(get_suite("mini-pacs"), pacs_scan.tables, "sketch", 0).splits
+    splits = full_splits(get_suite("mini-pacs"), pacs_scan.tables, "sketch", 0, ENV).splits
     classes = get_suite("mini-pacs").classes
     for frame in splits.values():
         assert (frame["label"].map(lambda i: classes[i]) == frame["class_id"]).all()
@@ -154,8 +156,8 @@ def test_fewshot_samples_are_nested_across_shots_and_change_with_the_seed(pacs_s
 
 
 def test_a_fewshot_build_records_suite_protocol_source_and_classes(pacs_scan: SuiteScan, tmp_path: Path) -> None:
-    options = SuiteBuildOptions(shots=(2,), seeds=(1,), targets=("sketch",))
-    result = build_suite(pacs_scan, tmp_path / "out", options)
+    options = BuildOptions(shots=(2,), seeds=(1,), tasks=("sketch",))
+    result = build(pacs_scan, tmp_path / "out", options)
     manifest = read_manifest(tmp_path / "out")
     assert result.written == ("sketch-2shot-seed1",)
     assert (manifest["suite"], manifest["protocol"], manifest["synthetic"]) == ("mini-pacs", "fewshot", True)
@@ -169,18 +171,18 @@ def test_a_fewshot_build_records_suite_protocol_source_and_classes(pacs_scan: Su
 
 
 def test_a_rebuild_is_byte_identical_and_a_second_run_is_up_to_date(pacs_scan: SuiteScan, tmp_path: Path) -> None:
-    options = SuiteBuildOptions(protocol="full", seeds=(0,), targets=("photo",))
-    build_suite(pacs_scan, tmp_path / "one", options)
-    build_suite(pacs_scan, tmp_path / "two", options)
+    options = BuildOptions(protocol="full", seeds=(0,), tasks=("photo",))
+    build(pacs_scan, tmp_path / "one", options)
+    build(pacs_scan, tmp_path / "two", options)
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
     assert all((tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes() for f in files)
-    assert build_suite(pacs_scan, tmp_path / "one", options).up_to_date
+    assert build(pacs_scan, tmp_path / "one", options).up_to_date
 
 
 def test_a_full_task_trains_on_the_sources_80_and_selects_on_their_20(
     pacs_root: Path, pacs_scan: SuiteScan, tmp_path: Path
 ) -> None:
-    build_suite(pacs_scan, tmp_path / "out", SuiteBuildOptions(protocol="full", seeds=(1,), targets=("cartoon",)))
+    build(pacs_scan, tmp_path / "out", BuildOptions(protocol="full", seeds=(1,), tasks=("cartoon",)))
     task = load_task(tmp_path / "out", "cartoon-full-trial1", suite_roots("mini-pacs", pacs_root))
     assert task.protocol == "full" and task.target == "cartoon"
     assert task.sources == ("art_painting", "photo", "sketch")
@@ -197,7 +199,7 @@ def test_a_full_task_trains_on_the_sources_80_and_selects_on_their_20(
 
 
 def test_a_fewshot_task_selects_on_the_guide_sample(pacs_root: Path, pacs_scan: SuiteScan, tmp_path: Path) -> None:
-    build_suite(pacs_scan, tmp_path / "out", SuiteBuildOptions(shots=(4,), seeds=(2,), targets=("photo",)))
+    build(pacs_scan, tmp_path / "out", BuildOptions(shots=(4,), seeds=(2,), tasks=("photo",)))
     task = load_task(tmp_path / "out", "photo-4shot-seed2", suite_roots("mini-pacs", pacs_root))
     assert task.protocol == "fewshot"
     assert task.class_ids == get_suite("pacs").classes
@@ -210,7 +212,7 @@ def test_a_fewshot_task_selects_on_the_guide_sample(pacs_root: Path, pacs_scan: 
 
 
 def test_a_built_suite_loads_with_datasets_as_from_the_hub(pacs_scan: SuiteScan, tmp_path: Path) -> None:
-    build_suite(pacs_scan, tmp_path / "out", SuiteBuildOptions(protocol="full", seeds=(0,), targets=("sketch",)))
+    build(pacs_scan, tmp_path / "out", BuildOptions(protocol="full", seeds=(0,), tasks=("sketch",)))
     loaded = datasets.load_dataset(str(tmp_path / "out"), "sketch-full-trial0", cache_dir=str(tmp_path / "cache"))
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert set(loaded) == {"train", "validation", "test"}
@@ -221,21 +223,34 @@ def test_a_built_suite_loads_with_datasets_as_from_the_hub(pacs_scan: SuiteScan,
 
 def test_a_miniature_built_as_the_real_suite_is_still_recorded_synthetic(pacs_root: Path, tmp_path: Path) -> None:
     scan = scan_suite("pacs", pacs_root)
-    result = build_suite(scan, tmp_path / "out", SuiteBuildOptions(shots=(1,), seeds=(1,), targets=("photo",)))
+    result = build(scan, tmp_path / "out", BuildOptions(shots=(1,), seeds=(1,), tasks=("photo",)))
     assert result.manifest["suite"] == "pacs"
     assert result.manifest["synthetic"] is True
 
 
 def test_an_interrupted_suite_build_publishes_nothing_and_resumes(pacs_scan: SuiteScan, tmp_path: Path) -> None:
-    options = SuiteBuildOptions(shots=(1,), seeds=(1,), targets=("photo", "sketch"))
+    options = BuildOptions(shots=(1,), seeds=(1,), tasks=("photo", "sketch"))
 
     def stop_after_the_first(config: str) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_suite(pacs_scan, tmp_path / "out", options, on_config=stop_after_the_first)
+        build(pacs_scan, tmp_path / "out", options, on_config=stop_after_the_first)
     assert not (tmp_path / "out").exists()
-    result = build_suite(pacs_scan, tmp_path / "out", options)
+    result = build(pacs_scan, tmp_path / "out", options)
     assert result.resumed == ("photo-1shot-seed1",) and result.written == ("sketch-1shot-seed1",)
-    fresh = build_suite(pacs_scan, tmp_path / "fresh", options)
+    fresh = build(pacs_scan, tmp_path / "fresh", options)
     assert fresh.manifest["content_hash"] == result.manifest["content_hash"]
+
+
+def test_a_suite_build_whose_card_was_changed_is_not_taken_as_up_to_date(pacs_scan: SuiteScan, tmp_path: Path) -> None:
+    options = BuildOptions(shots=(1, 16), seeds=(1,), tasks=("photo",))  # card order differs from sorted names
+    build(pacs_scan, tmp_path / "out", options)
+    readme = tmp_path / "out" / "README.md"
+    card = readme.read_text()
+    assert build(pacs_scan, tmp_path / "out", options).up_to_date  # the card matches the manifest read back
+    readme.write_text(card.replace("Leave-one-domain-out", "Some"))
+    with pytest.raises(OutputExistsError, match="README.md: not the card this version writes"):
+        build(pacs_scan, tmp_path / "out", options)
+    assert not build(pacs_scan, tmp_path / "out", options, overwrite=True).up_to_date
+    assert readme.read_text() == card

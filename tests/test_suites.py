@@ -12,17 +12,17 @@ from click.testing import CliRunner
 from PIL import Image
 
 from imagenet_dg.cli import main
-from imagenet_dg.errors import ImageNetDGError, OutputExistsError
-from imagenet_dg.mini_suites import MARKER, VARIANTS, make_mini_suite
-from imagenet_dg.suite_discovery import (
+from imagenet_dg.errors import ImageNetDGError, OutputExistsError, ProtocolError
+from imagenet_dg.layouts import (
     SuiteNotFoundError,
     imagefolder_files,
     locate_suite,
     scan_suite,
     suite_roots,
 )
-from imagenet_dg.suite_protocols import imagefolder_order
-from imagenet_dg.suites import SUITES, Scoring, SuiteError, config_name, get_suite, prompt_name
+from imagenet_dg.mini_suites import MARKER, VARIANTS, make_mini_suite
+from imagenet_dg.protocols import config_name, imagefolder_order
+from imagenet_dg.suites import SUITES, Scoring, SuiteError, get_suite, prompt_name
 
 STANDARD = ("pacs", "vlcs", "officehome", "terraincognita", "domainnet")
 
@@ -41,7 +41,7 @@ def test_every_standard_suite_and_its_miniature_is_registered() -> None:
 
 
 def test_an_unknown_suite_is_an_error_listing_the_registered_ones() -> None:
-    with pytest.raises(SuiteError, match="unknown suite 'pacss'.*pacs, vlcs"):
+    with pytest.raises(SuiteError, match="unknown suite 'pacss'.*pacs, mini-pacs, vlcs"):
         get_suite("pacss")
 
 
@@ -95,7 +95,7 @@ def test_tasks_leave_one_domain_out() -> None:
 def test_config_names_of_both_protocols() -> None:
     assert config_name("sketch", "fewshot", shots=16, seed=1) == "sketch-16shot-seed1"
     assert config_name("sketch", "full", seed=0) == "sketch-full-trial0"
-    with pytest.raises(SuiteError, match="unknown protocol"):
+    with pytest.raises(ProtocolError, match="unknown protocol"):
         config_name("sketch", "oracle", seed=0)
 
 
@@ -180,6 +180,22 @@ def test_officehome_real_world_is_found_with_a_space_or_an_underscore(tmp_path: 
     space = suite_roots("mini-officehome", tmp_path / "space")["Real_World"]
     assert space.name == "Real World" and space.parent.name == "OfficeHomeDataset_10072016"
     assert suite_roots("mini-officehome", tmp_path / "underscore")["Real_World"].name == "Real_World"
+
+
+def test_the_miniature_writes_officehome_real_world_under_the_suites_canonical_folder_name() -> None:
+    # One spelling: what the miniature writes is what the suite says its canonical folder is.
+    canonical = get_suite("officehome").domain("Real_World").folders()[0]
+    assert canonical == "Real World"
+    assert VARIANTS["officehome"]["domainbed"][1]["Real_World"] == canonical
+
+
+@pytest.mark.parametrize("name", STANDARD)
+def test_every_standard_suite_offers_both_protocols_and_imagenet_dg_only_fewshot(name: str) -> None:
+    assert get_suite(name).protocol_names == ("fewshot", "full")
+    assert get_suite(f"mini-{name}").protocol_names == ("fewshot", "full")
+    assert get_suite("imagenet-dg").protocol_names == ("fewshot",)
+    with pytest.raises(SuiteError, match="ImageNet-DG has only the fewshot protocol"):
+        get_suite("imagenet-dg").split_protocol("full")
 
 
 def test_a_missing_suite_names_the_folders_expected_and_where_it_looked(tmp_path: Path) -> None:
@@ -296,11 +312,16 @@ def test_registry_is_keyed_by_each_suites_own_name() -> None:
     assert all(s.name == n for n, s in SUITES.items())
 
 
-@pytest.mark.parametrize("options", [["--protocol", "full"], ["--targets", "photo"], ["--hub", "some/repo"]])
-def test_suite_options_without_a_suite_are_refused(tmp_path: Path, options: list[str]) -> None:
-    result = CliRunner().invoke(main, ["build", *options, "--out", str(tmp_path / "out")])
+@pytest.mark.parametrize(("options", "message"), [
+    (["--protocol", "full"], "ImageNet-DG has only the fewshot protocol"),
+    (["--targets", "photo"], "no task or target 'photo'; its tasks are a, i, r"),
+    (["--hub", "some/repo"], "--suite imagenet-dg is not one"),
+])
+def test_what_imagenet_dg_does_not_have_is_refused_by_its_description(tmp_path: Path, options: list[str],
+                                                                        message: str) -> None:
+    result = CliRunner().invoke(main, ["build", *options, "--root", str(tmp_path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
-    assert "apply only with --suite" in result.output
+    assert result.output.startswith("error: ") and message in result.output
     assert not (tmp_path / "out").exists()
 
 

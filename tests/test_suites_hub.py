@@ -11,6 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from imagenet_dg.build import BuildOptions, build, build_from
 from imagenet_dg.errors import OutputExistsError
 from imagenet_dg.hub_suite_source import (
     SOURCE_FILE,
@@ -19,9 +20,9 @@ from imagenet_dg.hub_suite_source import (
     materialise_hub_suite,
     resolve_revision,
 )
+from imagenet_dg.layouts import scan_suite, suite_roots
 from imagenet_dg.loading import load_task
-from imagenet_dg.suite_build import SuiteBuildOptions, build_suite, build_suite_from
-from imagenet_dg.suite_discovery import scan_suite, suite_roots
+from imagenet_dg.sources import DataRequest
 from imagenet_dg.suites import get_suite
 
 PACS_DOMAINS = ["art_painting", "cartoon", "photo", "sketch"]
@@ -87,7 +88,7 @@ def test_a_hub_dataset_is_materialised_in_the_suites_folder_layout(hub_repo: Pat
 def test_the_revision_and_repository_are_recorded_in_the_build(hub_repo: Path, tmp_path: Path) -> None:
     materialise_hub_suite("pacs", str(hub_repo), tmp_path / "images", cache_dir=tmp_path / "cache")
     scan = scan_suite("pacs", tmp_path / "images")
-    result = build_suite(scan, tmp_path / "out", SuiteBuildOptions(shots=(2,), seeds=(1,), targets=("photo",)))
+    result = build(scan, tmp_path / "out", BuildOptions(shots=(2,), seeds=(1,), tasks=("photo",)))
     source = result.manifest["source"]
     assert source["kind"] == "hub" and source["repo_id"] == "pacs"
     assert source["revision"].startswith("sha256:") and len(source["revision"]) == len("sha256:") + 64
@@ -145,10 +146,8 @@ def test_a_remote_dataset_needs_a_revision() -> None:
 
 
 def test_build_from_a_hub_folder_in_one_call(hub_repo: Path, tmp_path: Path) -> None:
-    result = build_suite_from(
-        "pacs", tmp_path / "out", SuiteBuildOptions(protocol="full", seeds=(0,), targets=("sketch",)),
-        root=tmp_path / "images", hub=str(hub_repo),
-    )
+    request = DataRequest(get_suite("pacs"), root=tmp_path / "images", hub=str(hub_repo))
+    result = build_from(request, tmp_path / "out", BuildOptions(protocol="full", seeds=(0,), tasks=("sketch",)))
     assert result.manifest["source"]["kind"] == "hub"
     assert result.manifest["synthetic"] is False
     assert set(result.manifest["configs"]) == {"sketch-full-trial0"}
@@ -181,6 +180,6 @@ def test_a_remote_branch_is_pinned_to_its_commit_before_loading(
     result = materialise_hub_suite("pacs", "someone/pacs-mirror", tmp_path / "images", revision="main")
     assert asked == [("someone/pacs-mirror", "main"), ("someone/pacs-mirror", commit)]
     assert result.source["repo_id"] == "someone/pacs-mirror" and result.source["revision"] == commit
-    built = build_suite(scan_suite("pacs", tmp_path / "images"), tmp_path / "out",
-                        SuiteBuildOptions(shots=(1,), seeds=(1,), targets=("photo",)))
+    built = build(scan_suite("pacs", tmp_path / "images"), tmp_path / "out",
+                  BuildOptions(shots=(1,), seeds=(1,), tasks=("photo",)))
     assert built.manifest["source"]["revision"] == commit

@@ -14,7 +14,8 @@ from safetensors import safe_open
 from guidg.backbone import PACKAGED, TINY_MODEL, BackboneSpec, load_backbone
 from guidg.world_pretraining import TAG, WEIGHTS_FILE, PretrainingConfig, contrastive_loss, pretrain
 from guidg.zeroshot import zeroshot_classifier
-from imagenet_dg.releases import scan_domain
+from imagenet_dg.layouts import scan_domain
+from imagenet_dg.suites import IMAGENET_DG, get_suite
 from imagenet_dg.taxonomy import load_taxonomy
 
 MINI_SPEC = BackboneSpec(TINY_MODEL, TAG)
@@ -65,7 +66,7 @@ def test_zero_shot_accuracy_is_at_least_twice_chance_on_every_miniature_target(
         warnings.simplefilter("ignore")
         images = torch.stack([mini_backbone.eval_transform(Image.open(scan.root / p).convert("RGB"))
                               for p in scan.table["path"]])
-    labels = torch.tensor([wnids.index(w) for w in scan.table["wnid"]])
+    labels = torch.tensor([wnids.index(w) for w in scan.table["class_id"]])
     classifier = zeroshot_classifier(mini_backbone, [names[w] for w in wnids])
     with torch.no_grad():
         predicted = (mini_backbone.encode_images(images) @ classifier.T).argmax(dim=1)
@@ -126,9 +127,8 @@ def test_fine_tuning_on_the_sources_beats_zero_shot_on_the_shifted_targets(three
     # the shape knowledge that renditions and corrupted photographs need. On ImageNet val, the pretraining's own
     # style, zero-shot is not expected to be beaten, so only the two shifted targets are fine-tuned (which
     # suffices for "at least two of the three targets").
-    from imagenet_dg.protocol import TASKS
-
-    zero_shot = {t: _mean_accuracy("zeroshot", t, three_seed_benchmark, mini_releases) for t in TASKS}
+    zero_shot = {t.name: _mean_accuracy("zeroshot", t.name, three_seed_benchmark, mini_releases)
+                 for t in get_suite(IMAGENET_DG).tasks()}
     for name, accuracy_pct in zero_shot.items():
         classes = {"a": mini_releases.a_wnids, "r": mini_releases.r_wnids, "i": mini_releases.wnids}[name]
         assert accuracy_pct >= 2 * 100.0 / len(classes), f"task {name}: zero-shot {accuracy_pct:.1f}%"
