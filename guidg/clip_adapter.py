@@ -39,8 +39,8 @@ from guidg.backbone import Backbone
 from guidg.divergence import check_finite, check_finite_outputs
 from guidg.evaluation import accuracy, image_features
 from guidg.feature_training import (
-    CHECKPOINTS, FeatureMethodError, PhaseClock, TrainingViews, check_setting, epoch_batches, evaluation_features, labels_of,
-    require_tensors, seeded_module, source_data, to_cpu_state,
+    CHECKPOINTS, FeatureMethodError, PhaseClock, TrainingViews, check_setting, epoch_batches, evaluation_features,
+    labels_of, require_tensors, seeded_module, source_data, to_cpu_state,
 )
 from guidg.losses import LOGIT_SCALE
 from guidg.transforms import eval_transform, prompt_train_transform
@@ -96,7 +96,8 @@ class ClipAdapterConfig:
                       f"an integer between 0 and epochs ({self.epochs})")
         check_setting(section, "warmup_lr", self.warmup_lr, self.warmup_lr > 0, "a number > 0")
         low, high = self.crop_scale
-        check_setting(section, "crop_scale", self.crop_scale, 0 < low <= high <= 1, "(low, high) with 0 < low <= high <= 1")
+        check_setting(section, "crop_scale", self.crop_scale, 0 < low <= high <= 1,
+                      "(low, high) with 0 < low <= high <= 1")
         check_setting(section, "flip", self.flip, isinstance(self.flip, bool), "true or false")
         check_setting(section, "cached_views", self.cached_views, self.cached_views >= 0, "an integer >= 0")
         check_setting(section, "checkpoint", self.checkpoint, self.checkpoint in CHECKPOINTS,
@@ -230,8 +231,9 @@ def train_clip_adapter(
             backbone, data.train, transform, views=config.cached_views, seed=seed, num_workers=num_workers
         )
         validation = evaluation_features(backbone, data.validation, num_workers) if len(data.validation) else None
-    model = seeded_module(lambda: ClipAdapter(classifier.cpu(), config.ratio, config.reduction), seed, "clip-adapter-init")
-    model = model.to(device)
+    model = seeded_module(
+        lambda: ClipAdapter(classifier.cpu(), config.ratio, config.reduction), seed, "clip-adapter-init"
+    ).to(device)
     optimizer = torch.optim.SGD(
         model.adapter.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
@@ -246,7 +248,8 @@ def train_clip_adapter(
                 group["lr"] = lr
             model.train()
             losses = []
-            for start, batch in epoch_batches(len(data.train), config.batch_size, seed=seed, epoch=epoch, drop_last=True):
+            batches = epoch_batches(len(data.train), config.batch_size, seed=seed, epoch=epoch, drop_last=True)
+            for start, batch in batches:
                 features = views.batch(epoch, batch, start)
                 loss = F.cross_entropy(model(features), labels[batch.to(device)])
                 # The previous step's loss is checked, not this one's, so the device never waits for the host.

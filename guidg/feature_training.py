@@ -83,7 +83,8 @@ class LabeledFeatures:
 
 def evaluation_features(backbone: Backbone, images: LabeledImages, num_workers: int = 0) -> LabeledFeatures:
     """Features of ``images`` under the evaluation transform (one view each, in list order) with their labels."""
-    return LabeledFeatures(image_features(backbone, images, num_workers=num_workers), labels_of(images, backbone.device))
+    features = image_features(backbone, images, num_workers=num_workers)
+    return LabeledFeatures(features, labels_of(images, backbone.device))
 
 
 class TrainingViews:
@@ -140,7 +141,9 @@ class TrainingViews:
     def _view_of(self, epoch: int) -> Tensor:
         assert self.cache is not None
         if self._views is None or self._views[0] != epoch:
-            drawn = torch.randint(self.cache.shape[1], (len(self.images),), generator=generator(self.seed, "views", epoch))
+            drawn = torch.randint(
+                self.cache.shape[1], (len(self.images),), generator=generator(self.seed, "views", epoch)
+            )
             self._views = (epoch, drawn.to(self.cache.device))
         return self._views[1]
 
@@ -160,7 +163,9 @@ class TrainingViews:
         )[:, 0]
 
 
-def epoch_batches(count: int, batch_size: int, *, seed: int, epoch: int, drop_last: bool) -> Iterator[tuple[int, Tensor]]:
+def epoch_batches(
+    count: int, batch_size: int, *, seed: int, epoch: int, drop_last: bool
+) -> Iterator[tuple[int, Tensor]]:
     """(start, indices) of each batch of epoch ``epoch``: a permutation of ``count`` drawn from (seed, epoch),
     cut into batches of ``batch_size``; with ``drop_last`` an incomplete last batch is left out when there is at
     least one complete batch (as Dassl's training loader does)."""

@@ -259,13 +259,15 @@ class TipAdapter:
         """The adapter saved by :meth:`state_dict`."""
         require_tensors(state, ("classifier", "keys", "labels", "alpha", "beta", "fine_tuned"), NAME)
         classifier, keys, labels = state["classifier"].float(), state["keys"].float(), state["labels"].long()
-        if classifier.ndim != 2 or keys.ndim != 2 or keys.shape[1] != classifier.shape[1] or labels.shape != keys.shape[:1]:
+        shapes_fit = classifier.ndim == keys.ndim == 2 and keys.shape[1] == classifier.shape[1]
+        if not shapes_fit or labels.shape != keys.shape[:1]:
             raise FeatureMethodError(
-                f"a {NAME} state needs classifier (C, D), keys (NK, D) and labels (NK,); got {tuple(classifier.shape)}, "
-                f"{tuple(keys.shape)} and {tuple(labels.shape)}"
+                f"a {NAME} state needs classifier (C, D), keys (NK, D) and labels (NK,); got "
+                f"{tuple(classifier.shape)}, {tuple(keys.shape)} and {tuple(labels.shape)}"
             )
-        return cls(classifier, keys, labels, float(state["alpha"]), float(state["beta"]), bool(int(state["fine_tuned"])),
-                   dict(record or {}))
+        fine_tuned = bool(int(state["fine_tuned"]))
+        alpha, beta = float(state["alpha"]), float(state["beta"])
+        return cls(classifier, keys, labels, alpha, beta, fine_tuned, dict(record or {}))
 
 
 @dataclass
@@ -334,7 +336,9 @@ def _choose_alpha_beta(
         "zeroshot_select_accuracy": zero_shot,
         "select_accuracy": found.score,
         "candidates": len(found.scores),
-        "grid": {"beta": [0.1, config.beta_scale, config.beta_steps], "alpha": [0.1, config.alpha_scale, config.alpha_steps]},
+        "grid": {
+            "beta": [0.1, config.beta_scale, config.beta_steps], "alpha": [0.1, config.alpha_scale, config.alpha_steps]
+        },
     }
     return alpha, beta, summary
 

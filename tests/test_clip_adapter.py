@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -78,7 +79,7 @@ def test_the_learning_rate_is_a_constant_warm_up_epoch_then_a_cosine_per_epoch()
     assert epoch_lr(config, 101) == pytest.approx(1e-3)  # half way through the 200-epoch cosine
     assert epoch_lr(config, 199) == pytest.approx(2e-3 * 0.5 * (1 + math.cos(math.pi * 198 / 200)))
     after_warmup = [epoch_lr(config, e) for e in range(1, 200)]
-    assert all(a > b for a, b in zip(after_warmup, after_warmup[1:]))
+    assert all(a > b for a, b in itertools.pairwise(after_warmup))
 
 
 def test_a_saved_adapter_loads_back_to_identical_logits(tmp_path) -> None:
@@ -100,8 +101,10 @@ def test_a_state_with_mismatched_shapes_is_refused() -> None:
 def test_the_defaults_are_the_reference_s() -> None:
     config = ClipAdapterConfig()
     assert (config.ratio, config.reduction) == (0.2, 4)
-    assert (config.lr, config.momentum, config.weight_decay, config.batch_size, config.epochs) == (2e-3, 0.9, 5e-4, 32, 200)
-    assert (config.warmup_epochs, config.warmup_lr, config.crop_scale, config.checkpoint) == (1, 1e-5, (0.08, 1.0), "last")
+    optimisation = (config.lr, config.momentum, config.weight_decay, config.batch_size, config.epochs)
+    assert optimisation == (2e-3, 0.9, 5e-4, 32, 200)
+    schedule = (config.warmup_epochs, config.warmup_lr, config.crop_scale, config.checkpoint)
+    assert schedule == (1, 1e-5, (0.08, 1.0), "last")
 
 
 @pytest.mark.parametrize("change, name", [

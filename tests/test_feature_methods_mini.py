@@ -160,11 +160,14 @@ def test_the_tip_adapter_search_keeps_its_best_validation_score(trained, validat
     ("clip-adapter", {"cached_views": 0}),
     ("tip-adapter-f", {"cached_training": False}),
 ])
-def test_cached_features_train_exactly_like_encoding_every_step_without_augmentation(backbone, mini_task, name, plain) -> None:
+def test_cached_features_train_exactly_like_encoding_every_step_without_augmentation(
+    backbone, mini_task, name, plain
+) -> None:
     train, config, _ = METHODS[name]
     config = dataclasses.replace(config, epochs=2)  # the uncached run encodes every batch: keep it short
     cached = train(backbone, mini_task, config, seed=3, augment=False)
     fresh = train(backbone, mini_task, dataclasses.replace(config, **plain), seed=3, augment=False)
     for key, tensor in state_of(cached).items():
         torch.testing.assert_close(tensor, state_of(fresh)[key], rtol=1e-4, atol=1e-5)
-    assert [h["loss"] for h in cached.record["history"]] == pytest.approx([h["loss"] for h in fresh.record["history"]], rel=1e-4)
+    losses = [h["loss"] for h in cached.record["history"]]
+    assert losses == pytest.approx([h["loss"] for h in fresh.record["history"]], rel=1e-4)

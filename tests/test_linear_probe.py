@@ -72,7 +72,10 @@ def test_the_fit_is_deterministic() -> None:
 def test_probe_logits_are_features_times_weights_plus_bias() -> None:
     weight, bias = torch.randn(3, 4), torch.randn(3)
     features = F.normalize(torch.randn(6, 4), dim=-1)
-    expected = torch.stack([torch.stack([(features[n] * weight[c]).sum() + bias[c] for c in range(3)]) for n in range(6)])
+    expected = torch.tensor([
+        [sum(float(features[n, d] * weight[c, d]) for d in range(4)) + float(bias[c]) for c in range(3)]
+        for n in range(6)
+    ])
     torch.testing.assert_close(LinearProbe(weight, bias).logits(features), expected)
 
 
