@@ -34,13 +34,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from imagenet_dg.loading import LabeledImages, TaskData
+from imagenet_dg.loading import TaskData
 from guidg.backbone import Backbone
 from guidg.divergence import check_finite, check_finite_outputs
-from guidg.evaluation import accuracy, image_features
+from guidg.evaluation import accuracy
 from guidg.feature_training import (
-    CHECKPOINTS, FeatureMethodError, PhaseClock, TrainingViews, check_setting, epoch_batches, evaluation_features,
-    labels_of, require_tensors, seeded_module, source_data, to_cpu_state,
+    CHECKPOINTS, FeatureMethodError, FeaturePredictor, PhaseClock, TrainingViews, check_setting, epoch_batches,
+    evaluation_features, labels_of, require_tensors, seeded_module, source_data, to_cpu_state,
 )
 from guidg.losses import LOGIT_SCALE
 from guidg.transforms import eval_transform, prompt_train_transform
@@ -148,7 +148,7 @@ class ClipAdapter(nn.Module):
 
 
 @dataclass
-class TrainedClipAdapter:
+class TrainedClipAdapter(FeaturePredictor):
     """A trained CLIP-Adapter: logits of image features, its state and how it was trained."""
 
     model: ClipAdapter
@@ -167,10 +167,6 @@ class TrainedClipAdapter:
         """Logits (N, C) of normalised image features (N, D)."""
         model = self.model.to(features.device).eval()
         return check_finite_outputs(model(features), "logits")
-
-    def predict(self, backbone: Backbone, images: LabeledImages, num_workers: int = 0) -> Tensor:
-        """Logits (N, C) of ``images`` under the evaluation transform."""
-        return self.logits(image_features(backbone, images, num_workers=num_workers))
 
     def state_dict(self) -> dict[str, Tensor]:
         """``adapter.down.weight``, ``adapter.up.weight``, ``classifier`` and ``ratio`` (a float64 scalar)."""

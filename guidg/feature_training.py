@@ -163,6 +163,24 @@ class TrainingViews:
         )[:, 0]
 
 
+class FeaturePredictor:
+    """What every trained frozen-encoder method predicts with: :meth:`logits` of image features, and the same
+    for image files or preprocessed image batches through the backbone's (unchanged) image encoder."""
+
+    def logits(self, features: Tensor) -> Tensor:
+        """Logits (N, C) of normalised image features (N, D)."""
+        raise NotImplementedError
+
+    def predict(self, backbone: Backbone, images: LabeledImages, num_workers: int = 0) -> Tensor:
+        """Logits (N, C) of ``images`` under the evaluation transform, in list order."""
+        return self.logits(image_features(backbone, images, num_workers=num_workers))
+
+    @torch.no_grad()
+    def batch_logits(self, backbone: Backbone, pixels: Tensor) -> Tensor:
+        """Logits (B, C) of preprocessed images (B, 3, H, W)."""
+        return self.logits(backbone.encode_images(pixels))
+
+
 def epoch_batches(
     count: int, batch_size: int, *, seed: int, epoch: int, drop_last: bool
 ) -> Iterator[tuple[int, Tensor]]:

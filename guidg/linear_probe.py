@@ -24,13 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from imagenet_dg.loading import LabeledImages, TaskData
+from imagenet_dg.loading import TaskData
 from guidg.backbone import Backbone
 from guidg.divergence import check_finite_outputs
-from guidg.evaluation import accuracy, image_features
+from guidg.evaluation import accuracy
 from guidg.feature_training import (
-    FeatureMethodError, LabeledFeatures, PhaseClock, check_setting, evaluation_features, require_tensors,
-    source_data, to_cpu_state,
+    FeatureMethodError, FeaturePredictor, LabeledFeatures, PhaseClock, check_setting, evaluation_features,
+    require_tensors, source_data, to_cpu_state,
 )
 from guidg.grid_search import log_bisection
 
@@ -131,7 +131,7 @@ def fit_logistic_regression(
 
 
 @dataclass
-class LinearProbe:
+class LinearProbe(FeaturePredictor):
     """A trained linear probe: logits ``f W^T + b`` of normalised image features f."""
 
     weight: Tensor
@@ -152,10 +152,6 @@ class LinearProbe:
         """Logits (N, C) of normalised image features (N, D)."""
         weight, bias = self.weight.to(features.device), self.bias.to(features.device)
         return check_finite_outputs(features.float() @ weight.T + bias, "logits")
-
-    def predict(self, backbone: Backbone, images: LabeledImages, num_workers: int = 0) -> Tensor:
-        """Logits (N, C) of ``images`` under the evaluation transform."""
-        return self.logits(image_features(backbone, images, num_workers=num_workers))
 
     def state_dict(self) -> dict[str, Tensor]:
         """``weight`` and ``bias``, CPU tensors (safetensors-saveable)."""

@@ -44,13 +44,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from imagenet_dg.loading import LabeledImages, TaskData
+from imagenet_dg.loading import TaskData
 from guidg.backbone import Backbone
 from guidg.divergence import check_finite, check_finite_outputs
-from guidg.evaluation import accuracy, image_features
+from guidg.evaluation import accuracy
 from guidg.feature_training import (
-    CHECKPOINTS, FeatureMethodError, LabeledFeatures, PhaseClock, TrainingViews, check_setting, epoch_batches,
-    evaluation_features, labels_of, require_tensors, source_data, to_cpu_state,
+    CHECKPOINTS, FeatureMethodError, FeaturePredictor, LabeledFeatures, PhaseClock, TrainingViews, check_setting,
+    epoch_batches, evaluation_features, labels_of, require_tensors, source_data, to_cpu_state,
 )
 from guidg.grid_search import SearchResult, grid_search
 from guidg.losses import LOGIT_SCALE
@@ -202,7 +202,7 @@ def search_alpha_beta(
 
 
 @dataclass
-class TipAdapter:
+class TipAdapter(FeaturePredictor):
     """A Tip-Adapter (``fine_tuned`` False) or Tip-Adapter-F: the classifier, the cache and (alpha, beta)."""
 
     classifier: Tensor
@@ -238,10 +238,6 @@ class TipAdapter:
             self.beta,
         )
         return check_finite_outputs(logits, "logits")
-
-    def predict(self, backbone: Backbone, images: LabeledImages, num_workers: int = 0) -> Tensor:
-        """Logits (N, C) of ``images`` under the evaluation transform."""
-        return self.logits(image_features(backbone, images, num_workers=num_workers))
 
     def state_dict(self) -> dict[str, Tensor]:
         """``classifier``, ``keys``, ``labels``, and ``alpha``, ``beta`` (float64 scalars), ``fine_tuned`` (0/1)."""

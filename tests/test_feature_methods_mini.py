@@ -18,6 +18,7 @@ from guidg.feature_training import evaluation_features, source_data
 from guidg.linear_probe import LinearProbe, LinearProbeConfig, train_linear_probe
 from guidg.losses import LOGIT_SCALE
 from guidg.tip_adapter import TipAdapter, TipAdapterConfig, TipAdapterFConfig, train_tip_adapter, train_tip_adapter_f
+from guidg.transforms import eval_transform
 from guidg.zeroshot import zeroshot_classifier
 
 # Short versions of the defaults, so that each run takes about a second on the miniature task.
@@ -108,6 +109,33 @@ def test_predicting_images_is_logits_of_their_evaluation_features(backbone, mini
     expected = trained[name].logits(image_features(backbone, images))
     assert torch.equal(trained[name].predict(backbone, images), expected)
     assert expected.shape == (len(images), len(mini_task.class_names))
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_logits_of_preprocessed_image_batches_are_logits_of_their_features(backbone, mini_task, trained, name) -> None:
+    images = source_data(mini_task).validation.select(range(5))
+    transform = eval_transform(backbone.image_size)
+    pixels = torch.stack([transform(image) for image, _ in images])
+    expected = trained[name].logits(image_features(backbone, images))
+    torch.testing.assert_close(trained[name].batch_logits(backbone, pixels), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_a_best_checkpoint_keeps_the_earliest_epoch_of_the_best_validation_accuracy(
+    backbone, mini_task, validation
+) -> None:
+    train, config, _ = METHODS["clip-adapter"]
+    adapter = train(backbone, mini_task, dataclasses.replace(config, checkpoint="best", epochs=8), seed=1)
+    scores = [h["select_accuracy"] for h in adapter.record["history"]]
+    assert adapter.record["kept_epoch"] == scores.index(max(scores)) + 1
+    assert accuracy(adapter.logits(validation.features), validation.labels) == max(scores)
+
+
+def test_tip_adapter_f_keeps_the_keys_of_its_best_epoch_at_the_initial_alpha_and_beta(trained, validation) -> None:
+    adapter, config = trained["tip-adapter-f"], METHODS["tip-adapter-f"][1]
+    scores = [h["select_accuracy"] for h in adapter.record["history"]]
+    assert adapter.record["kept_epoch"] == scores.index(max(scores)) + 1
+    at_start = TipAdapter(adapter.classifier, adapter.keys, adapter.labels, config.init_alpha, config.init_beta, True)
+    assert accuracy(at_start.logits(validation.features), validation.labels) == max(scores)
 
 
 def test_trainable_parameters_are_counted_as_the_papers_do(backbone, mini_task, trained) -> None:
