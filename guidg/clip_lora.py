@@ -254,7 +254,8 @@ def train_clip_lora(
                                      drop_last=False)
 
         def step_loss(step: int, images: Tensor, labels: Tensor) -> Tensor:
-            set_dropout_generator(layers, torch.Generator(device=device).manual_seed(derive_seed(seed, METHOD, "dropout", step)))
+            masks = torch.Generator(device=device).manual_seed(derive_seed(seed, METHOD, "dropout", step))
+            set_dropout_generator(layers, masks)
             with backbone.autocast():
                 text = backbone.text.encode_tokens(tokens)
                 image = backbone.image_encoder(images)
@@ -298,7 +299,8 @@ def load_clip_lora(
     backbone it was trained from (its model is changed in place, as training changes it)."""
     adapters = {name[len("lora."):]: tensor for name, tensor in state.items() if name.startswith("lora.")}
     if len(adapters) != len(state):
-        raise ClipLoRAError(f"a {METHOD} state holds only lora.* tensors; found {sorted(set(state) - set(adapters))[:4]}")
+        others = sorted(set(state) - set(adapters))[:4]
+        raise ClipLoRAError(f"a {METHOD} state holds only lora.* tensors; found {others}")
     layers = apply_lora(backbone.model, config.rank, config.alpha, 0.0, config.scaling)
     try:
         load_lora_state(layers, adapters)

@@ -23,6 +23,7 @@ The towers run block by block here (open_clip's modules, unchanged), with the pr
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
@@ -145,7 +146,8 @@ class MultiModalPrompts(nn.Module):
         a generator derived from ``seed``. The module is on the CPU, in float32."""
         super().__init__()
         if context is None:
-            context = torch.empty(n_ctx, text_width).normal_(0.0, PROMPT_INIT_STD, generator=generator(seed, METHOD, "ctx"))
+            rng = generator(seed, METHOD, "ctx")
+            context = torch.empty(n_ctx, text_width).normal_(0.0, PROMPT_INIT_STD, generator=rng)
         if tuple(context.shape) != (n_ctx, text_width):
             raise MaPLeError(f"the first-layer prompt must be ({n_ctx}, {text_width}), got {tuple(context.shape)}")
         self.ctx = nn.Parameter(context.detach().float().clone())
@@ -276,8 +278,9 @@ class MaPLeModel(nn.Module):
         visual = check_vision_tower(backbone.model.visual)
         layers = min(len(text.transformer.resblocks), len(visual.transformer.resblocks))
         if config.depth > layers:
-            raise MaPLeError(f"{METHOD}.depth {config.depth}: this model's towers have {len(text.transformer.resblocks)}"
-                             f" (text) and {len(visual.transformer.resblocks)} (image) layers; use at most {layers}")
+            raise MaPLeError(f"{METHOD}.depth {config.depth}: this model's towers have "
+                             f"{len(text.transformer.resblocks)} (text) and {len(visual.transformer.resblocks)} "
+                             f"(image) layers; use at most {layers}")
         if not class_names:
             raise MaPLeError("MaPLe needs at least one class name, got none")
         n = config.n_ctx
@@ -298,7 +301,8 @@ class MaPLeModel(nn.Module):
         self.register_buffer("token_embeddings", embeddings, persistent=False)
         self.register_buffer("eos_positions", eos.to(device), persistent=False)
         context = embeddings[0, 1 : 1 + n].cpu() if config.ctx_init is not None else None
-        self.prompts = MultiModalPrompts(config.depth, n, text.width, visual.transformer.width, context, seed).to(device)
+        prompts = MultiModalPrompts(config.depth, n, text.width, visual.transformer.width, context, seed)
+        self.prompts = prompts.to(device)
         self.class_names = tuple(class_names)
         self.logit_scale = float(backbone.model.logit_scale.detach().exp())
         """exp of the model's learned logit scale (frozen), what the reference multiplies cosines by."""
@@ -414,7 +418,7 @@ def train_maple(
     *,
     seed: int,
     num_workers: int = 0,
-    run_dir: str | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
     stop_at_step: int | None = None,
 ) -> MaPLeResult:
     """Train MaPLe's prompts on the pooled training images of ``task``'s sources; the backbone is not changed.
@@ -433,8 +437,9 @@ def train_maple(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, constant_warmup_cosine_lambda(config.epochs, config.warmup_epochs, config.warmup_lr / config.lr))
     sizes = [len(pool) for pool in pools]
-    total = config.epochs * epoch_steps(sizes, config.batch_size, drop_last=True)
-    sampler = PooledEpochSampler(sizes, config.batch_size, seed, total, purpose=METHOD, drop_last=True)
+    drop_last = sum(sizes) >= config.batch_size  # Dassl drops the incomplete batch unless it is the only one
+    total = config.epochs * epoch_steps(sizes, config.batch_size, drop_last)
+    sampler = PooledEpochSampler(sizes, config.batch_size, seed, total, purpose=METHOD, drop_last=drop_last)
     transform = prompt_train_transform(backbone.image_size, TRAIN_CROP_SCALE, True)
 
     def step_loss(step: int, images: Tensor, labels: Tensor) -> Tensor:

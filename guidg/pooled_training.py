@@ -117,7 +117,8 @@ class PooledEpochSampler(Sampler[list[StepItem]]):
 
     def _order(self, epoch: int) -> Tensor:
         if self._epoch is None or self._epoch[0] != epoch:
-            self._epoch = (epoch, torch.randperm(self.size, generator=generator(self.seed, self.purpose, "epoch", epoch)))
+            rng = generator(self.seed, self.purpose, "epoch", epoch)
+            self._epoch = (epoch, torch.randperm(self.size, generator=rng))
         return self._epoch[1]
 
     def items(self, step: int) -> list[StepItem]:
@@ -126,7 +127,8 @@ class PooledEpochSampler(Sampler[list[StepItem]]):
         chosen = self._order(epoch)[position * self.batch_size : (position + 1) * self.batch_size]
         domains = torch.searchsorted(self._offsets, chosen, right=True) - 1
         return [
-            StepItem(step, int(d), int(i - self._offsets[d]), derive_seed(self.seed, self.purpose, "augment", step, slot))
+            StepItem(step, int(d), int(i - self._offsets[d]),
+                     derive_seed(self.seed, self.purpose, "augment", step, slot))
             for slot, (i, d) in enumerate(zip(chosen.tolist(), domains.tolist()))
         ]
 

@@ -88,12 +88,12 @@ def describe_allowed(rule: Allowed) -> str:
 def check_settings(config: Any, allowed: Mapping[str, Allowed], section: str) -> None:
     """Raise :class:`SettingError` for the first field of the dataclass ``config`` whose value is not allowed.
 
-    Every field must be declared in ``allowed`` (a field without a declaration is a programming error, raised
-    as such). ``section`` names the configuration in messages, e.g. ``clip-lora`` gives ``clip-lora.rank``.
+    Every field must be declared in ``allowed``; a field without a declaration is a programming error
+    (TypeError). ``section`` names the configuration in messages, e.g. ``clip-lora`` gives ``clip-lora.rank``.
     """
     for field in fields(config):
         if field.name not in allowed:
-            raise SettingError(f"{section}.{field.name} has no declared range or choices")
+            raise TypeError(f"{section}.{field.name} has no declared range or choices")
         value, rule = getattr(config, field.name), allowed[field.name]
         if not _matches(value, rule):
             raise SettingError(f"{section}.{field.name} {value!r}: expected {describe_allowed(rule)}")

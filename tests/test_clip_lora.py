@@ -96,7 +96,8 @@ def test_the_trained_model_is_a_plain_open_clip_model_with_the_trainable_count(t
     assert list(trained.backbone.model.state_dict()) == list(plain.model.state_dict())
     assert all(type(b.attn) is torch.nn.MultiheadAttention for b in attention_blocks(trained.backbone.model).values())
     assert trained.n_trainable == 3 * 2 * 2 * (2 * 64 + 2 * 64) == sum(t.numel() for t in trained.lora.values())
-    changed = [n for n, p in trained.backbone.model.state_dict().items() if not torch.equal(p, plain.model.state_dict()[n])]
+    original = plain.model.state_dict()
+    changed = [n for n, p in trained.backbone.model.state_dict().items() if not torch.equal(p, original[n])]
     assert changed and all(n.endswith("attn.in_proj_weight") for n in changed)
 
 

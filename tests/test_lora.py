@@ -18,7 +18,8 @@ from guidg.lora import (
 
 @pytest.fixture
 def inputs(tiny_backbone):
-    images = torch.randn(3, 3, tiny_backbone.image_size, tiny_backbone.image_size, generator=torch.Generator().manual_seed(0))
+    size = tiny_backbone.image_size
+    images = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
     tokens = tiny_backbone.tokenizer(["a photo of a dog.", "a photo of a tabby cat.", "x"])
     return images, tokens
 
@@ -207,3 +208,13 @@ def test_bool_and_float_masks_mean_the_same(tiny_backbone):
 
     assert torch.equal(from_bool, from_float)
     assert F.mse_loss(from_bool, layer(x, x, x)[0].detach()) > 0  # the mask matters
+
+
+def test_vit_b_16_gets_the_184320_adapter_parameters_of_the_formula():
+    import open_clip
+
+    model = open_clip.create_model("ViT-B-16", pretrained=None)
+    layers = apply_lora(model, rank=2, alpha=1.0, dropout=0.25)
+
+    assert len(layers) == 24
+    assert lora_parameter_count(layers) == 3 * 2 * 2 * (12 * 512 + 12 * 768) == 184_320

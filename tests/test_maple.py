@@ -79,7 +79,8 @@ def test_the_defaults_are_the_reference_configuration_s():
     config = MaPLeConfig()
 
     assert (config.depth, config.n_ctx, config.ctx_init) == (9, 2, "a photo of a")
-    assert (config.lr, config.momentum, config.weight_decay, config.batch_size, config.epochs) == (0.0035, 0.9, 5e-4, 4, 5)
+    assert (config.lr, config.momentum, config.weight_decay) == (0.0035, 0.9, 5e-4)
+    assert (config.batch_size, config.epochs) == (4, 5)
     assert (config.warmup_epochs, config.warmup_lr) == (1, 1e-5)
     assert (CROSS_DATASET.depth, CROSS_DATASET.lr, CROSS_DATASET.epochs) == (3, 0.0026, 2)
 
@@ -200,7 +201,8 @@ def test_it_trains_on_the_pooled_sources_without_reading_the_target(trained, min
     images = LabeledImages.concat(source_pools(mini_task))
     labels = torch.tensor(images.labels)
     initial = MaPLeModel(load_backbone(MINI), mini_task.class_names, QUICK, seed=1).prompts.state_dict()
-    start = load_maple(load_backbone(MINI), mini_task.class_names, {f"prompts.{k}": v for k, v in initial.items()}, QUICK)
+    start = load_maple(load_backbone(MINI), mini_task.class_names,
+                       {f"prompts.{k}": v for k, v in initial.items()}, QUICK)
     before = F.cross_entropy(start.logits_from_features(start.image_features(images)), labels).item()
     after = F.cross_entropy(trained.logits_from_features(trained.image_features(images)), labels).item()
 
@@ -220,7 +222,8 @@ def test_it_uses_the_model_s_learned_logit_scale_and_leaves_the_backbone_unchang
     plain = load_backbone(MINI)
 
     assert trained.model.logit_scale == pytest.approx(plain.model.logit_scale.exp().item())
-    assert all(torch.equal(p, plain.model.state_dict()[n]) for n, p in trained.model.backbone.model.state_dict().items())
+    original = plain.model.state_dict()
+    assert all(torch.equal(p, original[n]) for n, p in trained.model.backbone.model.state_dict().items())
 
 
 def test_two_cpu_runs_are_bit_identical(trained, mini_task):
@@ -247,3 +250,13 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(trained, mini_ta
     assert stopped.steps == 40 and resumed.resumed_from == 40
     assert all(torch.equal(resumed.state_dict()[n], t) for n, t in trained.state_dict().items())
     assert resumed.history == trained.history
+
+
+def test_on_vit_b_16_nine_layers_of_prompts_are_the_paper_s_3_55_m_parameters():
+    backbone = load_backbone(BackboneSpec("ViT-B-16", None))
+    model = MaPLeModel(backbone, NAMES, MaPLeConfig(), seed=0)
+    with torch.no_grad():
+        logits = model(torch.zeros(1, 3, 224, 224))
+
+    assert model.prompts.n_trainable == 3_555_072 and logits.shape == (1, 3)
+    assert model.prompts.coupling[0].weight.shape == (768, 512)
