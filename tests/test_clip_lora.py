@@ -9,6 +9,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from guidg.backbone import TINY_MODEL, BackboneSpec, load_backbone, register_model_configs
 from guidg.clip_lora import (
@@ -109,9 +110,11 @@ def test_two_cpu_runs_are_bit_identical(trained, mini_task):
     assert again.history == trained.history
 
 
-def test_the_saved_state_gives_identical_logits_on_a_fresh_backbone(trained, mini_task):
+def test_the_state_saved_as_safetensors_gives_identical_logits_on_a_fresh_backbone(trained, mini_task, tmp_path):
     images = mini_task.validation[mini_task.sources[0]]
-    loaded = load_clip_lora(load_backbone(MINI), mini_task.class_names, trained.state_dict(), QUICK)
+    save_file(trained.state_dict(), tmp_path / "state.safetensors")
+    state = load_file(tmp_path / "state.safetensors")
+    loaded = load_clip_lora(load_backbone(MINI), mini_task.class_names, state, QUICK)
 
     assert torch.equal(loaded.logits_from_features(loaded.image_features(images)),
                        trained.logits_from_features(trained.image_features(images)))
