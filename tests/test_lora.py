@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 
+import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from guidg.backbone import TINY_SPEC, load_backbone
 from guidg.lora import (
     LoRAAttention, LoRAError, apply_lora, attention_blocks, lora_parameter_count, lora_parameters, lora_scaling,
     merge_lora, remove_lora, set_dropout_generator,
@@ -89,8 +91,6 @@ def test_merged_weights_give_the_unmerged_forward_on_both_towers(tiny_backbone, 
 
 
 def _features_of_fresh(inputs):
-    from guidg.backbone import TINY_SPEC, load_backbone
-
     return _features(load_backbone(TINY_SPEC), inputs)
 
 
@@ -211,8 +211,6 @@ def test_bool_and_float_masks_mean_the_same(tiny_backbone):
 
 
 def test_vit_b_16_gets_the_184320_adapter_parameters_of_the_formula():
-    import open_clip
-
     model = open_clip.create_model("ViT-B-16", pretrained=None)
     layers = apply_lora(model, rank=2, alpha=1.0, dropout=0.25)
 
