@@ -62,11 +62,13 @@ def encode_views(
     seed: int | None = None,
     batch_size: int = 128,
     num_workers: int = 0,
+    encoder: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Normalised features (N, views, D), float32 on the backbone's device, of ``views`` views of each image.
 
     With ``seed`` None the transform must be deterministic (evaluation); with a seed, view v of image n is
-    the same tensor on every run, whatever ``batch_size`` and ``num_workers``.
+    the same tensor on every run, whatever ``batch_size`` and ``num_workers``. ``encoder`` turns a batch of
+    images on the device into normalised float32 features; by default the backbone's ``encode_images``.
     """
     settings = uses_cache(transform)
     if settings is not None and len(images) > 0:
@@ -80,7 +82,8 @@ def encode_views(
                        batch_size=batch_size)
         batches = (to_device(batch, backbone.device) for batch in files)
     progress = tqdm(batches, desc=f"encoding {len(images)} images x {views}", unit="batch", disable=None, leave=False)
-    chunks = [backbone.encode_images(batch) for batch in progress]
+    encode = backbone.encode_images if encoder is None else encoder
+    chunks = [encode(batch) for batch in progress]
     if not chunks:
         return torch.empty(0, views, backbone.embed_dim, device=backbone.device)
     return torch.cat(chunks).reshape(len(images), views, -1)
