@@ -253,7 +253,8 @@ def _joined_stop(stops: Sequence[RunInterrupted], signum: int) -> RunInterrupted
         return stops[0]
     joined = RunInterrupted(signum)
     if stops:
-        joined.run = "; ".join(s.run or "a run" for s in stops)
+        joined.run = ", ".join((s.run or "a run") + (f" (saved at step {s.step} of {s.total})" if s.step is not None
+                                                    else "") for s in stops)
     return joined
 
 

@@ -14,7 +14,7 @@ import click
 
 from guidg.bases import BASES
 from guidg.interruption import RunInterrupted
-from imagenet_dg.disk import write_error
+from imagenet_dg.disk import refused
 from imagenet_dg.errors import ImageNetDGError
 
 logger = logging.getLogger("imagenet_dg")
@@ -111,8 +111,8 @@ def _errors_to_exit(function: Callable[..., Any]) -> Callable[..., Any]:
         except ImageNetDGError as error:
             _fail(str(error))
         except OSError as error:
-            # A write fault raised where no writer of ours could name what it was writing.
-            converted = write_error(error, None)
+            # A disk or permission fault raised where no code of ours could say what it was doing.
+            converted = refused(error)
             if converted is None:
                 raise
             _fail(str(converted))

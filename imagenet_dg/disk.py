@@ -19,10 +19,12 @@ import errno
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from imagenet_dg.errors import NotEnoughSpaceError, WriteError
+import pandas as pd
+
+from imagenet_dg.errors import ImageNetDGError, NotEnoughSpaceError, WriteError
 
 WRITE_FAULTS: dict[int, str] = {
     errno.ENOSPC: "no space left on the device",
@@ -108,6 +110,20 @@ def write_error(
                       folder=folder, errno=code, needed=size, free=free)
 
 
+def refused(error: BaseException) -> ImageNetDGError | None:
+    """One error for an ``OSError`` fault (:data:`WRITE_FAULTS`) raised where no writer of ours could say what it
+    was doing (reading or writing): naming the file and the cause. None for any other error."""
+    code = fault_errno(error)
+    if code is None:
+        return None
+    path = getattr(error, "filename", None)
+    if code in _NO_ROOM:
+        return write_error(error, path)
+    where = f"{Path(path).absolute()}: " if path else ""
+    return ImageNetDGError(f"{where}{WRITE_FAULTS[code]}; make it readable (and writable where this command writes) "
+                           "or use another folder, then run the same command again")
+
+
 def _advice(code: int) -> str:
     if code in _NO_ROOM:
         return f"free some space there or write elsewhere, {_RESUME}"
@@ -129,6 +145,23 @@ def reporting_write_faults(
         if converted is None:
             raise
         raise converted from error
+
+
+def embedded_bytes(frames: Iterable[pd.DataFrame], roots: Mapping[str, Path]) -> int:
+    """The bytes of the image files that tables of (``domain``, ``path``) rows embed, each row once: about
+    what a build that copies their bytes into its shards writes (images are stored as they are)."""
+    sizes: dict[tuple[str, str], int] = {}
+    total = 0
+    for frame in frames:
+        for domain, path in zip(frame["domain"].tolist(), frame["path"].tolist()):
+            key = (str(domain), str(path))
+            if key not in sizes:
+                try:
+                    sizes[key] = (Path(roots[key[0]]) / key[1]).stat().st_size
+                except OSError:
+                    sizes[key] = 0  # a missing image fails the build with its own error, naming it
+            total += sizes[key]
+    return total
 
 
 def require_free_space(folder: str | os.PathLike[str], needed: int, what: str) -> None:
