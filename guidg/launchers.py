@@ -34,6 +34,8 @@ from guidg.interruption import STOP_SIGNALS, RunInterrupted, handling_stop_signa
 from guidg.run import RunOutcome, attempt
 
 logger = logging.getLogger(__name__)
+LOGGERS = ("imagenet_dg", "guidg", "leaderboard")
+"""The project's loggers, whose progress each job process passes on."""
 
 
 def run_one(
@@ -141,7 +143,7 @@ def job_settings(the_plan: Plan, jobs: int) -> list[JobSettings]:
         threads = max(1, min(threads, int(os.environ["OMP_NUM_THREADS"])))
     cuda = torch.device(checked.device).type == "cuda"
     workers = checked.workers if checked.sweep.workers is not None else checked.workers // jobs
-    levels = {name: logging.getLogger(name).getEffectiveLevel() for name in ("imagenet_dg", "guidg", "leaderboard")}
+    levels = {name: logging.getLogger(name).getEffectiveLevel() for name in LOGGERS}
     return [JobSettings(slot, f"cuda:{slot}" if cuda else checked.device, threads, workers, dict(prepared.roots),
                         Path(checked.sweep.runs), checked.sweep.export_model, levels) for slot in range(jobs)]
 
@@ -418,6 +420,7 @@ class SlurmRun(submitit.helpers.Checkpointable):
 
     def __call__(self, run: PlannedRun, roots: Mapping[str, Path], runs_dir: Path, device: str, workers: int,
                  export_model: bool, requeues: int = 0) -> RunOutcome:
+        _log_progress()
         environment = submitit.JobEnvironment()
         if environment.num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export()  # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*
@@ -446,6 +449,14 @@ class SlurmRun(submitit.helpers.Checkpointable):
         """The requeued job: the same run, which resumes from its saved state, counted as requeued once more."""
         return submitit.helpers.DelayedSubmission(self, run, roots, runs_dir, device, workers, export_model,
                                                   requeues=max(requeues, _restart_count()) + 1)
+
+
+def _log_progress() -> None:
+    """In a job's process, the project's progress at INFO, as the command line logs it (into each run's
+    ``run.log`` and the job's error file)."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def _restart_count() -> int:
