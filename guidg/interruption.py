@@ -21,6 +21,8 @@ This module needs no torch, so the command line can catch :class:`RunInterrupted
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import signal
 import threading
 from collections.abc import Iterable, Iterator
@@ -82,6 +84,9 @@ class _Requests:
     """Training loops with step boundaries now running in this process."""
     checkpoint_signal: int | None = None
     checkpoint_grace_s: float = 0.0
+    owner: int | None = None
+    """The process that installed the handlers; a forked child (a data-loading worker) inherits them but
+    keeps the default behaviour."""
 
 
 _REQUESTS = _Requests()
@@ -97,6 +102,12 @@ def _cut_short(signum: int, frame: Any) -> NoReturn:
 
 
 def _on_signal(signum: int, frame: Any) -> None:
+    if os.getpid() != _REQUESTS.owner:  # a forked worker: end as it would have without us
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     first = _REQUESTS.signum is None
     if first:
         _REQUESTS.signum = signum
@@ -114,14 +125,15 @@ def handling_stop_signals(checkpoint_signal: int | None = None, checkpoint_grace
     """Within the block, SIGINT and SIGTERM (and ``checkpoint_signal``) stop runs as the module says.
 
     Outside the main thread, where Python cannot handle signals, this does nothing. The previous handlers
-    are put back afterwards, and pending requests forgotten.
+    and requests are put back afterwards (blocks nest: the innermost decides).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     handled = [*STOP_SIGNALS, *([checkpoint_signal] if checkpoint_signal is not None else [])]
     previous = {s: signal.getsignal(s) for s in (*handled, signal.SIGALRM)}
-    _REQUESTS.signum, _REQUESTS.boundaries = None, 0
+    outer = dataclasses.replace(_REQUESTS)
+    _REQUESTS.signum, _REQUESTS.boundaries, _REQUESTS.owner = None, 0, os.getpid()
     _REQUESTS.checkpoint_signal, _REQUESTS.checkpoint_grace_s = checkpoint_signal, checkpoint_grace_s
     try:
         signal.signal(signal.SIGALRM, _cut_short)
@@ -132,7 +144,8 @@ def handling_stop_signals(checkpoint_signal: int | None = None, checkpoint_grace
         signal.setitimer(signal.ITIMER_REAL, 0)
         for one, handler in previous.items():
             signal.signal(one, handler)
-        _REQUESTS.signum, _REQUESTS.checkpoint_signal = None, None
+        for name, value in vars(outer).items():
+            setattr(_REQUESTS, name, value)
 
 
 class Agreement(Protocol):

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from guidg.bases import BASES
-from guidg.interruption import RunInterrupted
+from guidg.interruption import RunInterrupted, handling_stop_signals
 from imagenet_dg.disk import refused
 from imagenet_dg.errors import ImageNetDGError
 
@@ -100,14 +100,15 @@ def _verbose() -> bool:
 
 def _errors_to_exit(function: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the library's errors (a user's mistake, damaged input, or a disk that is full, read-only or closed
-    to us) into one ``error:`` line and exit code 2; with ``-v`` the traceback is printed first. A run stopped
-    by a signal says how to resume it and exits with 128 + the signal's number (130 for Ctrl-C, 143 for
-    SIGTERM)."""
+    to us) into one ``error:`` line and exit code 2; with ``-v`` the traceback is printed first. SIGINT and
+    SIGTERM stop the command cleanly (:mod:`guidg.interruption`): it says how to resume and exits with 128 +
+    the signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return function(*args, **kwargs)
+            with handling_stop_signals():
+                return function(*args, **kwargs)
         except ImageNetDGError as error:
             _fail(str(error))
         except OSError as error:
