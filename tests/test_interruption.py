@@ -7,15 +7,20 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from small_disk import leftovers
 
 import guidg.interruption as interruption
+from guidg.distributed import LateAgreement, current_replica
 from guidg.interruption import RunInterrupted, StepBoundaries, handling_stop_signals, stop_requested
 from leaderboard.records import DONE_FILE, RESULTS_FILE
 
@@ -156,3 +161,32 @@ def test_evaluate_killed_during_fine_tuning_resumes_to_the_uninterrupted_record(
     assert again.returncode == 0, again.stderr
     assert "resuming fine-tuning at step " in again.stderr
     assert record_of(runs) == uninterrupted
+
+
+# --- data-parallel ranks agree on the step to stop at ----------------------------------------------------
+
+
+def _agreeing_rank(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        boundaries = StepBoundaries(LateAgreement(current_replica(), torch.device("cpu")))
+        stopped_at = None
+        for step in boundaries.steps(range(10)):
+            if rank == 1 and step == 3:
+                interruption._REQUESTS.signum = signal.SIGTERM  # only this rank was signalled
+            if boundaries.requested():
+                stopped_at = step
+                break
+        Path(out).joinpath(f"rank{rank}").write_text(str(stopped_at))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_data_parallel_ranks_stop_at_the_same_step_when_one_is_signalled(tmp_path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_agreeing_rank, args=(port, str(tmp_path)), nprocs=2, join=True)
+    # rank 1's wish at step 3 is read by every rank at the next boundary
+    assert (tmp_path / "rank0").read_text() == (tmp_path / "rank1").read_text() == "4"
