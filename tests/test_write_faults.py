@@ -284,11 +284,12 @@ def only_run_folder(runs: Path) -> Path:
 
 
 @pytest.mark.parametrize("code", FAULTS)
-@pytest.mark.parametrize(("written", "at"), [(RESULTS_FILE, 1), ("finetune-state.pt", 2)])
+@pytest.mark.parametrize(("written", "at"), [(RESULTS_FILE, 1), (DONE_FILE, 1), ("finetune-state.pt", 2)])
 def test_a_refused_record_or_checkpoint_is_one_error_line_and_the_run_finishes_on_the_rerun(
     written, at, code, evaluate_here, monkeypatch, tmp_path
 ) -> None:
-    refuse_rename(monkeypatch, code, at, name=written)  # the record, or the second of the run's two checkpoints
+    # the record, its done marker, or the second of the run's two checkpoints
+    refuse_rename(monkeypatch, code, at, name=written)
     result, runs = evaluate_here()
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
     line = one_error_line(result.output)
@@ -350,6 +351,18 @@ def small_build(mini_scans, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("faults") / "imagenet-dg"
     build(mini_scans, out, BuildOptions(tasks=("a",), shots=(1,), seeds=(1,)))
     return out
+
+
+def test_a_runs_folder_on_a_read_only_file_system_is_one_error_line_before_anything_runs(
+    mini_benchmark, mini_releases, small_disk, tmp_path
+) -> None:
+    disk_ = small_disk("100k")
+    disk_.make_read_only()
+    result = cli(*EVALUATE, "--benchmark", str(mini_benchmark), "--root", str(mini_releases.root), "--runs",
+                 str(disk_.path / "runs"), cwd=tmp_path)
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert line.startswith(f"error: {disk_.path}") and "read-only" in line
 
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, errno.ENOSPC])
