@@ -117,7 +117,7 @@ def refused(error: BaseException) -> ImageNetDGError | None:
     if code is None:
         return None
     path = getattr(error, "filename", None)
-    if code in _NO_ROOM:
+    if code in _NO_ROOM or code == errno.EROFS:  # only ever a write's
         return write_error(error, path)
     where = f"{Path(path).absolute()}: " if path else ""
     return ImageNetDGError(f"{where}{WRITE_FAULTS[code]}; make it readable (and writable where this command writes) "
