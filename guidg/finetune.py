@@ -380,7 +380,8 @@ def _check_room_for_state(checkpoint: Path, parameters: Sequence[nn.Parameter], 
     weights = sum(p.numel() * p.element_size() for p in parameters)
     state = weights * (3 + int(averaged))
     existing = checkpoint.stat().st_size if checkpoint.is_file() else 0
-    require_free_space(checkpoint.parent, max(0, 2 * state - existing), f"the resumable training state {CHECKPOINT_FILE}")
+    require_free_space(checkpoint.parent, max(0, 2 * state - existing),
+                       f"the resumable training state {CHECKPOINT_FILE}")
 
 
 def _cmattn_state(cmattn: CMAttn | None) -> dict[str, Tensor] | None:

@@ -13,6 +13,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from imagenet_dg.mini import MiniReleases, make_mini_releases  # noqa: E402
 from imagenet_dg.releases import DomainScan, scan_releases  # noqa: E402
+from small_disk import mounting  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +57,9 @@ def tiny_backbone():
     from guidg.backbone import TINY_SPEC, load_backbone
 
     return load_backbone(TINY_SPEC)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """``small_disk("400k")``: a real tmpfs of that size, unmounted after the test (see ``small_disk.py``)."""
+    yield from mounting(tmp_path)

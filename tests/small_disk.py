@@ -1,7 +1,7 @@
-"""A real small file system for the disk-fault tests: a tmpfs of a few hundred kilobytes, mounted where the
-machine allows it (root in a container that permits mounts), skipped with the reason where it does not. The
-same faults are also injected by monkeypatching the write primitives (see the tests), so every case is
-covered either way."""
+"""A real small file system for the disk-fault tests (the ``small_disk`` fixture of ``conftest.py``): a tmpfs
+of a few hundred kilobytes, mounted where the machine allows it (root in a container that permits mounts),
+skipped with the reason where it does not. The same faults are also injected by monkeypatching the write
+primitives (see the tests), so every case is covered either way."""
 
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ def _mount(arguments: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(["mount", *arguments], capture_output=True, text=True, timeout=30, check=False)
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Callable[[str], SmallDisk]]:
-    """``small_disk("400k")`` mounts a tmpfs of that size and returns it; unmounted after the test."""
+def mounting(tmp_path: Path) -> Iterator[Callable[[str], SmallDisk]]:
+    """``mount("400k")`` mounts a tmpfs of that size under ``tmp_path`` and returns it (or skips the test
+    where mounting is not allowed); everything mounted is unmounted when the iterator closes."""
     mounted: list[Path] = []
 
     def mount(size: str) -> SmallDisk:
@@ -48,9 +48,11 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[str], SmallDisk]]:
         mounted.append(folder)
         return SmallDisk(folder)
 
-    yield mount
-    for folder in mounted:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=30, check=False)
+    try:
+        yield mount
+    finally:
+        for folder in mounted:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=30, check=False)
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -18,7 +18,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from small_disk import leftovers, small_disk  # noqa: F401 - small_disk is a fixture
+from small_disk import leftovers
 
 import guidg.image_cache as image_cache
 import imagenet_dg.atomic as atomic
@@ -193,7 +193,8 @@ def test_build_on_a_full_disk_is_one_error_line_and_resumes_once_there_is_room(m
     assert resumed.returncode == 0, resumed.stderr
     assert "kept " in resumed.stderr and "configuration(s) of the interrupted build" in resumed.stderr
     elsewhere = tmp_path / "clean"
-    assert cli("build", "--root", str(mini_releases.root), "--out", str(elsewhere), *BUILD, cwd=tmp_path).returncode == 0
+    clean = cli("build", "--root", str(mini_releases.root), "--out", str(elsewhere), *BUILD, cwd=tmp_path)
+    assert clean.returncode == 0
     assert folder_bytes(out) == folder_bytes(elsewhere)
     assert sorted(p.name for p in disk_.path.iterdir()) == ["imagenet-dg"]
 
@@ -372,7 +373,8 @@ def test_leaderboard_into_a_folder_that_refuses_writes_is_one_error_line(code, t
 
     monkeypatch.setattr(atomic, "_create_temporary", refusing)
     (tmp_path / "runs").mkdir()
-    result = CliRunner().invoke(main, ["leaderboard", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "board")])
+    result = CliRunner().invoke(main, ["leaderboard", "--runs", str(tmp_path / "runs"), "--out",
+                                       str(tmp_path / "board")])
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
     line = one_error_line(result.output)
     assert line.startswith(f"error: {tmp_path / 'board'}: cannot write ") and SAID[code] in line
