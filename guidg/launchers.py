@@ -53,10 +53,12 @@ def run_local(the_plan: Plan, on_start: Callable[[PlannedRun], None] | None = No
     With ``jobs`` 1, in order in this process. A run another process is running is put off to the end and
     then waited for, so two ``evaluate`` processes sharing a runs folder share the work instead of queueing
     behind each other. Under ``torchrun`` every process runs this with the same plan (the fine-tuning is
-    data-parallel). With ``jobs`` N > 1, N processes take the runs in turn (:func:`check_jobs`). SIGINT or
-    SIGTERM stops the runs going, resumable, and raises :class:`~guidg.interruption.RunInterrupted`.
+    data-parallel). With ``jobs`` N > 1, N processes (no more than there are runs to do) take the runs in turn
+    (:func:`check_jobs`). SIGINT or SIGTERM stops the runs going, resumable, and raises
+    :class:`~guidg.interruption.RunInterrupted`.
     """
     check_jobs(jobs, the_plan.checked.device)
+    jobs = min(jobs, max(1, sum(not run.done for run in the_plan.runs)))
     if jobs > 1:
         return _run_in_processes(the_plan, jobs, on_start)
     checked, prepared = the_plan.checked, the_plan.prepared

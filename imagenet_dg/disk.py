@@ -21,8 +21,7 @@ import re
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from imagenet_dg.errors import ImageNetDGError, NotEnoughSpaceError, WriteError
 
@@ -35,6 +34,9 @@ WRITE_FAULTS: dict[int, str] = {
     errno.EPERM: "operation not permitted",
 }
 """The errors of a write that the user, not the program, must fix, with how each is said."""
+if TYPE_CHECKING:  # tables are only passed through here; the command line starts without pandas
+    import pandas as pd
+
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _ERRNO_IN_TEXT = re.compile(r"(?:os error|errno)\s*(\d+)", re.IGNORECASE)
 _RESUME = "then run the same command again: what was finished is kept and the rest resumes"
