@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from imagenet_dg.atomic import atomic_path
+from imagenet_dg.atomic import atomic_file, atomic_path
 from imagenet_dg.errors import ImageNetDGError
 
 
@@ -33,9 +33,21 @@ def fingerprint(record: Mapping[str, Any]) -> str:
 
 
 def save_training_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
-    """Write ``state`` (tensors, numbers, strings and containers of them) atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(dict(state), tmp)
+    """Write ``state`` (tensors, numbers, strings and containers of them) atomically; a full disk is one
+    :class:`~imagenet_dg.errors.WriteError` with the state's size."""
+    with atomic_file(path, "the resumable training state", size=state_bytes(state)) as handle:
+        torch.save(dict(state), handle)
+
+
+def state_bytes(state: object) -> int:
+    """The bytes of the tensors in ``state`` (nested in dicts, lists and tuples): about its size on disk."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, Mapping):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return 0
 
 
 def load_training_state(path: str | os.PathLike[str], run_fingerprint: str) -> dict[str, Any] | None:
@@ -63,7 +75,7 @@ def export_open_clip_checkpoint(
     if path.suffix != ".safetensors":
         raise CheckpointError(f"{path}: an exported model must be a .safetensors file")
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, "the exported model", size=state_bytes(state)) as tmp:
         save_file(state, str(tmp), metadata=dict(metadata or {}))
     return path
 

@@ -15,6 +15,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -154,3 +155,32 @@ def rank_device(device: str) -> str:
     if torch.device(device).type == "cuda" and "LOCAL_RANK" in os.environ:
         return f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return device
+
+
+class LateAgreement:
+    """Whether any rank wants to stop, the same answer on every rank (see :mod:`guidg.interruption`).
+
+    Each call starts combining this step's wishes and returns the previous step's result, so the host never
+    waits for the device to learn it; a stop therefore comes one step after the first signal, on every rank
+    at the same step.
+    """
+
+    def __init__(self, replica: Replica, device: torch.device) -> None:
+        self.replica = replica
+        self.device = device
+        self._pending: tuple[Any, Tensor] | None = None
+
+    def __call__(self, here: bool) -> bool:
+        flag = torch.tensor([int(here)], dtype=torch.int32, device=self.device)
+        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True)
+        previous, self._pending = self._pending, (work, flag)
+        if previous is None:
+            return False
+        previous[0].wait()
+        return bool(previous[1].item())
+
+    def finish(self) -> None:
+        """Wait for the last combination, so that no collective is left unfinished."""
+        if self._pending is not None:
+            self._pending[0].wait()
+            self._pending = None

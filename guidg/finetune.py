@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from imagenet_dg.disk import require_free_space
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.images import open_image
 from imagenet_dg.loading import LabeledImages
@@ -39,10 +40,11 @@ from guidg.bases import get_base
 from guidg.checkpoints import fingerprint, load_module_state, load_training_state, save_training_state
 from guidg.cmattn import CMAttn
 from guidg.distributed import (
-    SINGLE, Replica, broadcast_from_main, check_divisible, current_replica, gather_in_order,
+    SINGLE, LateAgreement, Replica, broadcast_from_main, check_divisible, current_replica, gather_in_order,
 )
 from guidg.divergence import check_finite
 from guidg.image_pipeline import cached_step_batches, uses_cache
+from guidg.interruption import StepBoundaries
 from guidg.losses import GuidedLoss, guided_loss, single_head_loss
 from guidg.presets import FinetuneConfig
 from guidg.schedule import cosine_lambda
@@ -279,6 +281,8 @@ def finetune_image_encoder(
                 average.load_state_dict(state["average"])
             start, history = int(state["step"]), list(state["history"])
             logger.info("%s: resuming fine-tuning at step %d of %d", method, start, total)
+    if checkpoint is not None and replica.is_main:
+        _check_room_for_state(checkpoint, parameters, average is not None)
 
     def save(step: int) -> None:
         if checkpoint is None or not replica.is_main:
@@ -314,7 +318,9 @@ def finetune_image_encoder(
     pending: tuple[int, Tensor] | None = None
     progress = tqdm(total=total, initial=start, desc=method, unit="step", disable=None if replica.is_main else True,
                     leave=False)
-    for images, labels, _domains in batches:
+    # a stop signal saves the state at the next step boundary and stops there
+    boundaries = StepBoundaries(LateAgreement(replica, device) if replica.world_size > 1 else None)
+    for images, labels, _domains in boundaries.steps(batches):
         images = images.to(device, non_blocking=True)
         if replica.world_size > 1:
             labels = sampler.labels(step, pools)
@@ -340,11 +346,15 @@ def finetune_image_encoder(
             logger.info("%s: step %d/%d loss %.4f", method, step, total, record["loss"])
         if config.wise_mode == "per-epoch" and average is None and step % config.steps_per_epoch == 0:
             load_module_state(visual, wise_ft(pretrained, _visual_state(visual), config.wise_alpha))
-        if step % config.checkpoint_every == 0 or step == stop_at_step:
+        stopping = boundaries.requested()
+        if step % config.checkpoint_every == 0 or step == stop_at_step or stopping:
             check_finite(pending[1], pending[0], method)  # never save a diverged state
             save(step)
         if step == stop_at_step:
             break
+        if stopping:
+            progress.close()
+            boundaries.stop(step, total)
     progress.close()
     if pending is not None:
         check_finite(pending[1], pending[0], method)
@@ -362,6 +372,16 @@ def finetune_image_encoder(
         final = _visual_state(visual)
     load_module_state(visual, final)
     return FinetuneResult(final, _cmattn_state(cmattn), history, step, start)
+
+
+def _check_room_for_state(checkpoint: Path, parameters: Sequence[nn.Parameter], averaged: bool) -> None:
+    """Refuse to start training when the disk lacks room for its resumable state: the weights, AdamW's two
+    moments and the moving average, twice over (a new state is written beside the old before replacing it)."""
+    weights = sum(p.numel() * p.element_size() for p in parameters)
+    state = weights * (3 + int(averaged))
+    existing = checkpoint.stat().st_size if checkpoint.is_file() else 0
+    require_free_space(checkpoint.parent, max(0, 2 * state - existing),
+                       f"the resumable training state {CHECKPOINT_FILE}")
 
 
 def _cmattn_state(cmattn: CMAttn | None) -> dict[str, Tensor] | None:

@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from torch import Tensor
 from imagenet_dg import __version__
 from imagenet_dg.atomic import write_text_atomic
 from imagenet_dg.calibration import expected_calibration_error, negative_log_likelihood
+from imagenet_dg.disk import reporting_write_faults, write_error
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.loading import LabeledImages, TaskData, load_task
 from imagenet_dg.manifests import read_manifest
@@ -42,6 +44,7 @@ from guidg.distributed import broadcast_object, current_replica
 from guidg.evaluation import image_features
 from guidg.image_cache import run_cache_settings, using_image_cache
 from guidg.image_pipeline import describe_pipeline, machine_workers
+from guidg.interruption import RunInterrupted
 from guidg.experts import ExpertStore
 from guidg.methods import MethodSpec, TrainedMethod, fit_method, get_method
 from guidg.presets import MethodConfig
@@ -192,7 +195,7 @@ def _evaluate(trained: TrainedMethod, backbone: Any, images: LabeledImages, num_
 
 def _record(
     spec: RunSpec, method: MethodSpec, manifest: Mapping[str, Any], task: TaskData, trained: TrainedMethod,
-    test_logits: Tensor, validation: Mapping[str, float], device: torch.device, phases: _Phases,
+    test_logits: Tensor, validation: Mapping[str, float], device: torch.device, phases: _Phases, requeues: int = 0,
 ) -> Record:
     entry = manifest["configs"][spec.config]
     suite_name = suite_of_manifest(manifest).name
@@ -206,6 +209,7 @@ def _record(
     details["eval_order"] = "manifest (class, path)"
     details["processes"] = current_replica().world_size  # data-parallel processes that fine-tuned
     details["image_pipeline"] = describe_pipeline(device)
+    details["requeues"] = int(requeues)  # times a cluster job running this run was requeued before it finished
     return Record(
         suite=suite_name,
         protocol=str(manifest.get("protocol", "fewshot")),
@@ -252,10 +256,33 @@ def _record(
     )
 
 
+class _RunLogHandler(logging.FileHandler):
+    """``run.log``: a line the disk refuses stops the run with one WriteError instead of logging's traceback
+    on stderr (and the handler stops writing, so the error's own way out is not logged into it again)."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        converted = write_error(error, self.baseFilename, "the run's log") if error is not None else None
+        if converted is None:
+            super().handleError(record)
+            return
+        self.failed = True
+        with contextlib.suppress(OSError):
+            self.close()
+        raise converted from error
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+
 @contextlib.contextmanager
 def _run_log(folder: Path) -> Iterator[None]:
     """Copy the project's log lines into ``folder/run.log`` while the run goes."""
-    handler = logging.FileHandler(folder / LOG_FILE, encoding="utf-8")
+    with reporting_write_faults(folder / LOG_FILE, "the run's log"):
+        handler = _RunLogHandler(folder / LOG_FILE, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     handler.setLevel(logging.DEBUG)
     loggers = [logging.getLogger(name) for name in ("guidg", "imagenet_dg", "leaderboard")]
@@ -301,6 +328,7 @@ def attempt(
     num_workers: int = 0,
     export_model: bool = False,
     blocking: bool = True,
+    requeues: int = 0,
 ) -> RunOutcome:
     """Run ``spec`` unless it is finished (then read its record) or, without ``blocking``, held by another
     process (then leave it).
@@ -310,7 +338,9 @@ def attempt(
     resumable training state. With ``export_model``, the trained model is also saved as
     ``model.safetensors`` in the run folder, in a form ``open_clip.create_model_and_transforms(arch,
     pretrained=<file>)`` loads. Under several data-parallel processes every rank calls this for the same
-    spec; rank 0 decides, locks, scores and writes.
+    spec; rank 0 decides, locks, scores and writes. ``requeues`` (how often the cluster job running it was
+    requeued) goes into the record. A stop signal (:mod:`guidg.interruption`) raises
+    :class:`~guidg.interruption.RunInterrupted` naming the run and its folder, which then resumes.
     """
     method = get_method(spec.method)
     manifest = read_manifest(spec.benchmark)
@@ -349,10 +379,12 @@ def attempt(
         with _run_log(folder) if replica.is_main else contextlib.nullcontext(), using_image_cache(cache):
             logger.info("%s on %s: running in %s", spec.method, spec.config, folder)
             record = _train_and_score(spec, method, manifest, roots, runs_dir, folder, torch_device, num_workers,
-                                      export_model, replica.is_main)
-    except BaseException:
+                                      export_model, replica.is_main, requeues)
+    except BaseException as error:
         if replica.is_main:
             _clear_if_empty(folder, lock)
+        if isinstance(error, RunInterrupted):
+            error.run, error.folder = f"{spec.method} on {spec.config}", folder
         raise
     finally:
         lock.release()
@@ -370,7 +402,7 @@ def _describe(spec: RunSpec, device: torch.device) -> dict[str, Any]:
 def _train_and_score(
     spec: RunSpec, method: MethodSpec, manifest: Mapping[str, Any], roots: Mapping[str, str | os.PathLike[str]],
     runs_dir: str | os.PathLike[str], folder: Path, device: torch.device, num_workers: int, export_model: bool,
-    is_main: bool,
+    is_main: bool, requeues: int = 0,
 ) -> Record | None:
     phases = _Phases()
     with phases.timed("load"):
@@ -392,7 +424,7 @@ def _train_and_score(
                              task.class_ids).domain_accuracy
         # The target, once, after training and model selection.
         test_logits = _evaluate(trained, backbone, task.test, num_workers)
-    record = _record(spec, method, manifest, task, trained, test_logits, validation, device, phases)
+    record = _record(spec, method, manifest, task, trained, test_logits, validation, device, phases, requeues)
     if export_model:
         export_open_clip_checkpoint(
             backbone.model, folder / MODEL_FILE, {"method": spec.method, "config": spec.config, "arch": spec.backbone.arch}

@@ -13,6 +13,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from imagenet_dg.disk import write_error
 from imagenet_dg.errors import ImageNetDGError
 
 LOCK_FILE = "lock"
@@ -48,6 +49,9 @@ class RunLock:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             except OSError as error:
+                refused = write_error(error, self.path, "the run's lock file")
+                if refused is not None:
+                    raise refused from None
                 raise RunLockError(f"{self.path}: cannot open the run's lock file ({error})") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))

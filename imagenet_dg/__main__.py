@@ -2,4 +2,5 @@
 
 from imagenet_dg.cli import main
 
-main()
+if __name__ == "__main__":  # not when a --jobs process re-imports the main module
+    main()

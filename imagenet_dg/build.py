@@ -37,6 +37,7 @@ import pandas as pd
 from imagenet_dg import __version__
 from imagenet_dg.atomic import is_temporary_name, write_text_atomic
 from imagenet_dg.card import dataset_readme
+from imagenet_dg.disk import embedded_bytes, require_free_space
 from imagenet_dg.domains import DOMAINS
 from imagenet_dg.errors import BadImageError, ImageNetDGError, ManifestError, OutputExistsError, ReleaseNotFoundError
 from imagenet_dg.hashing import file_sha256
@@ -664,6 +665,10 @@ def build(
 
     staging = _open_staging(out, fingerprint)
     image_roots = roots if options.embed_images else None
+    if image_roots is not None:  # refused now, with the figures, rather than when the disk is full
+        frames = [s.split(name) for config, s in all_splits.items() if config not in staging.done
+                  for name in split.splits]
+        require_free_space(staging.folder, embedded_bytes(frames, image_roots), "the embedded images")
     written, resumed = [], []
     configs: dict[str, dict] = {}
     for name, task_splits in all_splits.items():

@@ -15,7 +15,9 @@ import click
 from guidg import harness, launchers
 from guidg.bases import BASES
 from guidg.distributed import current_replica, launched_as_main
+from guidg.interruption import RunInterrupted, handling_stop_signals
 from imagenet_dg.build import BuildOptions, build_from, check_built, statistics
+from imagenet_dg.disk import refused
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.health import BAD_IMAGE_POLICIES
 from imagenet_dg.hub import push as run_push
@@ -186,20 +188,39 @@ def _verbose() -> bool:
 
 
 def _errors_to_exit(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the library's errors (a user's mistake or damaged input) into one ``error:`` line and exit code 2;
-    with ``-v`` the traceback is printed first."""
+    """Turn the library's errors (a user's mistake, damaged input, or a disk that is full, read-only or closed
+    to us) into one ``error:`` line and exit code 2; with ``-v`` the traceback is printed first. SIGINT and
+    SIGTERM stop the command cleanly (:mod:`guidg.interruption`): it says how to resume and exits with 128 +
+    the signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return function(*args, **kwargs)
+            with handling_stop_signals():
+                return function(*args, **kwargs)
         except ImageNetDGError as error:
+            _fail(str(error))
+        except OSError as error:
+            # A disk or permission fault raised where no code of ours could say what it was doing.
+            converted = refused(error)
+            if converted is None:
+                raise
+            _fail(str(converted))
+        except RunInterrupted as stop:
             if _verbose():
                 traceback.print_exc(file=sys.stderr)
-            click.echo(f"error: {error}", err=True)
-            sys.exit(2)
+            click.echo(str(stop), err=True)
+            sys.exit(stop.exit_code)
 
     return wrapper
+
+
+def _fail(message: str) -> None:
+    """Print one ``error:`` line (the traceback first with ``-v``) and exit with code 2."""
+    if _verbose():
+        traceback.print_exc(file=sys.stderr)
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
 
 
 _NO_ARGS_IS_HELP: type[Exception] | tuple[()] = getattr(click.exceptions, "NoArgsIsHelpError", ())
@@ -224,7 +245,10 @@ class _CommandLine(click.Group):
         except click.ClickException as error:
             error.show()
             sys.exit(error.exit_code)
-        except click.Abort:
+        except click.Abort as error:
+            if isinstance(error.__context__, KeyboardInterrupt):  # Ctrl-C outside a run: the shell's code
+                click.echo("interrupted", err=True)
+                sys.exit(130)
             click.echo("Aborted!", err=True)
             sys.exit(1)
         # Without standalone mode click returns the exit code of --help, --version and ctx.exit().
@@ -363,22 +387,41 @@ def verify(folder: Path, suite: str | None) -> None:
               help="Also save each trained model as <run>/model.safetensors, loadable by open_clip.")
 @click.option("--dry-run", is_flag=True, help="List the runs, which are done and where each writes, and stop.")
 @click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
-              help="Run here in sequence, or submit each run as a Slurm job (an array job per sweep).")
+              help="Run here, or submit each run as a Slurm job (an array job per sweep).")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="With --launcher local: runs at once, each in its own process; with GPUs each takes its own "
+                   "(cuda:0, cuda:1, ...), on CPU they share the cores. Not under torchrun, which trains one run "
+                   "over several GPUs.")
 @click.option("--partition", default=None, help="With --launcher slurm: the Slurm partition.")
 @click.option("--time", "time_minutes", type=int, default=240, show_default=True,
               help="With --launcher slurm: minutes each job may run.")
 @click.option("--gpus-per-job", type=int, default=1, show_default=True, help="With --launcher slurm.")
 @click.option("--cpus-per-job", type=int, default=8, show_default=True, help="With --launcher slurm.")
+@click.option("--signal-delay", "signal_delay_s", type=int, default=120, show_default=True,
+              help="With --launcher slurm: seconds before the time limit at which Slurm warns a job, which then saves "
+                   "its run's state at the next step and requeues itself.")
+@click.option("--max-requeues", type=int, default=3, show_default=True,
+              help="With --launcher slurm: times a job may requeue itself (time limits and preemptions) before it "
+                   "stops with its run's state saved.")
 @_errors_to_exit
 def evaluate(suite: str, protocol: str, tasks: tuple[str, ...], shots: tuple[int, ...], seeds: tuple[int, ...],
              methods: tuple[str, ...], base: str | None, model: str, pretrained: str, preset: str | None,
              overrides: tuple[str, ...], benchmark: Path | None, device: str | None, workers: int | None,
-             runs: Path, export_model: bool, dry_run: bool, launcher: str, partition: str | None,
-             time_minutes: int, gpus_per_job: int, cpus_per_job: int, **data: Any) -> None:
+             runs: Path, export_model: bool, dry_run: bool, launcher: str, jobs: int, partition: str | None,
+             time_minutes: int, gpus_per_job: int, cpus_per_job: int, signal_delay_s: int, max_requeues: int,
+             **data: Any) -> None:
     """Train methods on a suite's leave-one-domain-out tasks and score each on its target."""
     if not launched_as_main():  # under torchrun only rank 0 reports progress
         for name in ("imagenet_dg", "guidg", "leaderboard"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    if launcher == "slurm" and jobs != 1:
+        raise ImageNetDGError(f"--jobs {jobs} applies to --launcher local; a Slurm array runs its jobs at once")
+    if launcher == "slurm":  # checked before any manifest is built
+        options = launchers.SlurmOptions(partition=partition, time_minutes=time_minutes, gpus_per_job=gpus_per_job,
+                                         cpus_per_job=cpus_per_job, signal_delay_s=signal_delay_s,
+                                         max_requeues=max_requeues)
+    else:
+        launchers.check_jobs(jobs, harness.resolve_device(device))
     request = _request(suite, data)
     sweep = harness.Sweep(
         suite=suite, protocol=protocol, targets=tasks, methods=methods, base=base, model=model,
@@ -392,14 +435,12 @@ def evaluate(suite: str, protocol: str, tasks: tuple[str, ...], shots: tuple[int
         click.echo(harness.describe_plan(plan))
         return
     if launcher == "slurm":
-        options = launchers.SlurmOptions(partition=partition, time_minutes=time_minutes, gpus_per_job=gpus_per_job,
-                                       cpus_per_job=cpus_per_job)
-        jobs = launchers.submit_slurm(plan, options)
-        for job in jobs:
+        submitted = launchers.submit_slurm(plan, options)
+        for job in submitted:
             click.echo(f"submitted job {job.job_id}")
-        click.echo(f"{len(jobs)} jobs submitted, {len(plan.runs) - len(jobs)} runs already done")
+        click.echo(f"{len(submitted)} jobs submitted, {len(plan.runs) - len(submitted)} runs already done")
         return
-    outcomes = launchers.run_local(plan)  # each run logs its folder when it starts
+    outcomes = launchers.run_local(plan, jobs=jobs)  # each run logs its folder when it starts
     if current_replica().is_main:
         click.echo(harness.summary_table(plan, outcomes))
 

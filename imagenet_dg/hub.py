@@ -11,6 +11,7 @@ from typing import TypeVar
 from huggingface_hub import HfApi
 
 from imagenet_dg.confinement import resolve_path
+from imagenet_dg.disk import refused
 from imagenet_dg.errors import ImageNetDGError, ManifestError
 from imagenet_dg.manifests import CARD_FILE, MANIFEST_FILE, listed_shards, read_manifest, shard_file, verify_files
 
@@ -80,6 +81,9 @@ def _hub_call(what: str, repo_id: str, call: Callable[[], T]) -> T:
     except Exception as error:
         if not _is_client_error(error):
             raise
+        local = refused(error)  # the client's own files (its cache) on a full or closed disk, not the network
+        if local is not None:
+            raise local from error
         response = getattr(error, "response", None)
         status = getattr(response, "status_code", None)
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]

@@ -37,6 +37,7 @@ from huggingface_hub import HfApi
 from PIL import Image, UnidentifiedImageError
 
 from imagenet_dg.atomic import write_bytes_atomic
+from imagenet_dg.disk import reporting_write_faults
 from imagenet_dg.errors import ImageNetDGError, OutputExistsError
 from imagenet_dg.hashing import file_sha256
 from imagenet_dg.suites import FOLDER_LAYOUT, Suite, get_suite
@@ -221,8 +222,9 @@ def materialise_hub_suite(
                 duplicates += 1
                 continue
             # Plain writes: the staging folder is renamed into place only when complete.
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            with reporting_write_faults(target, f"an image of {recorded_repo}", len(data)):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
             counts[domain][class_id] += 1
     source_record = {"source": source, "rows": rows, "duplicates_merged": duplicates, "counts": counts}
     write_bytes_atomic(staging / SOURCE_FILE, (json.dumps(source_record, indent=1, sort_keys=True) + "\n").encode())

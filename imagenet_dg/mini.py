@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from imagenet_dg.atomic import write_bytes_atomic
+from imagenet_dg.disk import reporting_write_faults
 from imagenet_dg.domains import DOMAINS, get_domain
 from imagenet_dg.errors import ImageNetDGError, OutputExistsError
 from imagenet_dg.taxonomy import imagenetv2_labels, load_taxonomy, val_labels
@@ -410,10 +411,11 @@ def make_mini_releases(
         )
     files, quirks = _release_files(seed, image_size, counts)
     files[MARKER] = functools.partial(bytes, marker)
-    if previous:
-        _refresh(out, files)
-    else:
-        _write_new(out, files)
+    with reporting_write_faults(out, "the miniature releases"):
+        if previous:
+            _refresh(out, files)
+        else:
+            _write_new(out, files)
     return MiniReleases(
         root=out,
         paths={d: out / FOLDERS[d] for d in DOMAINS},

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from imagenet_dg.atomic import write_bytes_atomic
+from imagenet_dg.disk import reporting_write_faults
 from imagenet_dg.errors import ImageNetDGError, OutputExistsError
 from imagenet_dg.suites import Suite, get_suite
 
@@ -190,10 +191,11 @@ def make_mini_suite(
         shutil.rmtree(staging)  # our own leftover of an interrupted run
     # The staging folder is renamed into place only when complete: that rename is the atomic step, so the
     # files inside need no rename (nor an fsync) of their own.
-    for relative, data in files.items():
-        target = staging / relative.split("/", 1)[1]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+    with reporting_write_faults(folder, f"the miniature {suite.name}"):
+        for relative, data in files.items():
+            target = staging / relative.split("/", 1)[1]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
     write_bytes_atomic(staging / MARKER, marker)
     os.replace(staging, folder)
     return MiniSuite(suite.name, root, folder, variant, counts)

@@ -17,6 +17,7 @@ from imagenet_dg.layouts import SuiteScan, scan  # noqa: E402
 from imagenet_dg.loading import load_task  # noqa: E402
 from imagenet_dg.mini import MARKER, MiniReleases, make_mini_releases  # noqa: E402
 from imagenet_dg.suites import IMAGENET_DG  # noqa: E402
+from small_disk import mounting  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +66,9 @@ def tiny_backbone():
     from guidg.backbone import TINY_SPEC, load_backbone
 
     return load_backbone(TINY_SPEC)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """``small_disk("400k")``: a real tmpfs of that size, unmounted after the test (see ``small_disk.py``)."""
+    yield from mounting(tmp_path)

@@ -51,5 +51,6 @@ def test_a_sweep_is_submitted_as_one_array_job_with_the_resources_asked(
     assert [job.job_id for job in jobs] == ["4242_0", "4242_1", "4242_2"]
     text = script.read_text()
     for line in ("#SBATCH --partition=a100", "#SBATCH --time=90", "#SBATCH --gpus-per-node=2",
-                 "#SBATCH --ntasks-per-node=2", "#SBATCH --cpus-per-task=6", "#SBATCH --array=0-2%2"):
+                 "#SBATCH --ntasks-per-node=2", "#SBATCH --cpus-per-task=6", "#SBATCH --array=0-2%2",
+                 "#SBATCH --signal=USR2@120"):
         assert line in text, line
