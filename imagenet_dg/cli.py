@@ -338,6 +338,19 @@ class VariadicOption(click.Option):
             option.process = process
 
 
+class MethodOption(VariadicOption):
+    """``--method``: its help lists the registered methods, read from the registry only when help is shown (the
+    registry loads the deep-learning libraries)."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from guidg.methods import METHODS, families_with_base
+
+        families = ", ".join(f"{family} (with --base)" for family in families_with_base())
+        self.help = (f"Methods: {', '.join(METHODS)}, {families}, or all. README's method table says what each "
+                     "trains; 'imagenet-dg settings --method M' lists its settings.")
+        return super().get_help_record(ctx)
+
+
 def _words(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(w for value in values for w in value.replace(",", " ").split())
 
@@ -357,9 +370,7 @@ def _ints(values: tuple[str, ...], option: str) -> tuple[int, ...]:
               help="The paper's few-shot protocol, or DomainBed's full-data protocol.")
 @click.option("--target", "targets", multiple=True, cls=VariadicOption,
               help="Target domains or task names (default: every leave-one-domain-out task).")
-@click.option("--method", "methods", multiple=True, cls=VariadicOption, required=True,
-              help="Methods: zeroshot, zeroshot-ensemble, coop, erm, clipood, ueo, guidg (with --base), "
-                   "guidg+<base>, or all.")
+@click.option("--method", "methods", multiple=True, cls=MethodOption, required=True)
 @click.option("--base", type=click.Choice(list(BASES)), default=None,
               help="Base method under guidg (an error for methods without a base).")
 @click.option("--model", default="ViT-B-16", show_default=True, help="open_clip architecture.")
@@ -371,7 +382,8 @@ def _ints(values: tuple[str, ...], option: str) -> tuple[int, ...]:
 @click.option("--preset", default=None,
               help="Hyperparameter preset [default: paper; paper-imagenet-dg for ImageNet-DG; mini on synthetic data].")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Change one preset value, e.g. --set finetune.lr=1e-5 (repeatable).")
+              help="Change one preset value, e.g. --set finetune.lr=1e-5 (repeatable). 'imagenet-dg settings' lists "
+                   "every SECTION.KEY with its type, default, allowed values and presets.")
 @click.option("--benchmark", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Built manifests (imagenet-dg build); default: built by this command under RUNS/manifests/.")
 @hub_options
@@ -428,6 +440,17 @@ def evaluate(suite: str, protocol: str, targets: tuple[str, ...], methods: tuple
     outcomes = launchers.run_local(plan)  # each run logs its folder when it starts
     if current_replica().is_main:
         click.echo(harness.summary_table(plan, outcomes))
+
+
+@main.command()
+@click.option("--method", default=None, help="Only the settings a run of this registered method has.")
+@click.option("--preset", default=None, help="Show this preset's values instead of the defaults.")
+@_errors_to_exit
+def settings(method: str | None, preset: str | None) -> None:
+    """List every setting 'evaluate --set SECTION.KEY=VALUE' takes: type, default, allowed values, presets."""
+    from guidg.method_tables import settings_listing
+
+    click.echo(settings_listing(method, preset))
 
 
 @main.command()

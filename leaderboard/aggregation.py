@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from guidg.methods import METHODS
 from imagenet_dg.errors import ImageNetDGError
 from leaderboard.records import FinishedRun, Record, RecordSet
 from leaderboard.reported import AVERAGE, Reported
@@ -25,8 +26,9 @@ SPREAD_NAMES = {"sd": "standard deviation", "se": "standard error"}
 CELL_FIELDS = ("protocol_version", "manifest_content_hash", "model", "pretrained", "synthetic_weights",
                "synthetic_data", "precision", "shots", "preset")
 """What every record of one cell must share: the same number then means the same thing."""
-METHOD_ORDER = ("zeroshot", "zeroshot-ensemble", "coop", "erm", "ueo", "clipood")
-"""Row order: the baselines, each fine-tuning base followed by GuiDG on top of it (as in the paper's Table 8)."""
+METHOD_ORDER = tuple(METHODS)
+"""Row order: the order the methods are registered in (:data:`guidg.methods.REGISTERED`: the baselines, each
+fine-tuning base followed by GuiDG on top of it, as in the paper's Table 8); unregistered ones after them."""
 TRAINING_PHASE = "fit"
 """The phase the harness times around training; its parts (e.g. ``experts``, ``finetune``) are recorded too and
 must not be added to it."""
@@ -109,10 +111,9 @@ class RowKey:
         return label if self.routing in (None, "batch") else f"{label} ({self.routing} routing)"
 
     def sort_key(self) -> tuple:
-        family = self.base if self.base is not None else self.method
-        rank = METHOD_ORDER.index(family) if family in METHOD_ORDER else len(METHOD_ORDER)
-        return (rank, family, self.base is not None, self.method, self.routing not in (None, "batch"),
-                self.routing or "")
+        name = self.method if self.base is None else f"{self.method}+{self.base}"  # the registered name
+        rank = METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER)
+        return (rank, name, self.routing not in (None, "batch"), self.routing or "")
 
 
 def row_key(record: Record) -> RowKey:
