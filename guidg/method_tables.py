@@ -48,6 +48,12 @@ def method_table() -> str:
     return "\n".join(lines)
 
 
+def summary(kind: type[Section]) -> str:
+    """A section's first docstring paragraph, on one line, without its citation of the docs."""
+    paragraph = " ".join((kind.__doc__ or kind.NAME).strip().split("\n\n")[0].split())
+    return re.sub(r"\s*\(``docs/methods\.md``[^)]*\)", "", paragraph)
+
+
 def _presets_text(kind: type[Section], key: str) -> str:
     return ", ".join(f"{name}: {shown_value(value)}" for name, value in presets_changing(kind, key)) or "-"
 
@@ -82,13 +88,13 @@ def blocks() -> dict[str, tuple[Path, str]]:
 
 
 def _pattern(marker: str) -> re.Pattern[str]:
-    return re.compile(rf"(<!-- {re.escape(marker)}:start -->\n)(.*?)(\n<!-- {re.escape(marker)}:end -->)", re.DOTALL)
+    return re.compile(rf"(<!-- {re.escape(marker)}:start -->\n)(.*?)(<!-- {re.escape(marker)}:end -->)", re.DOTALL)
 
 
 def block_text(text: str, marker: str) -> str | None:
     """What stands between ``marker``'s start and end lines of ``text``; None without them."""
     found = _pattern(marker).search(text)
-    return None if found is None else found.group(2)
+    return None if found is None else found.group(2).removesuffix("\n")
 
 
 def update_documents() -> list[Path]:
@@ -99,7 +105,7 @@ def update_documents() -> list[Path]:
         if block_text(text, marker) is None:
             raise ImageNetDGError(f"{path}: no <!-- {marker}:start --> ... <!-- {marker}:end --> block; add one "
                                   "where the table belongs")
-        changed[path] = _pattern(marker).sub(lambda m, body=body: m.group(1) + body + m.group(3), text)
+        changed[path] = _pattern(marker).sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(3), text)
     written = []
     for path, text in changed.items():
         if text != path.read_text(encoding="utf-8"):
@@ -117,7 +123,7 @@ def settings_listing(method: str | None = None, preset: str | None = None) -> st
     lines = []
     for kind in kinds:
         readers = ", ".join(m.name for m in METHODS.values() if kind in m.all_sections)
-        lines.append(f"{kind.NAME}: {(kind.__doc__ or '').strip().splitlines()[0]}")
+        lines.append(f"{kind.NAME}: {summary(kind)}")
         lines.append(f"  read by {readers}")
         values = section_in_preset(kind, preset) if preset is not None else None
         for name, kind_text, default, allowed, help_text in describe_section(kind):

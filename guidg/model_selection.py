@@ -21,10 +21,11 @@ declares its rule by name (:data:`RULES`), the run records it (``docs/methods.md
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.loading import LabeledImages, TaskData
@@ -130,22 +131,30 @@ class EpochSelection(Generic[T]):
 
 
 @dataclass(frozen=True)
-class GridResult(Generic[T]):
-    """What :func:`grid_search` chose: the candidate, its accuracy, and every candidate's accuracy in order."""
+class SearchResult(Generic[T]):
+    """What :func:`grid_search` chose, and every candidate's score in the order they were tried."""
 
-    best: T
-    accuracy: float
-    tried: tuple[tuple[T, float], ...]
+    chosen: T
+    index: int
+    """Position of :attr:`chosen` among the candidates."""
+    score: float
+    scores: tuple[tuple[T, float], ...]
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-able: the chosen candidate, its score and every (candidate, score) pair."""
+        return {"chosen": self.chosen, "score": self.score, "scores": [[c, v] for c, v in self.scores]}
 
 
-def grid_search(candidates: Sequence[T], accuracy: Callable[[T], float]) -> GridResult[T]:
-    """The ``source-validation-grid`` rule: the candidate with the highest ``accuracy(candidate)`` (percent, on the
-    sources' validation images), the first in ``candidates`` order on ties."""
+def grid_search(candidates: Sequence[T], score: Callable[[T], float]) -> SearchResult[T]:
+    """The ``source-validation-grid`` rule: ``score(candidate)`` (the accuracy on the sources' validation
+    images) of every candidate, once, in order; the highest wins, the first of equal scores; NaN never wins."""
     if not candidates:
         raise SelectionError("a grid search needs at least one candidate")
-    tried = tuple((candidate, float(accuracy(candidate))) for candidate in candidates)
-    best, best_accuracy = tried[0]
-    for candidate, score in tried[1:]:
-        if score > best_accuracy:
-            best, best_accuracy = candidate, score
-    return GridResult(best, best_accuracy, tried)
+    scores = tuple((candidate, float(score(candidate))) for candidate in candidates)
+    best: int | None = None
+    for index, (_, value) in enumerate(scores):
+        if not math.isnan(value) and (best is None or value > scores[best][1]):
+            best = index
+    if best is None:
+        raise SelectionError(f"all {len(scores)} candidates scored NaN; nothing can be chosen")
+    return SearchResult(scores[best][0], best, scores[best][1], scores)

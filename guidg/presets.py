@@ -7,8 +7,8 @@ which is the paper's or its reference code's value), so a method's own section c
 ``paper-imagenet-dg-i`` those of ImageNet-DG (step-2 batch 12 per domain; prompt batch 8 on task ``i``);
 ``smoke`` is a seconds-long CPU run of the tiny model for tests; ``mini`` the embedded default: the tiny CLIP
 pretrained on the miniature world (``--pretrained mini``) trained on the miniature benchmark in seconds per run,
-with prompts that start from "a photo of a". Where the defaults depart from the reference code, see
-``docs/methods.md`` ("Where this implementation departs from the reference code").
+with prompts that start from "a photo of a". Where the defaults depart from the reference code:
+``docs/methods.md``, "Where this implementation departs from the reference code".
 """
 
 from __future__ import annotations

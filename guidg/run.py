@@ -39,6 +39,7 @@ from imagenet_dg.suites import IMAGENET_DG, get_suite
 from guidg.backbone import Backbone, BackboneSpec, load_backbone
 from guidg.checkpoints import CheckpointError, export_open_clip_checkpoint, load_tensors, save_tensors
 from guidg.distributed import broadcast_object, current_replica
+from guidg.divergence import NonFiniteOutputError
 from guidg.evaluation import predict
 from guidg.experts import ExpertStore
 from guidg.finetune import CHECKPOINT_FILE
@@ -233,6 +234,7 @@ def _record(
         phase_seconds[name] = round(float(seconds), 3)
     details = {k: v for k, v in fitted.details.items() if k not in ("history", "phase_seconds")}
     details["model_selection"] = method.selection
+    details["trains"] = method.trains
     details["backbone"] = spec.backbone.describe()
     details["config_name"] = spec.config
     details["eval_order"] = "manifest (class, path)"
@@ -425,11 +427,15 @@ def _train_and_score(
         return None  # rank 0 scores and writes
     with phases.timed("evaluate"):
         validation_images = pooled_validation_images(task)
-        validation_logits = predict(predictor, backbone, validation_images, num_workers)
+        try:
+            validation_logits = predict(predictor, backbone, validation_images, num_workers)
+            # The target, once, after training and model selection.
+            test_logits = predict(predictor, backbone, task.test, num_workers)
+        except NonFiniteOutputError:
+            (folder / PREDICTOR_FILE).unlink(missing_ok=True)  # a predictor of non-finite outputs is not worth resuming
+            raise
         validation = _scores(str(manifest.get("suite", IMAGENET_DG)), validation_logits, validation_images,
                              task.class_ids).domain_accuracy
-        # The target, once, after training and model selection.
-        test_logits = predict(predictor, backbone, task.test, num_workers)
     record = _record(spec, method, manifest, task, fitted, test_logits, validation, device, phases)
     if export_model:
         export_open_clip_checkpoint(

@@ -144,6 +144,10 @@ def test_overrides_reach_the_runs_and_change_their_folders(planned) -> None:
     plain = planned(preset="smoke").runs[0]
     changed = planned(preset="smoke", overrides=("eval.batch_size=7",)).runs[0]
     assert changed.spec.hparams.eval.batch_size == 7 and changed.folder != plain.folder
+    routed = planned(preset="smoke", methods=("zeroshot", "guidg+erm"), overrides=("guidg.routing=sample",)).runs
+    assert [r.spec.hparams.names for r in routed][0] == ("zeroshot", "eval", "pipeline")  # not GuiDG's settings
+    assert routed[0].folder == plain.folder  # so an override of GuiDG leaves zero-shot's run as it was
+    assert METHODS["guidg+erm"].routing_of(routed[1].spec.hparams) == "sample"
 
 
 def test_the_run_key_holds_the_device_type_and_precision(planned) -> None:
