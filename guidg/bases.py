@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar
 
+from guidg.citations import Citation
 from guidg.settings import MethodConfig, OneOf, Range, Section, at_least, positive, setting
 from imagenet_dg.errors import ImageNetDGError
 
@@ -30,6 +31,24 @@ interpolation with the pretrained weights (``wise_ft.alpha`` and ``wise_ft.mode`
 WISE_FT_MODES = ("end", "per-epoch")
 """``end``: interpolate once, after training. ``per-epoch``: after every epoch write the interpolation back
 into the live weights, so training restarts from it (the reference code)."""
+
+
+DOMAINBED = Citation(
+    "Gulrajani and Lopez-Paz, In Search of Lost Domain Generalization, ICLR 2021 (ERM)",
+    "https://arxiv.org/abs/2007.01434", "https://github.com/facebookresearch/DomainBed",
+)
+WISE_FT_PAPER = Citation(
+    "Wortsman et al., Robust Fine-Tuning of Zero-Shot Models, CVPR 2022 (WiSE-FT)",
+    "https://arxiv.org/abs/2109.01903", "https://github.com/mlfoundations/wise-ft",
+)
+CLIPOOD_PAPER = Citation(
+    "Shu et al., CLIPood: Generalizing CLIP to Out-of-Distributions, ICML 2023",
+    "https://arxiv.org/abs/2302.00864", "https://github.com/thuml/CLIPood",
+)
+UEO_PAPER = Citation(
+    "Liang et al., Realistic Unsupervised CLIP Fine-tuning with Universal Entropy Optimization, ICML 2024 (UEO)",
+    "https://arxiv.org/abs/2308.12919", "https://github.com/tim-learn/UEO",
+)
 
 
 class UnknownBaseError(ImageNetDGError, ValueError):
@@ -112,6 +131,8 @@ class Base:
     """The loss adds UEO's entropy term, weighed by ``ueo.entropy_weight``."""
     averaging: str
     """One of :data:`AVERAGINGS`."""
+    citations: tuple[Citation, ...]
+    """Its papers and reference code."""
 
     def __post_init__(self) -> None:
         if self.averaging not in AVERAGINGS:
@@ -150,11 +171,12 @@ BASES: Mapping[str, Base] = MappingProxyType(
     {
         base.name: base
         for base in (
-            Base("erm", "cross-entropy, WiSE-FT", margin=False, entropy_term=False, averaging=WISE_FT),
+            Base("erm", "cross-entropy, WiSE-FT", margin=False, entropy_term=False, averaging=WISE_FT,
+                 citations=(DOMAINBED, WISE_FT_PAPER)),
             Base("ueo", "UEO: cross-entropy and entropy term, WiSE-FT", margin=False, entropy_term=True,
-                 averaging=WISE_FT),
+                 averaging=WISE_FT, citations=(UEO_PAPER, WISE_FT_PAPER)),
             Base("clipood", "CLIPood: margin metric softmax, Beta moving average", margin=True,
-                 entropy_term=False, averaging=BETA_MOVING_AVERAGE),
+                 entropy_term=False, averaging=BETA_MOVING_AVERAGE, citations=(CLIPOOD_PAPER,)),
         )
     }
 )

@@ -432,8 +432,8 @@ class MethodConfig:
 
 def suggest(name: str, known: Iterable[str]) -> str:
     """`` (did you mean x?)`` when a known ``section.key`` is likely meant by ``name``, else an empty text: the
-    same key in another section (``finetune.routing``: ``guidg.routing``), a key named after its section
-    (``finetune.wise_mode``: ``wise_ft.mode``), or a close spelling."""
+    same key in another section (``finetune.heads``: ``guidg.heads``), a key that starts with another section's
+    name (``finetune.wise_alpha``: ``wise_ft.alpha``), or a close spelling."""
     known = list(known)
     section, _, key = name.partition(".")
     for candidate in known:

@@ -47,7 +47,7 @@ def test_a_value_outside_its_declaration_is_refused_in_one_line_before_anything_
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mini").exists()
 
 
-def test_a_setting_that_moved_is_refused_naming_where_it_is() -> None:
+def test_a_setting_asked_of_the_wrong_section_is_refused_naming_the_right_one() -> None:
     with pytest.raises(harness.SweepError, match=r"finetune has no setting 'routing'.*did you mean guidg\.routing"):
         harness.parse_overrides(["finetune.routing=sample"])
     with pytest.raises(harness.SweepError, match=r"did you mean wise_ft\.mode"):

@@ -33,12 +33,13 @@ from torch import Tensor
 
 from guidg.backbone import Backbone
 from guidg.bases import BASES
+from guidg.citations import Citation
 from guidg.experts import ExpertStore
 from guidg.methods.coop import COOP
 from guidg.methods.finetuned import FINETUNED
 from guidg.methods.guidg import FAMILY as GUIDG
 from guidg.methods.guidg import GUIDED
-from guidg.methods.interface import RUN_SECTIONS, Citation, FitContext, Method, Predictor
+from guidg.methods.interface import RUN_SECTIONS, FitContext, Method, Predictor
 from guidg.methods.zeroshot import ZEROSHOT, ZEROSHOT_ENSEMBLE
 from guidg.settings import MethodConfig, Section
 from imagenet_dg.errors import ImageNetDGError

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
+from guidg.citations import Citation
 from guidg.evaluation import EvalConfig
-from guidg.methods.interface import Citation, FitContext, Method, Predictor
+from guidg.methods.interface import FitContext, Method, Predictor
 from guidg.methods.text_heads import TextHeadPredictor
 from guidg.model_selection import pooled_validation_images
 from guidg.prompt_training import PromptConfig, train_prompt

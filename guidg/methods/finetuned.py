@@ -15,32 +15,9 @@ from torch import Tensor
 from guidg.bases import BASES, Base
 from guidg.evaluation import EvalConfig
 from guidg.finetune import FinetuneConfig, finetune_image_encoder
-from guidg.methods.interface import Citation, FitContext, Method, Predictor
+from guidg.methods.interface import FitContext, Method, Predictor
 from guidg.methods.text_heads import TextHeadPredictor
 from guidg.zeroshot import zeroshot_classifier
-
-DOMAINBED = Citation(
-    "Gulrajani and Lopez-Paz, In Search of Lost Domain Generalization, ICLR 2021 (ERM)",
-    "https://arxiv.org/abs/2007.01434", "https://github.com/facebookresearch/DomainBed",
-)
-WISE_FT_PAPER = Citation(
-    "Wortsman et al., Robust Fine-Tuning of Zero-Shot Models, CVPR 2022 (WiSE-FT)",
-    "https://arxiv.org/abs/2109.01903", "https://github.com/mlfoundations/wise-ft",
-)
-CLIPOOD_PAPER = Citation(
-    "Shu et al., CLIPood: Generalizing CLIP to Out-of-Distributions, ICML 2023",
-    "https://arxiv.org/abs/2302.00864", "https://github.com/thuml/CLIPood",
-)
-UEO_PAPER = Citation(
-    "Liang et al., Realistic Unsupervised CLIP Fine-tuning with Universal Entropy Optimization, ICML 2024 (UEO)",
-    "https://arxiv.org/abs/2308.12919", "https://github.com/tim-learn/UEO",
-)
-BASE_CITATIONS: Mapping[str, tuple[Citation, ...]] = {
-    "erm": (DOMAINBED, WISE_FT_PAPER),
-    "ueo": (UEO_PAPER, WISE_FT_PAPER),
-    "clipood": (CLIPOOD_PAPER,),
-}
-"""The papers of each base (every base of :data:`guidg.bases.BASES` has an entry)."""
 
 ENCODER_PARAMETERS = "all image-encoder parameters"
 
@@ -86,7 +63,7 @@ def finetuned_method(base: Base) -> Method:
     return Method(
         name=base.name,
         description=f"fine-tuned image encoder, {base.description}",
-        citations=BASE_CITATIONS[base.name],
+        citations=base.citations,
         sections=(FinetuneConfig, *base.sections),
         trains="the image encoder",
         trainable_parameters=ENCODER_PARAMETERS,

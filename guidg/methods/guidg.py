@@ -16,13 +16,14 @@ import torch
 from torch import Tensor
 
 from guidg.bases import BASES, Base
+from guidg.citations import Citation
 from guidg.cmattn import ROUTING_MODES, CMAttn
 from guidg.distributed import barrier, current_replica
 from guidg.evaluation import EvalConfig
 from guidg.experts import expert_summaries, stack_text_features, train_experts
 from guidg.finetune import FinetuneConfig, finetune_image_encoder
-from guidg.methods.finetuned import BASE_CITATIONS, visual_parameters
-from guidg.methods.interface import Citation, FitContext, Method, Predictor
+from guidg.methods.finetuned import visual_parameters
+from guidg.methods.interface import FitContext, Method, Predictor
 from guidg.methods.text_heads import TextHeadPredictor
 from guidg.prompt_training import PromptConfig
 from guidg.seeding import derive_seed
@@ -119,7 +120,7 @@ def guided_method(base: Base) -> Method:
     return Method(
         name=f"{FAMILY}+{base.name}",
         description=f"GuiDG on {base.name} ({base.description})",
-        citations=(GUIDG_PAPER, *BASE_CITATIONS[base.name]),
+        citations=(GUIDG_PAPER, *base.citations),
         sections=(PromptConfig, FinetuneConfig, GuidgConfig, *base.sections),
         trains="one prompt expert per source (step 1), then the image encoder and CMAttn (step 2)",
         trainable_parameters="d x M x W (the experts) + all image-encoder parameters + H (D^2 + 2 D + C) (CMAttn)",

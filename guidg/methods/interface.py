@@ -14,6 +14,7 @@ from typing import Any, ClassVar, TypeVar
 from torch import Tensor
 
 from guidg.backbone import Backbone
+from guidg.citations import Citation
 from guidg.evaluation import EvalConfig
 from guidg.experts import ExpertStore
 from guidg.image_pipeline import PipelineConfig
@@ -30,18 +31,6 @@ RUN_SECTIONS: tuple[type[Section], ...] = (EvalConfig, PipelineConfig)
 
 class MethodDeclarationError(ImageNetDGError):
     """A method's declaration is incomplete or contradicts itself."""
-
-
-@dataclass(frozen=True)
-class Citation:
-    """Where a method comes from."""
-
-    paper: str
-    """Authors, title and venue, e.g. ``Zhou et al., Learning to Prompt for Vision-Language Models, IJCV 2022``."""
-    url: str
-    """The paper (arXiv or the publisher)."""
-    code: str | None
-    """The reference code the defaults were taken from; None when there is none."""
 
 
 @dataclass(frozen=True)

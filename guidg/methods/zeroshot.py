@@ -13,8 +13,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from guidg.citations import Citation
 from guidg.evaluation import EvalConfig
-from guidg.methods.interface import Citation, FitContext, Method, Predictor
+from guidg.methods.interface import FitContext, Method, Predictor
 from guidg.methods.text_heads import TextHeadPredictor
 from guidg.settings import OneOf, Section, setting
 from guidg.zeroshot import TEMPLATE_SETS, zeroshot_classifier
