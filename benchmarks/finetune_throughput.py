@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 
 from guidg.backbone import BackboneSpec, load_backbone
-from guidg.cmattn import CMAttn
-from guidg.finetune import finetune_image_encoder, train_step
-from guidg.presets import FinetuneConfig
+from guidg.bases import get_base
+from guidg.finetune import FinetuneConfig, finetune_image_encoder, train_step
+from guidg.methods.guidg import GuidgConfig, new_cmattn
+from guidg.presets import get_preset
 from imagenet_dg.loading import LabeledImages
 
 BF16_DENSE_PEAK_TFLOPS = {
@@ -66,7 +67,8 @@ def measure_compute(args: argparse.Namespace, device: torch.device) -> dict:
     batch = args.batch_per_domain * args.domains
     config = FinetuneConfig(batch_per_domain=args.batch_per_domain)
     heads = torch.nn.functional.normalize(torch.randn(args.domains, args.classes, backbone.embed_dim, device=device), dim=-1)
-    cmattn = CMAttn(backbone.embed_dim, args.classes, args.domains, config.heads, config.routing).to(device)
+    cmattn = new_cmattn(heads, GuidgConfig(), 0).to(device)
+    erm = get_base("erm").objective(get_preset("paper"))
     visual = backbone.model.visual.train()
     visual.requires_grad_(True)
     optimizer = torch.optim.AdamW(list(visual.parameters()) + list(cmattn.parameters()), lr=config.lr, weight_decay=config.weight_decay)
@@ -77,7 +79,7 @@ def measure_compute(args: argparse.Namespace, device: torch.device) -> dict:
         images = images.contiguous(memory_format=torch.channels_last)
 
     def step() -> None:
-        train_step(backbone, cmattn, heads, images, labels, "erm", config, optimizer)
+        train_step(backbone, cmattn, heads, images, labels, erm, config, optimizer)
 
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -135,8 +137,8 @@ def measure_end_to_end(args: argparse.Namespace, device: torch.device) -> dict:
         synchronize(device)
         start = time.perf_counter()
         finetune_image_encoder(
-            backbone, pools, heads, config, base="erm", guided=True, seed=0, method="benchmark",
-            num_workers=args.workers,
+            backbone, pools, heads, config, get_base("erm").objective(get_preset("paper")), seed=0,
+            method="benchmark", cmattn=new_cmattn(heads, GuidgConfig(), 0), num_workers=args.workers,
         )
         synchronize(device)
         seconds = time.perf_counter() - start

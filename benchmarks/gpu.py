@@ -65,14 +65,16 @@ from finetune_throughput import peak_tflops  # noqa: E402
 from prompt_step import PlainStep, Stopwatch, class_names, write_synthetic_images  # noqa: E402
 
 from guidg.backbone import Backbone, BackboneSpec, load_backbone, register_model_configs  # noqa: E402
-from guidg.cmattn import CMAttn  # noqa: E402
+from guidg.bases import get_base  # noqa: E402
 from guidg.evaluation import image_features  # noqa: E402
 from guidg.features import encode_views  # noqa: E402
-from guidg.finetune import finetune_image_encoder, train_step  # noqa: E402
+from guidg.finetune import FinetuneConfig, finetune_image_encoder, train_step  # noqa: E402
 from guidg.image_cache import CacheSettings, DecodeSpec, eval_spec, open_or_build, using_image_cache  # noqa: E402
 from guidg.image_pipeline import eval_batch_size, machine_workers  # noqa: E402
 from guidg.losses import LOGIT_SCALE  # noqa: E402
-from guidg.presets import FinetuneConfig, PromptConfig  # noqa: E402
+from guidg.methods.guidg import GuidgConfig, new_cmattn  # noqa: E402
+from guidg.presets import get_preset  # noqa: E402
+from guidg.prompt_training import PromptConfig  # noqa: E402
 from guidg.prompts import TEXT_ENCODINGS, PromptLearner, choose_text_encoding  # noqa: E402
 from guidg.seeding import generator  # noqa: E402
 from guidg.transforms import prompt_train_transform  # noqa: E402
@@ -242,7 +244,8 @@ def library_step(args: argparse.Namespace, device: torch.device, peak: float | N
     batch = args.batch_per_domain * args.domains
     config = FinetuneConfig(batch_per_domain=args.batch_per_domain)
     heads = F.normalize(torch.randn(args.domains, args.classes, dim, device=device), dim=-1)
-    cmattn = CMAttn(dim, args.classes, args.domains, config.heads, config.routing).to(device)
+    cmattn = new_cmattn(heads, GuidgConfig(), 0).to(device)
+    erm = get_base("erm").objective(get_preset("paper"))
     visual = backbone.model.visual.train()
     visual.requires_grad_(True)
     parameters = list(visual.parameters()) + list(cmattn.parameters())
@@ -253,7 +256,7 @@ def library_step(args: argparse.Namespace, device: torch.device, peak: float | N
     labels = torch.randint(args.classes, (batch,), device=device)
 
     def step() -> None:
-        train_step(backbone, cmattn, heads, images, labels, "erm", config, optimizer)
+        train_step(backbone, cmattn, heads, images, labels, erm, config, optimizer)
 
     flops = None if compiled else count_flops(step)
     started = time.perf_counter()
@@ -297,8 +300,8 @@ def end_to_end(args: argparse.Namespace, device: torch.device, pools: list[Label
     try:
         with using_image_cache(CacheSettings(root, place="benchmark", workers=args.workers, augment_on=augment_on)):
             finetune_image_encoder(
-                backbone, pools, heads, config, base="erm", guided=True, seed=0, method="benchmark",
-                num_workers=args.workers,
+                backbone, pools, heads, config, get_base("erm").objective(get_preset("paper")), seed=0,
+                method="benchmark", cmattn=new_cmattn(heads, GuidgConfig(), 0), num_workers=args.workers,
             )
     finally:
         handle.remove()

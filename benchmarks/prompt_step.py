@@ -62,7 +62,7 @@ from guidg.backbone import TINY_SPEC, Backbone, BackboneSpec, load_backbone
 from guidg.divergence import check_finite
 from guidg.features import encode_views
 from guidg.losses import LOGIT_SCALE
-from guidg.presets import PromptConfig
+from guidg.prompt_training import PromptConfig
 from guidg.prompts import PromptLearner
 from guidg.schedule import cosine_lambda
 from guidg.seeding import generator

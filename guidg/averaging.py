@@ -3,7 +3,8 @@
 Beta moving average (BMA): the weights theta_0 (pretrained), theta_1, ..., theta_T seen along training are
 averaged with weights ``alpha_t = BetaPDF((t + 0.5) / (T + 1); beta, beta)``, so with ``beta < 1`` both the
 start and the end of training count most. WiSE-FT: a straight line between the pretrained and the
-fine-tuned weights.
+fine-tuned weights (when it is applied, once or after every epoch, is the base's setting ``wise_ft.mode``:
+:mod:`guidg.bases`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,6 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
 from imagenet_dg.errors import ImageNetDGError
-
-WISE_FT_MODES = ("end", "per-epoch")
-"""``end``: interpolate once, after training. ``per-epoch``: after every epoch write the interpolation back
-into the live weights, so training restarts from it (the reference code)."""
 
 
 class AveragingError(ImageNetDGError, ValueError):

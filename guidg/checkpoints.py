@@ -1,8 +1,9 @@
-"""Checkpoints: resumable training state, and fine-tuned models exported for open_clip.
+"""Checkpoints: resumable training state, trained predictors, and fine-tuned models exported for open_clip.
 
 Training state is saved with ``torch.save`` and read back with ``torch.load(weights_only=True)``, which
-admits only tensors and plain containers, never arbitrary objects. Exports are safetensors files holding a
-complete open_clip state dict, so ``open_clip.create_model_and_transforms(arch, pretrained=<file>)`` loads
+admits only tensors and plain containers, never arbitrary objects. A trained predictor (what a method's fit
+returns) is a safetensors file of its named tensors with text metadata. Exports are safetensors files holding
+a complete open_clip state dict, so ``open_clip.create_model_and_transforms(arch, pretrained=<file>)`` loads
 them.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -65,6 +67,22 @@ def load_training_state(path: str | os.PathLike[str], run_fingerprint: str) -> d
             "use another run folder, or delete the checkpoint to start this run from scratch"
         )
     return state
+
+
+def save_tensors(path: str | os.PathLike[str], state: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
+    """Write named tensors and text ``metadata`` as one safetensors file, atomically."""
+    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=dict(metadata))
+
+
+def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a :func:`save_tensors` file; an error naming the file when it cannot be read."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as opened:
+            return {name: opened.get_tensor(name) for name in opened.keys()}, dict(opened.metadata() or {})
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(f"{path}: cannot read these saved tensors ({error}); delete the file to retrain") from None
 
 
 def export_open_clip_checkpoint(

@@ -230,7 +230,7 @@ def train_clip_lora(
 ) -> ClipLoRAResult:
     """Train CLIP-LoRA on the pooled training images of ``task``'s sources and merge it into ``backbone``.
 
-    Reads ``task.expert`` (training) and ``task.validation`` (the recorded source accuracies), never
+    Reads ``task.expert`` (training) and the sources' validation images (the recorded source accuracies), never
     ``task.test``. Every random draw (adapter initialisation, epoch orders, augmentation, dropout masks) is
     derived from ``seed``, so two CPU runs are bit-identical. With ``run_dir`` the run checkpoints every
     ``config.checkpoint_every`` steps and a rerun resumes; ``stop_at_step`` stops there after saving. Afterwards

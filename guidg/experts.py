@@ -1,6 +1,7 @@
-"""GuiDG step 1: one prompt expert per source domain, saved and reused (SPEC 6.1).
+"""GuiDG step 1: one prompt expert per source domain, saved and reused (``docs/methods.md``, "GuiDG").
 
-An expert is trained on its domain's expert-pool sample and its checkpoint chosen on the guide-pool sample.
+An expert is trained on its domain's expert-pool sample and its epoch chosen on that domain's selection images
+(:func:`guidg.model_selection.validation_images`: the guide-pool sample under the fewshot protocol).
 It is saved as ``expert.safetensors`` (context vectors and class text features) beside ``expert.json`` (what
 produced it), in a folder named by a hash of everything that determines it, so asking again for the same
 expert (another task with the same source domain and classes, or a rerun) loads it instead of training.
@@ -26,8 +27,8 @@ from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.loading import LabeledImages, TaskData
 from guidg.backbone import Backbone
 from guidg.image_cache import active_cache_settings
-from guidg.presets import PromptConfig
-from guidg.prompt_training import train_prompt
+from guidg.model_selection import validation_images
+from guidg.prompt_training import PromptConfig, train_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +127,9 @@ def train_experts(
 ) -> list[Expert]:
     """The expert of every source domain of ``task``, in source order, trained or loaded from ``store``."""
     experts = []
+    selection = validation_images(task)
     for domain in task.sources:
-        # Selected on source-only validation data: the guide sample (fewshot), the held-out 20% (full).
-        train, select = task.expert[domain], task.validation[domain]
+        train, select = task.expert[domain], selection[domain]
         key = expert_key(backbone, domain, task.class_ids, task.class_names, train, select, config, seed)
         expert = store.load(key) if store is not None else None
         if expert is not None:

@@ -28,6 +28,7 @@ from guidg.evaluation import image_features
 from guidg.features import encode_views
 from guidg.image_pipeline import eval_batch_size
 from guidg.seeding import derive_seed, generator
+from guidg.model_selection import pooled_validation_images
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -61,7 +62,7 @@ def source_data(task: TaskData) -> SourceData:
     """The training and validation images of ``task``'s sources, pooled in source order; ``task.test`` is not read."""
     return SourceData(
         train=LabeledImages.concat([task.expert[d] for d in task.sources]),
-        validation=LabeledImages.concat([task.validation[d] for d in task.sources]),
+        validation=pooled_validation_images(task),
     )
 
 

@@ -1,7 +1,8 @@
 """Image features of a frozen image encoder, computed once per image and view.
 
 Prompt learning never changes the image encoder, so the features of its augmented training views can be
-computed once and reused by every epoch (SPEC 6.1 trains 31 epochs over the same few-shot sample). View v of
+computed once and reused by every epoch (step 1 trains 31 epochs over the same few-shot sample:
+``docs/methods.md``, "GuiDG"). View v of
 image n is augmented with a seed derived from (seed, n, v), so the cache is a pure function of its inputs.
 
 Images come through :mod:`guidg.image_pipeline`: from the run's decoded-image cache when one is active (decoded
@@ -62,14 +63,15 @@ def encode_views(
     seed: int | None = None,
     batch_size: int = 128,
     num_workers: int = 0,
-    encoder: Callable[[Tensor], Tensor] | None = None,
+    encode: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Normalised features (N, views, D), float32 on the backbone's device, of ``views`` views of each image.
 
     With ``seed`` None the transform must be deterministic (evaluation); with a seed, view v of image n is
-    the same tensor on every run, whatever ``batch_size`` and ``num_workers``. ``encoder`` turns a batch of
-    images on the device into normalised float32 features; by default the backbone's ``encode_images``.
+    the same tensor on every run, whatever ``batch_size`` and ``num_workers``. ``encode`` turns a batch of
+    preprocessed images into features (default: the backbone's image encoder as it is).
     """
+    encode = backbone.encode_images if encode is None else encode
     settings = uses_cache(transform)
     if settings is not None and len(images) > 0:
         seed_of = None if seed is None else functools.partial(view_seed, seed)
@@ -82,7 +84,6 @@ def encode_views(
                        batch_size=batch_size)
         batches = (to_device(batch, backbone.device) for batch in files)
     progress = tqdm(batches, desc=f"encoding {len(images)} images x {views}", unit="batch", disable=None, leave=False)
-    encode = backbone.encode_images if encoder is None else encoder
     chunks = [encode(batch) for batch in progress]
     if not chunks:
         return torch.empty(0, views, backbone.embed_dim, device=backbone.device)

@@ -1,16 +1,19 @@
-"""Fine-tuning the image encoder: GuiDG step 2 (expert-guided, SPEC 6.3) and the ERM / CLIPood / UEO baselines.
+"""Fine-tuning the image encoder: GuiDG step 2 (expert-guided) and the ERM / UEO / CLIPood baselines
+(``docs/methods.md``, "GuiDG" and "Fine-tuning bases").
 
 Each step draws ``batch_per_domain`` images, with replacement, from every source domain's guide-pool sample,
 augments them, and minimises the loss of the base method over the heads: the experts' text features weighed
-by CMAttn (GuiDG), or the single zero-shot classifier (the baselines). AdamW on every image-encoder parameter
-(and CMAttn), cosine schedule, then weight averaging: CLIPood's Beta moving average, or WiSE-FT for ERM and UEO.
+by the CMAttn it is given (GuiDG), or the single zero-shot classifier (the baselines). AdamW on every
+image-encoder parameter (and CMAttn's), cosine schedule, then weight averaging: CLIPood's Beta moving average,
+or WiSE-FT for ERM and UEO. The weights of the last step are kept (the ``last-step`` rule of
+:mod:`guidg.model_selection`).
 
 Every random draw is a pure function of (seed, step, domain, slot), so a run resumed from a checkpoint ends
 exactly where an uninterrupted run ends, whatever the number of loading workers. Under ``torchrun`` each
 process loads and encodes its share of every step's batch (see :mod:`guidg.distributed`), so the result does
 not depend on the number of processes beyond floating-point order.
 
-What the base method changes (margin, entropy term, weight averaging) is read from :mod:`guidg.bases`.
+What the base method changes (margin, entropy term, weight averaging) is its :class:`guidg.bases.Objective`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +39,7 @@ from imagenet_dg.images import open_image
 from imagenet_dg.loading import LabeledImages
 from guidg.averaging import BetaMovingAverage, wise_ft
 from guidg.backbone import Backbone
-from guidg.bases import get_base
+from guidg.bases import BETA_MOVING_AVERAGE, Objective
 from guidg.checkpoints import fingerprint, load_module_state, load_training_state, save_training_state
 from guidg.cmattn import CMAttn
 from guidg.distributed import (
@@ -46,14 +49,48 @@ from guidg.divergence import check_finite
 from guidg.image_pipeline import cached_step_batches, uses_cache
 from guidg.interruption import StepBoundaries
 from guidg.losses import GuidedLoss, guided_loss, single_head_loss
-from guidg.presets import FinetuneConfig
 from guidg.schedule import cosine_lambda
 from guidg.seeding import derive_seed, generator
+from guidg.settings import Section, at_least, positive, setting
 from guidg.transforms import SeededTransform, finetune_train_transform
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "finetune-state.pt"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(Section):
+    """Fine-tuning of the image encoder: GuiDG step 2 and the ERM / UEO / CLIPood baselines
+    (``docs/methods.md``, "GuiDG")."""
+
+    NAME: ClassVar[str] = "finetune"
+    PRESETS: ClassVar[dict[str, dict[str, object]]] = {
+        "paper-imagenet-dg": {"batch_per_domain": 12},
+        "smoke": {"batch_per_domain": 8, "lr": 3e-3, "weight_decay": 0.0, "epochs": 4, "steps_per_epoch": 25,
+                  "checkpoint_every": 25},
+        "mini": {"batch_per_domain": 16, "lr": 1e-3, "weight_decay": 0.1, "epochs": 3, "steps_per_epoch": 90,
+                 "checkpoint_every": 90},
+    }
+
+    batch_per_domain: int = setting(16, at_least(1), "images drawn from every source domain at each step")
+    lr: float = setting(5e-6, positive(), "AdamW learning rate")
+    weight_decay: float = setting(0.1, at_least(0.0), "AdamW weight decay")
+    epochs: int = setting(10, at_least(1), "epochs of steps_per_epoch steps")
+    steps_per_epoch: int = setting(400, at_least(1), "steps per epoch")
+    warmup_steps: int = setting(0, at_least(0), "linear warm-up steps before the cosine schedule")
+    randaugment: bool = setting(True, None, "RandAugment (torchvision defaults) after resize and centre crop")
+    checkpoint_every: int = setting(400, at_least(1), "steps between resumable training checkpoints")
+
+    @property
+    def total_steps(self) -> int:
+        """Optimisation steps of the whole run."""
+        return self.epochs * self.steps_per_epoch
+
+    def relations(self) -> Iterator[str]:
+        if self.warmup_steps > self.total_steps:
+            yield (f"warmup_steps {self.warmup_steps} is longer than the whole run (epochs x steps_per_epoch = "
+                   f"{self.total_steps}); expected at most {self.total_steps}")
 
 
 @dataclass(frozen=True)
@@ -159,7 +196,7 @@ def train_step(
     heads: Tensor,
     images: Tensor,
     labels: Tensor,
-    base: str,
+    objective: Objective,
     config: FinetuneConfig,
     optimizer: torch.optim.Optimizer,
     *,
@@ -181,9 +218,11 @@ def train_step(
     weights = None
     if cmattn is not None:
         weights = cmattn(features, heads)
-        loss = guided_loss(features, heads, weights, labels, base, config.clipood_lambda, config.ueo_coef)
+        loss = guided_loss(features, heads, weights, labels, objective.base, objective.margin,
+                           objective.entropy_weight)
     else:
-        loss = single_head_loss(features, heads[0], labels, base, config.clipood_lambda, config.ueo_coef)
+        loss = single_head_loss(features, heads[0], labels, objective.base, objective.margin,
+                                objective.entropy_weight)
     optimizer.zero_grad(set_to_none=True)
     loss.total.backward()
     optimizer.step()
@@ -211,25 +250,25 @@ def finetune_image_encoder(
     pools: Sequence[LabeledImages],
     heads: Tensor,
     config: FinetuneConfig,
+    objective: Objective,
     *,
-    base: str,
-    guided: bool,
     seed: int,
     method: str,
+    cmattn: CMAttn | None = None,
     run_dir: str | os.PathLike[str] | None = None,
     num_workers: int = 0,
     stop_at_step: int | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``backbone``'s image encoder on the source ``pools`` (one per source domain).
 
-    ``heads`` is (d, C, D): the experts' text features when ``guided`` (CMAttn weighs them), otherwise a
-    single classifier (1, C, D). ``base`` is ``erm``, ``clipood`` or ``ueo``. With ``run_dir``, the training
-    state is saved every ``config.checkpoint_every`` steps and a rerun resumes from it. ``stop_at_step`` ends
-    the run early after saving (what an interruption leaves behind). The backbone's image encoder holds the
-    final weights afterwards.
+    ``heads`` is (d, C, D): the experts' text features, weighed by ``cmattn`` (GuiDG; trained here with the
+    encoder, and moved to the backbone's device), or, without ``cmattn``, a single classifier (1, C, D).
+    ``objective`` is the base's loss and weight averaging (:meth:`guidg.bases.Base.objective`). With
+    ``run_dir``, the training state is saved every ``config.checkpoint_every`` steps and a rerun resumes from it.
+    ``stop_at_step`` ends the run early after saving (what an interruption leaves behind). The backbone's image
+    encoder holds the final weights afterwards.
     """
-    described = get_base(base)
-    if not guided and heads.shape[0] != 1:
+    if cmattn is None and heads.shape[0] != 1:
         raise ImageNetDGError("an unguided fine-tuning trains against exactly one classifier head")
     replica = current_replica()
     check_divisible(config.batch_per_domain, replica)
@@ -237,28 +276,24 @@ def finetune_image_encoder(
     visual = backbone.model.visual
     # Rank 0's heads on every rank: experts trained on several GPUs need not agree to the last bit.
     heads = broadcast_from_main(F.normalize(heads.detach().float(), dim=-1).to(device), replica)
-    total = config.epochs * config.steps_per_epoch
+    total = config.total_steps
     pretrained = _visual_state(visual)
 
-    cmattn = None
-    if guided:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(seed, "cmattn-init"))
-            cmattn = CMAttn(heads.shape[-1], heads.shape[1], heads.shape[0], config.heads, config.routing)
+    if cmattn is not None:
         cmattn.to(device)
     parameters = list(visual.parameters()) + (list(cmattn.parameters()) if cmattn is not None else [])
     for p in visual.parameters():
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(total, config.warmup_steps))
-    averaged = described.averaging == "beta-moving-average"
-    average = BetaMovingAverage(visual, total, config.bma_beta) if averaged else None
+    averaged = objective.averaging == BETA_MOVING_AVERAGE
+    average = BetaMovingAverage(visual, total, objective.bma_beta) if averaged else None
 
     run_fingerprint = fingerprint(
         {
             "method": method,
-            "base": base,
-            "guided": guided,
+            "objective": objective,
+            "cmattn": None if cmattn is None else cmattn.extra_repr(),
             "seed": seed,
             "config": config,
             "backbone": backbone.spec.describe(),
@@ -326,7 +361,7 @@ def finetune_image_encoder(
             labels = sampler.labels(step, pools)
         labels = labels.to(device, non_blocking=True)
         loss, weights = train_step(
-            backbone, cmattn, heads, images, labels, base, config, optimizer,
+            backbone, cmattn, heads, images, labels, objective, config, optimizer,
             encoder=encoder, replica=replica, domains=len(pools),
         )
         progress.update()
@@ -344,8 +379,8 @@ def finetune_image_encoder(
                 record["weights"] = [round(w, 4) for w in weights.mean(0).tolist()]
             history.append(record)
             logger.info("%s: step %d/%d loss %.4f", method, step, total, record["loss"])
-        if config.wise_mode == "per-epoch" and average is None and step % config.steps_per_epoch == 0:
-            load_module_state(visual, wise_ft(pretrained, _visual_state(visual), config.wise_alpha))
+        if objective.wise_mode == "per-epoch" and step % config.steps_per_epoch == 0:
+            load_module_state(visual, wise_ft(pretrained, _visual_state(visual), objective.wise_alpha))
         stopping = boundaries.requested()
         if step % config.checkpoint_every == 0 or step == stop_at_step or stopping:
             check_finite(pending[1], pending[0], method)  # never save a diverged state
@@ -366,9 +401,9 @@ def finetune_image_encoder(
         return FinetuneResult(_visual_state(visual), _cmattn_state(cmattn), history, step, start)
     if average is not None:
         final = _visual_state(average.module)
-    elif config.wise_mode == "end":
-        final = wise_ft(pretrained, _visual_state(visual), config.wise_alpha)
-    else:
+    elif objective.wise_mode == "end":
+        final = wise_ft(pretrained, _visual_state(visual), objective.wise_alpha)
+    else:  # per-epoch: the last epoch's write-back is the result
         final = _visual_state(visual)
     load_module_state(visual, final)
     return FinetuneResult(final, _cmattn_state(cmattn), history, step, start)
@@ -387,7 +422,3 @@ def _check_room_for_state(checkpoint: Path, parameters: Sequence[nn.Parameter], 
 def _cmattn_state(cmattn: CMAttn | None) -> dict[str, Tensor] | None:
     return None if cmattn is None else {k: v.detach().cpu().clone() for k, v in cmattn.state_dict().items()}
 
-
-def restore_visual(backbone: Backbone, state: dict[str, Any]) -> None:
-    """Put ``state`` into the backbone's image encoder."""
-    load_module_state(backbone.model.visual, state)

@@ -11,18 +11,15 @@ records -> :func:`summary_table`. The command line is a thin layer over these fu
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from imagenet_dg.build import BuildOptions, build
 from imagenet_dg.errors import ImageNetDGError
@@ -51,9 +48,10 @@ from imagenet_dg.suites import IMAGENET_DG, Suite, get_suite, suite_of_manifest
 from guidg.backbone import BackboneSpec
 from guidg.bases import BASES
 from guidg.distributed import barrier, init_from_environment, rank_device
-from guidg.methods import METHODS, families_with_base, get_method, resolve_method
-from guidg.presets import MethodConfig, get_preset
+from guidg.methods import METHODS, all_sections, families_with_base, get_method, resolve_method
+from guidg.presets import PRESETS, method_config
 from guidg.run import RunOutcome, RunSpec, default_workers, is_done, run_folder
+from guidg.settings import MethodConfig, SettingError, parse_setting, section_settings, suggest
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +129,8 @@ class Checked:
     preset: str | None
     """The preset named on the command line (None: chosen per task from the suite)."""
     changes: Mapping[str, Mapping[str, Any]]
-    """Overrides per configuration section, already checked against the preset's fields."""
+    """Overrides per configuration section, each value checked against its declaration, and the configuration of
+    every run checked with them (:func:`check_overrides`)."""
 
 
 @dataclass(frozen=True)
@@ -204,60 +203,70 @@ def resolve_methods(names: Sequence[str], base: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(chosen))
 
 
-def _field_types(section: str) -> dict[str, Any]:
-    cls = type(getattr(MethodConfig(), section))
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _coerce(text: str, kind: Any, where: str) -> Any:
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
-    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in arguments:
-            return None
-        kinds = [a for a in arguments if a is not type(None)]
-        return _coerce(text, kinds[0], where)
-    if origin is tuple:
-        parts = value if isinstance(value, list) else [p for p in str(text).split(",") if p.strip()]
-        return tuple(_coerce(str(p), arguments[0], where) for p in parts)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-    elif kind in (int, float):
-        try:
-            number = float(text) if kind is float else int(text)
-        except ValueError:
-            pass
-        else:
-            return number
-    elif kind is str:
-        return text
-    raise SweepError(f"--set {where}={text}: expected a value of type {getattr(kind, '__name__', kind)}")
-
-
 def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``section.key=value`` texts as ``{section: {key: value}}``, each value of its field's type.
+    """``section.key=value`` texts as ``{section: {key: value}}``, each value of its setting's type and within
+    what its declaration allows (:func:`guidg.settings.parse_setting`).
 
     Values are read as YAML scalars (``1e-5``, ``true``, ``null``), tuples as comma-separated lists.
     """
     changes: dict[str, dict[str, Any]] = {}
-    sections = [f.name for f in dataclasses.fields(MethodConfig)]
+    sections = {kind.NAME: kind for kind in all_sections()}
+    keys = {name: tuple(section_settings(kind)) for name, kind in sections.items()}
+    every_key = [f"{name}.{key}" for name, names in keys.items() for key in names]
     for text in overrides:
         name, equals, value = text.partition("=")
         section, dot, key = name.strip().partition(".")
         if not equals or not dot or not key:
             raise SweepError(f"--set {text}: expected section.key=value, e.g. finetune.lr=1e-5")
         if section not in sections:
-            raise SweepError(f"--set {text}: unknown section {section!r}; expected one of {', '.join(sections)}")
-        types = _field_types(section)
-        if key not in types:
-            raise SweepError(f"--set {text}: {section} has no setting {key!r}; it has {', '.join(types)}")
-        changes.setdefault(section, {})[key] = _coerce(value.strip(), types[key], name)
+            raise SweepError(f"--set {text}: unknown section {section!r}; expected one of {', '.join(sections)}"
+                             f"{suggest(name.strip(), every_key)} (imagenet-dg settings lists them all)")
+        if key not in keys[section]:
+            raise SweepError(f"--set {text}: {section} has no setting {key!r}; it has "
+                             f"{', '.join(keys[section])}{suggest(name.strip(), every_key)}")
+        try:
+            changes.setdefault(section, {})[key] = parse_setting(sections[section], key, value.strip())
+        except SettingError as error:
+            raise SweepError(f"--set {error}") from None
     return changes
+
+
+def sweep_presets(sweep: Sweep, suite: Suite) -> tuple[str, ...]:
+    """Every preset the runs of ``sweep`` can use: the one named, or the default of each task (:func:`default_preset`)
+    on real data, on synthetic data, or, when that is not known before the manifests are built, on either."""
+    if sweep.preset is not None:
+        return (sweep.preset,)
+    synthetic: tuple[bool, ...] = (False, True)
+    if sweep.mini or suite.synthetic:
+        synthetic = (True,)
+    elif sweep.benchmark is not None and (Path(sweep.benchmark) / MANIFEST_FILE).is_file():
+        synthetic = (bool(read_manifest(sweep.benchmark).get("synthetic", False)),)
+    tasks = [suite.task(t).name for t in sweep.targets] or [t.name for t in suite.tasks()]
+    return tuple(dict.fromkeys(default_preset(suite, task, flag) for flag in synthetic for task in tasks))
+
+
+def check_overrides(
+    changes: Mapping[str, Mapping[str, Any]], methods: Sequence[str], presets: Sequence[str]
+) -> None:
+    """Refuse an override no method of the sweep reads, or one that a run's configuration refuses (a rule
+    between several values) under any preset the sweep uses; the error names the setting, the value, the
+    preset and what is allowed."""
+    for section, values in changes.items():
+        readers = [m for m in methods if section in {k.NAME for k in METHODS[m].all_sections}]
+        if not readers:
+            every = [m for m in METHODS if section in {k.NAME for k in METHODS[m].all_sections}]
+            shown = ", ".join(f"{section}.{key}={value}" for key, value in values.items())
+            raise SweepError(f"--set {shown}: no method of this sweep ({', '.join(methods)}) reads the {section} "
+                             f"settings; they are read by {', '.join(every)}")
+    for preset in presets:
+        for method in methods:
+            try:
+                method_config(method, preset, changes)
+            except SettingError as error:
+                shown = " ".join(f"--set {s}.{k}={v}" for s, values in changes.items() for k, v in values.items())
+                chosen = "" if len(presets) == 1 else (
+                    f"; preset {preset} is one this sweep may use: give --preset to choose one")
+                raise SweepError(f"{shown}: {error} (preset {preset}, method {method}{chosen})") from None
 
 
 def resolve_device(device: str | None) -> str:
@@ -293,10 +302,10 @@ def validate(sweep: Sweep) -> Checked:
     for target in sweep.targets:
         suite.task(target)
     methods = resolve_methods(sweep.methods, sweep.base)
-    if sweep.preset is not None:
-        get_preset(sweep.preset)
+    if sweep.preset is not None and sweep.preset not in PRESETS:
+        raise SweepError(f"--preset {sweep.preset}: unknown preset; expected one of {', '.join(PRESETS)}")
     changes = parse_overrides(sweep.overrides)
-    get_preset("paper").replace(**changes)  # a value the configuration refuses is refused now
+    check_overrides(changes, methods, sweep_presets(sweep, suite))
     if sweep.protocol == "full":
         if sweep.shots:
             raise SweepError("--shots: the full protocol trains on every image; leave --shots out")
@@ -459,13 +468,11 @@ def select_configs(checked: Checked, manifest: Mapping[str, Any]) -> list[tuple[
     return chosen
 
 
-def hparams_for(checked: Checked, task: str, synthetic: bool) -> tuple[str, MethodConfig]:
-    """The preset name and the resolved configuration of a run on ``task``."""
+def hparams_for(checked: Checked, task: str, synthetic: bool, method: str) -> tuple[str, MethodConfig]:
+    """The preset name and the resolved configuration of a run of ``method`` on ``task``: the method's sections
+    and the run's, with the overrides to them."""
     name = checked.preset or default_preset(checked.suite, task, synthetic)
-    config = get_preset(name)
-    if checked.changes:
-        config = config.replace(**checked.changes)
-    return name, config
+    return name, method_config(method, name, checked.changes)
 
 
 def plan(checked: Checked, prepared: Prepared) -> Plan:
@@ -475,9 +482,9 @@ def plan(checked: Checked, prepared: Prepared) -> Plan:
     device_type = torch.device(checked.device).type
     runs = []
     for name, entry in select_configs(checked, manifest):
-        preset, hparams = hparams_for(checked, str(entry.get("task", entry["target"])), synthetic)
         seed = int(entry["seed"])
         for method in checked.methods:
+            preset, hparams = hparams_for(checked, str(entry.get("task", entry["target"])), synthetic, method)
             spec = RunSpec(prepared.benchmark, name, method, checked.backbone, preset, hparams, seed,
                            prepared.suite_source)
             folder = run_folder(spec, checked.sweep.runs, str(manifest["content_hash"]), device_type)

@@ -16,18 +16,52 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from guidg.image_cache import CacheSettings, DecodedImageCache, ImageCacheError, active_cache_settings, cache_for
+from guidg.image_cache import (
+    DECODERS, CacheSettings, DecodedImageCache, ImageCacheError, active_cache_settings, cache_for,
+)
+from guidg.settings import OneOf, Section, setting
 from guidg.transforms import SeededTransform, normalise_pixels
 from imagenet_dg.loading import LabeledImages
 
 CPU_EVAL_BATCH = 128
 CUDA_EVAL_BATCH = 512
+
+AUGMENT_PLACES = ("workers", "device")
+"""Where step 2's RandAugment runs: in the loader processes, or on the run's device."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig(Section):
+    """How images reach the model and how the image encoder runs: settings for speed, not of the method.
+
+    The defaults are the exact path (Pillow decoding, augmentation in the loader processes, the encoder run as
+    written). The others are faster on some machines and change results in the last bits, so they are part of a
+    run's identity and recorded; a run with the defaults keeps the folder it had before these settings existed.
+    Every run has this section, whatever its method.
+    """
+
+    NAME: ClassVar[str] = "pipeline"
+
+    decoder: str = setting(
+        "pil", OneOf(DECODERS),
+        "decoding of the decoded-image cache: pil (as the files are read otherwise) or nvjpeg (on the GPU; CUDA "
+        "only; not bit-identical to Pillow)")
+    augment_on: str = setting(
+        "workers", OneOf(AUGMENT_PLACES),
+        "where step 2's RandAugment runs: the loader processes, or the run's device (each image under its own "
+        "seed, the same operations)")
+    compile: bool = setting(False, None, "run the image encoder through torch.compile (step 2 and evaluation)")
+
+    def is_default(self) -> bool:
+        """Whether every setting is the exact default path."""
+        return self == PipelineConfig()
 
 
 class PixelTransform(Protocol):

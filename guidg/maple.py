@@ -364,7 +364,7 @@ class MaPLeResult:
         backbone = self.model.backbone
         features = encode_views(backbone, images, eval_transform(backbone.image_size),
                                 batch_size=batch_size or eval_batch_size(backbone.device), num_workers=num_workers,
-                                encoder=self.model.encode_images)[:, 0]
+                                encode=self.model.encode_images)[:, 0]
         return check_finite_outputs(features, "image features")
 
     def logits_from_features(self, features: Tensor) -> Tensor:
@@ -423,7 +423,7 @@ def train_maple(
 ) -> MaPLeResult:
     """Train MaPLe's prompts on the pooled training images of ``task``'s sources; the backbone is not changed.
 
-    Reads ``task.expert`` (training) and ``task.validation`` (the recorded source accuracies), never
+    Reads ``task.expert`` (training) and the sources' validation images (the recorded source accuracies), never
     ``task.test``. Every random draw (initialisation, epoch orders, augmentation) is derived from ``seed``, so
     two CPU runs are bit-identical. With ``run_dir`` the run checkpoints every ``config.checkpoint_every`` steps
     and a rerun resumes; ``stop_at_step`` stops there after saving.

@@ -12,7 +12,7 @@ uninterrupted run would be, whatever the number of loading workers. Its batches 
 :func:`train_steps` is the loop: one optimiser step per batch, the learning-rate schedule stepped per step or
 per epoch, the loss of each epoch recorded, the trainable tensors and optimiser saved every
 ``checkpoint_every`` steps into ``run_dir`` and taken up again by a rerun. Only source data is read here; model
-selection, where a method has any, uses ``task.validation``.
+selection, where a method has any, uses the sources' validation images (:func:`guidg.model_selection.validation_images`).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from guidg.finetune import StepItem, step_batches
 from guidg.seeding import derive_seed, generator
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.loading import LabeledImages, TaskData
+from guidg.model_selection import validation_images
 
 logger = logging.getLogger(__name__)
 
@@ -281,10 +282,10 @@ class ImagePredictor(Protocol):
 
 
 def source_accuracies(predictor: ImagePredictor, task: TaskData, *, num_workers: int = 0) -> dict[str, float]:
-    """Accuracy in percent of ``predictor`` on each source's validation images (``task.validation``), by source."""
+    """Accuracy in percent of ``predictor`` on each source's validation images (:func:`guidg.model_selection.validation_images`), by source."""
     found = {}
     for source in task.sources:
-        images = task.validation[source]
+        images = validation_images(task)[source]
         logits = predictor.logits_from_features(predictor.image_features(images, num_workers=num_workers))
         found[source] = accuracy(logits, torch.tensor(images.labels))
     return found

@@ -1,8 +1,9 @@
-"""Learning a CoOp prompt on frozen CLIP encoders (SPEC 6.1): GuiDG's domain experts and the CoOp baseline.
+"""Learning a CoOp prompt on frozen CLIP encoders: GuiDG's domain experts and the CoOp baseline
+(``docs/methods.md``, "CoOp" and "GuiDG").
 
 Only the context vectors are trained, by SGD on the cross-entropy of ``100 * cos(image, class text)``. The
-checkpoint kept is the one with the best accuracy on a selection set (the guide pool), evaluated every
-``eval_every`` epochs. Since the image encoder is frozen, the features of ``cached_views`` augmented views of
+checkpoint kept is chosen by the ``source-validation-epoch`` rule of :mod:`guidg.model_selection`: the best
+accuracy on the selection images (source data only), evaluated every ``eval_every`` epochs. Since the image encoder is frozen, the features of ``cached_views`` augmented views of
 every training image are computed once and each epoch picks one view per image; ``cached_views = 0`` encodes
 freshly augmented images at every step instead, as the reference code does.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,13 +26,48 @@ from guidg.divergence import check_finite
 from guidg.features import encode_views
 from guidg.image_pipeline import describe_pipeline, eval_batch_size
 from guidg.losses import LOGIT_SCALE
-from guidg.presets import PromptConfig
-from guidg.prompts import PromptLearner, choose_text_encoding
+from guidg.model_selection import EpochSelection
+from guidg.prompts import CLASS_POSITIONS, PromptLearner, choose_text_encoding
 from guidg.schedule import cosine_lambda
 from guidg.seeding import derive_seed, generator
+from guidg.settings import OneOf, Ordered, Range, Section, Words, at_least, positive, setting
 from guidg.transforms import eval_transform, prompt_train_transform
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PromptConfig(Section):
+    """CoOp prompt learning: GuiDG's step-1 experts and the CoOp baseline (``docs/methods.md``, "CoOp")."""
+
+    NAME: ClassVar[str] = "prompt"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper-imagenet-dg-i": {"batch_size": 8},
+        "smoke": {"n_ctx": 4, "lr": 2e-2, "batch_size": 16, "epochs": 10, "schedule_steps": 200, "eval_every": 5,
+                  "cached_views": 2},
+        "mini": {"n_ctx": 4, "ctx_init": "a photo of a", "lr": 2e-2, "batch_size": 32, "epochs": 10,
+                 "schedule_steps": 100, "eval_every": 5, "cached_views": 2},
+    }
+
+    n_ctx: int = setting(16, at_least(1), "learnable context vectors M (ignored with ctx_init: its token count)")
+    ctx_init: str | None = setting(
+        None, Words(), 'words the context starts from, e.g. "a photo of a"; null draws N(0, 0.02^2)')
+    class_position: str = setting("end", OneOf(CLASS_POSITIONS), "where the class name stands in the prompt")
+    lr: float = setting(1e-4, positive(), "SGD learning rate")
+    momentum: float = setting(0.0, Range(0.0, 1.0, open_high=True), "SGD momentum")
+    weight_decay: float = setting(0.0, at_least(0.0), "SGD weight decay")
+    batch_size: int = setting(32, at_least(1), "images per step")
+    epochs: int = setting(31, at_least(1), "passes over the k-shot sample")
+    schedule_steps: int = setting(
+        31 * 400, at_least(1), "length of the cosine schedule in steps (the reference's 31 x 400 barely decays)")
+    eval_every: int = setting(5, at_least(1), "epochs between selection evaluations (and after the last)")
+    crop_scale: tuple[float, float] = setting(
+        (0.7, 1.0), Ordered(Range(0.0, 1.0, open_low=True)), "RandomResizedCrop's area range")
+    flip: bool = setting(True, None, "random horizontal flips")
+    cached_views: int = setting(
+        8, at_least(0), "augmented views per image encoded once (the encoder is frozen); 0 encodes every batch")
+    share_prefix: bool = setting(
+        True, None, "run the text tower on the class-independent prefix once (exact: attention is causal)")
 
 
 @dataclass
@@ -75,7 +111,8 @@ def train_prompt(
     augment: bool = True,
     num_workers: int = 0,
 ) -> PromptTrainingResult:
-    """Learn a prompt for ``class_names`` on ``train``; keep the context with the best accuracy on ``select``.
+    """Learn a prompt for ``class_names`` on ``train``; keep the context with the best accuracy on ``select``
+    (:class:`~guidg.model_selection.EpochSelection`: the first best on ties).
 
     With ``select`` None (or empty) the last context is kept. ``augment=False`` trains on evaluation-transformed
     images (then cached and uncached training see identical features and give identical results).
@@ -118,8 +155,7 @@ def train_prompt(
         learner.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(config.schedule_steps, 0))
-    best_context = learner.context_state()
-    best_epoch, best_accuracy = config.epochs, None
+    selection = EpochSelection(config.epochs, config.eval_every)
     history: list[dict[str, float]] = []
     step = 0
     for epoch in tqdm(range(config.epochs), desc=method, unit="epoch", disable=None, leave=False):
@@ -157,22 +193,21 @@ def train_prompt(
         if losses:
             check_finite(losses[-1], step - 1, method)  # before the epoch's record and any selection
         record = {"epoch": epoch + 1, "loss": float(torch.stack(losses).mean()) if losses else float("nan")}
-        last = epoch + 1 == config.epochs
-        if select_features is not None and ((epoch + 1) % config.eval_every == 0 or last):
+        if select_features is not None and selection.evaluates(epoch + 1):
             with torch.no_grad(), backbone.autocast():
                 text = learner().float()
             accuracy = _accuracy(select_features, select_labels, text)
             record["select_accuracy"] = accuracy
-            if best_accuracy is None or accuracy > best_accuracy:
-                best_accuracy, best_epoch, best_context = accuracy, epoch + 1, learner.context_state()
-        elif select_features is None and last:
-            best_context = learner.context_state()
+            selection.offer(epoch + 1, accuracy, learner.context_state)
+        elif select_features is None and epoch + 1 == config.epochs:
+            selection.keep_last(epoch + 1, learner.context_state())
         history.append(record)
         logger.debug("%s: epoch %d loss %.4f", method, epoch + 1, record["loss"])
+    best_context = selection.best_state
     learner.load_context_state(best_context)
     with torch.no_grad(), backbone.autocast():
         text_features = learner().float().cpu()
     return PromptTrainingResult(
-        best_context, text_features, learner.n_trainable, best_epoch, best_accuracy, history,
+        best_context, text_features, learner.n_trainable, selection.best_epoch, selection.best_accuracy, history,
         text_encoding=text_encoding, pipeline=describe_pipeline(device),
     )

@@ -6,8 +6,9 @@ bf16 run of one spec are two runs). While the run is going the folder holds its 
 is), ``run.log`` and the resumable training state; once it has finished, the record written by
 :func:`imagenet_dg.records.write_record` (``results.jsonl``, then the ``done`` marker). A run whose folder is
 done is not repeated, so a sweep resumes by running the same command again; two processes sharing a runs
-folder never run one run twice (:mod:`guidg.run_lock`). Model selection uses source data only; the target is
-scored once, at the end.
+folder never run one run twice (:mod:`guidg.run_lock`). A trained predictor is kept in the folder
+(``predictor.safetensors``) until the record is written, so a run stopped after training resumes with scoring.
+Model selection uses source data only (:mod:`guidg.model_selection`); the target is scored once, at the end.
 """
 
 from __future__ import annotations
@@ -37,24 +38,29 @@ from imagenet_dg.disk import reporting_write_faults, write_error
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.loading import LabeledImages, TaskData, load_task
 from imagenet_dg.manifests import read_manifest
+from imagenet_dg.records import DONE_FILE, RUN_FILE, Record, read_record, write_record
 from imagenet_dg.suites import get_suite, suite_of_manifest
-from guidg.backbone import BackboneSpec, load_backbone
-from guidg.checkpoints import export_open_clip_checkpoint
+from guidg.backbone import Backbone, BackboneSpec, load_backbone
+from guidg.checkpoints import CheckpointError, export_open_clip_checkpoint, load_tensors, save_tensors
 from guidg.distributed import broadcast_object, current_replica
-from guidg.evaluation import image_features
+from guidg.divergence import NonFiniteOutputError
+from guidg.evaluation import predict
+from guidg.experts import ExpertStore
+from guidg.finetune import CHECKPOINT_FILE
 from guidg.image_cache import run_cache_settings, using_image_cache
 from guidg.image_pipeline import describe_pipeline, machine_workers
 from guidg.interruption import RunInterrupted
-from guidg.experts import ExpertStore
-from guidg.methods import MethodSpec, TrainedMethod, fit_method, get_method
-from guidg.presets import MethodConfig
+from guidg.methods import Method, Predictor, fit_method, get_method, load_method
+from guidg.model_selection import pooled_validation_images
 from guidg.run_lock import LOCK_FILE, RunLock
-from imagenet_dg.records import DONE_FILE, RESULTS_FILE, RUN_FILE, Record, read_record, write_record
+from guidg.settings import MethodConfig
 
 logger = logging.getLogger(__name__)
 
 EXPERTS_DIR = "experts"
 MODEL_FILE = "model.safetensors"
+PREDICTOR_FILE = "predictor.safetensors"
+"""The trained predictor's tensors (:meth:`guidg.methods.Predictor.state_dict`) and what its fit recorded."""
 LOG_FILE = "run.log"
 BOOKKEEPING_FILES = frozenset({LOCK_FILE, RUN_FILE, LOG_FILE})
 """What a run folder holds before the run has produced anything worth keeping."""
@@ -72,6 +78,7 @@ class RunSpec:
     backbone: BackboneSpec
     preset: str
     hparams: MethodConfig
+    """The run's configuration: the method's sections and the run's (:func:`guidg.presets.method_config`)."""
     seed: int
     """Training seed (initialisation, batches, augmentation)."""
     suite_source: Mapping[str, Any] = field(default_factory=lambda: {"kind": "folder"})
@@ -188,22 +195,49 @@ def _scores(suite_name: str, logits: Tensor, images: LabeledImages, class_ids: t
     return suite.scoring.score(images.labels, predictions, images.domains, class_ids)
 
 
-def _evaluate(trained: TrainedMethod, backbone: Any, images: LabeledImages, num_workers: int) -> Tensor:
-    """Logits of ``images``; non-finite features or logits stop the run (checked in :mod:`guidg.evaluation`)."""
-    return trained.logits(image_features(backbone, images, num_workers=num_workers))
+@dataclass(frozen=True)
+class Fitted:
+    """What a method's fit produced besides the predictor's tensors: its count and details, and the time it took."""
+
+    n_trainable: int
+    details: Mapping[str, Any]
+    fit_seconds: float
+
+
+def _save_predictor(folder: Path, spec: RunSpec, predictor: Predictor, fitted: Fitted) -> None:
+    metadata = {
+        "run": folder.name, "method": spec.method, "n_trainable": str(fitted.n_trainable),
+        "details": json.dumps(fitted.details, sort_keys=True, default=str), "fit_seconds": repr(fitted.fit_seconds),
+    }
+    save_tensors(folder / PREDICTOR_FILE, predictor.state_dict(), metadata)
+
+
+def _saved_predictor(
+    folder: Path, spec: RunSpec, backbone: Backbone, task: TaskData
+) -> tuple[Predictor, Fitted]:
+    """The predictor this run trained before it stopped (its folder holds :data:`PREDICTOR_FILE`)."""
+    path = folder / PREDICTOR_FILE
+    state, metadata = load_tensors(path)
+    if metadata.get("run") != folder.name or metadata.get("method") != spec.method:
+        raise CheckpointError(f"{path} holds the predictor of another run; delete it to train this one again")
+    predictor = load_method(spec.method, backbone, task, spec.hparams, state, seed=spec.seed)
+    fitted = Fitted(int(metadata["n_trainable"]), json.loads(metadata["details"]), float(metadata["fit_seconds"]))
+    logger.info("%s on %s: trained before; scoring the saved predictor %s", spec.method, spec.config, path)
+    return predictor, fitted
 
 
 def _record(
-    spec: RunSpec, method: MethodSpec, manifest: Mapping[str, Any], task: TaskData, trained: TrainedMethod,
+    spec: RunSpec, method: Method, manifest: Mapping[str, Any], task: TaskData, fitted: Fitted,
     test_logits: Tensor, validation: Mapping[str, float], device: torch.device, phases: _Phases, requeues: int = 0,
 ) -> Record:
     entry = manifest["configs"][spec.config]
     suite_name = suite_of_manifest(manifest).name
     scores = _scores(suite_name, test_logits, task.test, task.class_ids)
     phase_seconds = dict(phases.seconds)
-    for name, seconds in trained.record.get("phase_seconds", {}).items():
+    for name, seconds in fitted.details.get("phase_seconds", {}).items():
         phase_seconds[name] = round(float(seconds), 3)
-    details = {k: v for k, v in trained.record.items() if k not in ("history", "phase_seconds", "model_selection")}
+    details = {k: v for k, v in fitted.details.items() if k not in ("history", "phase_seconds", "model_selection")}
+    details["trains"] = method.trains
     details["backbone"] = spec.backbone.describe()
     details["config_name"] = spec.config
     details["eval_order"] = "manifest (class, path)"
@@ -220,7 +254,7 @@ def _record(
         num_classes=len(task.class_ids),
         method=method.family,
         base=method.base,
-        routing=spec.hparams.finetune.routing if method.routes else None,
+        routing=method.routing_of(spec.hparams),
         model=spec.backbone.arch,
         pretrained=pretrained_label(spec.backbone),
         synthetic_weights=bool(spec.backbone.describe().get("synthetic", False)),
@@ -236,7 +270,7 @@ def _record(
         ece=expected_calibration_error(test_logits, task.test.labels),
         nll=negative_log_likelihood(test_logits, task.test.labels),
         validation_accuracy=dict(validation),
-        model_selection=trained.record.get("model_selection"),
+        model_selection=method.selection,
         test_images=len(task.test),
         # the manifest says so for the miniature releases; a registered miniature suite is synthetic by name too
         synthetic_data=bool(manifest.get("synthetic", False)) or get_suite(suite_name).synthetic,
@@ -250,8 +284,8 @@ def _record(
                   "python": platform.python_version()},
         device_name=device_name(device),
         phase_seconds=phase_seconds,
-        n_trainable=int(trained.n_trainable),
-        eval_batch_size=int(trained.eval_batch_size),
+        n_trainable=int(fitted.n_trainable),
+        eval_batch_size=int(spec.hparams.eval.batch_size),
         details=json.loads(json.dumps(details, default=str)),
     )
 
@@ -400,7 +434,7 @@ def _describe(spec: RunSpec, device: torch.device) -> dict[str, Any]:
 
 
 def _train_and_score(
-    spec: RunSpec, method: MethodSpec, manifest: Mapping[str, Any], roots: Mapping[str, str | os.PathLike[str]],
+    spec: RunSpec, method: Method, manifest: Mapping[str, Any], roots: Mapping[str, str | os.PathLike[str]],
     runs_dir: str | os.PathLike[str], folder: Path, device: torch.device, num_workers: int, export_model: bool,
     is_main: bool, requeues: int = 0,
 ) -> Record | None:
@@ -410,48 +444,48 @@ def _train_and_score(
         backbone = load_backbone(spec.backbone, device)
         if spec.hparams.pipeline.compile:
             backbone.compile_image_encoder()
-    with phases.timed("fit"):
-        trained = fit_method(
-            spec.method, backbone, task, spec.hparams, seed=spec.seed, run_dir=folder,
-            experts=ExpertStore(Path(runs_dir) / EXPERTS_DIR), num_workers=num_workers,
-        )
+    # Every rank takes the same path: the saved predictor, or training (in which they all take part).
+    trained_before = bool(broadcast_object((folder / PREDICTOR_FILE).is_file(), current_replica()))
+    if trained_before:
+        predictor, fitted = _saved_predictor(folder, spec, backbone, task)
+        phases.seconds["fit"] = round(fitted.fit_seconds, 3)
+    else:
+        with phases.timed("fit"):
+            predictor = fit_method(
+                spec.method, backbone, task, spec.hparams, seed=spec.seed, run_dir=folder,
+                experts=ExpertStore(Path(runs_dir) / EXPERTS_DIR), num_workers=num_workers,
+            )
+        fitted = Fitted(int(predictor.n_trainable), dict(predictor.details), phases.seconds["fit"])
+        if is_main:
+            _save_predictor(folder, spec, predictor, fitted)
     if not is_main:
         return None  # rank 0 scores and writes
     with phases.timed("evaluate"):
-        validation_images = LabeledImages.concat([task.validation[d] for d in task.sources])
-        validation_logits = _evaluate(trained, backbone, validation_images, num_workers)
+        validation_images = pooled_validation_images(task)
+        try:
+            validation_logits = predict(predictor, backbone, validation_images, num_workers)
+            # The target, once, after training and model selection.
+            test_logits = predict(predictor, backbone, task.test, num_workers)
+        except NonFiniteOutputError:
+            (folder / PREDICTOR_FILE).unlink(missing_ok=True)  # a predictor of non-finite outputs is not worth resuming
+            raise
         validation = _scores(suite_of_manifest(manifest).name, validation_logits, validation_images,
                              task.class_ids).domain_accuracy
-        # The target, once, after training and model selection.
-        test_logits = _evaluate(trained, backbone, task.test, num_workers)
-    record = _record(spec, method, manifest, task, trained, test_logits, validation, device, phases, requeues)
+    record = _record(spec, method, manifest, task, fitted, test_logits, validation, device, phases, requeues)
     if export_model:
         export_open_clip_checkpoint(
             backbone.model, folder / MODEL_FILE, {"method": spec.method, "config": spec.config, "arch": spec.backbone.arch}
         )
     write_record(folder, record)
-    _clear_training_state(folder)
+    _clear_training_state(folder, keep_predictor=export_model)
     logger.info("%s on %s: %.2f%% on %s (%s)", spec.method, spec.config, record.accuracy, task.target, folder)
     return record
 
 
-def _clear_training_state(folder: Path) -> None:
-    """A finished run needs its resumable state no more (it can be as large as the model)."""
-    from guidg.finetune import CHECKPOINT_FILE
-
+def _clear_training_state(folder: Path, keep_predictor: bool) -> None:
+    """A finished run needs its resumable state no more (it can be as large as the model); an exported run keeps
+    its predictor."""
     (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
-
-
-def execute(
-    spec: RunSpec,
-    roots: Mapping[str, str | os.PathLike[str]],
-    runs_dir: str | os.PathLike[str],
-    *,
-    device: str | None = None,
-    num_workers: int = 0,
-    export_model: bool = False,
-) -> Record | None:
-    """Run ``spec`` (waiting for another process that holds it), or read its record if it finished; see
-    :func:`attempt`. None on data-parallel ranks other than 0."""
-    return attempt(spec, roots, runs_dir, device=device, num_workers=num_workers, export_model=export_model).record
+    if not keep_predictor:
+        (folder / PREDICTOR_FILE).unlink(missing_ok=True)
 

@@ -1,4 +1,5 @@
-"""Zero-shot classification with text prompts (SPEC 4): a text classifier per class, logits = 100 x cosine."""
+"""Zero-shot classification with text prompts: a text classifier per class, logits = 100 x cosine
+(``docs/methods.md``, "Zero-shot CLIP")."""
 
 from __future__ import annotations
 

@@ -16,6 +16,8 @@ from guidg import harness, launchers
 from guidg.bases import BASES
 from guidg.distributed import current_replica, launched_as_main
 from guidg.interruption import RunInterrupted, handling_stop_signals
+from guidg.method_tables import settings_listing
+from guidg.methods import METHODS, families_with_base
 from imagenet_dg.build import BuildOptions, build_from, check_built, statistics
 from imagenet_dg.disk import refused
 from imagenet_dg.errors import ImageNetDGError
@@ -365,8 +367,9 @@ def verify(folder: Path, suite: str | None) -> None:
 @data_options
 @selection_options
 @list_option("--method", "methods", required=True,
-             help="Methods: zeroshot, zeroshot-ensemble, coop, erm, clipood, ueo, guidg (with --base), "
-                  "guidg+<base>, or all.")
+             help=f"Methods: {', '.join(METHODS)}, "
+                  f"{', '.join(f'{family} (with --base)' for family in families_with_base())}, or all. README's method "
+                  "table says what each trains; 'imagenet-dg settings --method M' lists its settings.")
 @click.option("--base", type=click.Choice(list(BASES)), default=None,
               help="Base method under guidg (an error for methods without a base).")
 @click.option("--model", default="ViT-B-16", show_default=True, help="open_clip architecture.")
@@ -375,7 +378,8 @@ def verify(folder: Path, suite: str | None) -> None:
 @click.option("--preset", default=None,
               help="Hyperparameter preset [default: paper; paper-imagenet-dg for ImageNet-DG; mini on synthetic data].")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Change one preset value, e.g. --set finetune.lr=1e-5 (repeatable).")
+              help="Change one preset value, e.g. --set finetune.lr=1e-5 (repeatable). 'imagenet-dg settings' lists "
+                   "every SECTION.KEY with its type, default, allowed values and presets.")
 @click.option("--benchmark", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Built manifests (imagenet-dg build); default: built by this command under RUNS/manifests/.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when a GPU is visible).")
@@ -443,6 +447,15 @@ def evaluate(suite: str, protocol: str, tasks: tuple[str, ...], shots: tuple[int
     outcomes = launchers.run_local(plan, jobs=jobs)  # each run logs its folder when it starts
     if current_replica().is_main:
         click.echo(harness.summary_table(plan, outcomes))
+
+
+@main.command()
+@click.option("--method", default=None, help="Only the settings a run of this registered method has.")
+@click.option("--preset", default=None, help="Show this preset's values instead of the defaults.")
+@_errors_to_exit
+def settings(method: str | None, preset: str | None) -> None:
+    """List every setting 'evaluate --set SECTION.KEY=VALUE' takes: type, default, allowed values, presets."""
+    click.echo(settings_listing(method, preset))
 
 
 @main.command()

@@ -174,10 +174,10 @@ def labeled_images(rows: pd.DataFrame, roots: Mapping[str, str | os.PathLike[str
 class TaskData:
     """What a method trains on, selects with and is scored on: one leave-one-domain-out task.
 
-    Under the ``fewshot`` protocol ``expert`` and ``guide`` are the k-shot samples of the two pools and
-    ``validation`` is the guide sample (the paper selects step-1 checkpoints on it). Under ``full``
-    (DomainBed's), ``expert`` and ``guide`` are both the sources' 80% training part and ``validation`` their
-    20% held-out part. Model selection only ever uses source data; ``test`` is the target's scored part.
+    Under the ``fewshot`` protocol ``expert`` and ``guide`` are the k-shot samples of the two pools and nothing
+    is held out. Under ``full`` (DomainBed's), ``expert`` and ``guide`` are both the sources' 80% training part
+    and ``held_out`` their 20% part. Which of these a method selects on is decided by
+    :func:`guidg.model_selection.validation_images` (source data only); ``test`` is the target's scored part.
     """
 
     name: str
@@ -194,8 +194,8 @@ class TaskData:
     """Source domain -> its step-1 training images (fewshot: the expert-pool sample; full: its 80% part)."""
     guide: Mapping[str, LabeledImages]
     """Source domain -> its step-2 training images (fewshot: the guide-pool sample; full: its 80% part)."""
-    validation: Mapping[str, LabeledImages]
-    """Source domain -> its model-selection images (fewshot: the guide sample; full: its 20% held-out part)."""
+    held_out: Mapping[str, LabeledImages]
+    """Source domain -> its held-out part (full: the 20% DomainBed holds out); empty under fewshot."""
     test: LabeledImages
     """The target's test split."""
     protocol: str = FEWSHOT
@@ -257,9 +257,9 @@ def task_data_from_frames(
             raise ManifestError(f"{where}: split {split} has no images of the source(s) {', '.join(empty)}")
         by_source[split] = {s: images[split].subset(s) for s in sources}
     if protocol == FEWSHOT:
-        expert, guide, validation = by_source["expert"], by_source["guide"], by_source["guide"]
+        expert, guide, held_out = by_source["expert"], by_source["guide"], {}
     else:
-        expert, guide, validation = by_source["train"], by_source["train"], by_source["validation"]
+        expert, guide, held_out = by_source["train"], by_source["train"], by_source["validation"]
     return TaskData(
         name=name,
         class_names=tuple(class_names),
@@ -268,7 +268,7 @@ def task_data_from_frames(
         sources=tuple(sources),
         expert=MappingProxyType(expert),
         guide=MappingProxyType(guide),
-        validation=MappingProxyType(validation),
+        held_out=MappingProxyType(held_out),
         test=images["test"],
         protocol=protocol,
     )

@@ -397,13 +397,6 @@ def config_error(folder: str | os.PathLike[str], config: str, problems: Sequence
     )
 
 
-def check_config(folder: str | os.PathLike[str], manifest: Mapping, config: str) -> None:
-    """Raise ManifestError naming every problem :func:`verify_config` finds in ``config``."""
-    problems = verify_config(folder, manifest, config)
-    if problems:
-        raise config_error(folder, config, problems)
-
-
 def verify_files(folder: str | os.PathLike[str], manifest: Mapping[str, object]) -> list[str]:
     """Problems found when checking every data file listed in ``manifest`` against its recorded hash."""
     return _shard_problems(Path(folder), listed_shards(manifest))

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from guidg.methods import METHODS
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.labels import SYNTHETIC_CAPTION, SYNTHETIC_SUITE, suite_label, weights_label
 from imagenet_dg.records import FinishedRun, Record, RecordSet
@@ -34,8 +35,9 @@ CELL_FIELDS = ("protocol_version", "manifest_content_hash", "model", "pretrained
 """What every record of one cell must share: the same number then means the same thing."""
 SWEPT_FIELDS = ("config", "eval_batch_size")
 """What the configurations of a sweep differ in: under a selection rule, each seed of a cell has its own."""
-METHOD_ORDER = ("zeroshot", "zeroshot-ensemble", "coop", "erm", "ueo", "clipood")
-"""Row order: the baselines, each fine-tuning base followed by GuiDG on top of it (as in the paper's Table 8)."""
+METHOD_ORDER = tuple(METHODS)
+"""Row order: the order the methods are registered in (:data:`guidg.methods.REGISTERED`: the baselines, each
+fine-tuning base followed by GuiDG on top of it, as in the paper's Table 8); unregistered ones after them."""
 TRAINING_PHASE = "fit"
 """The phase the harness times around training; its parts (e.g. ``experts``, ``finetune``) are recorded too and
 must not be added to it."""
@@ -108,10 +110,9 @@ class RowKey:
         return replace(self, settings=())
 
     def sort_key(self) -> tuple:
-        family = self.base if self.base is not None else self.method
-        rank = METHOD_ORDER.index(family) if family in METHOD_ORDER else len(METHOD_ORDER)
-        return (rank, family, self.base is not None, self.method, self.routing not in (None, "batch"),
-                self.routing or "", self.settings)
+        name = self.method if self.base is None else f"{self.method}+{self.base}"  # the registered name
+        rank = METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER)
+        return (rank, name, self.routing not in (None, "batch"), self.routing or "", self.settings)
 
 
 def row_key(record: Record) -> RowKey:

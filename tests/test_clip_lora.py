@@ -22,6 +22,7 @@ from guidg.pooled_training import source_pools
 from guidg.setting_ranges import SettingError
 from guidg.zeroshot import zeroshot_classifier
 from imagenet_dg.loading import LabeledImages
+from guidg.model_selection import validation_images
 
 MINI = BackboneSpec(TINY_MODEL, "mini")
 QUICK = ClipLoRAConfig(iterations=24, lr=5e-3, checkpoint_every=8)
@@ -111,7 +112,7 @@ def test_two_cpu_runs_are_bit_identical(trained, mini_task):
 
 
 def test_the_state_saved_as_safetensors_gives_identical_logits_on_a_fresh_backbone(trained, mini_task, tmp_path):
-    images = mini_task.validation[mini_task.sources[0]]
+    images = validation_images(mini_task)[mini_task.sources[0]]
     save_file(trained.state_dict(), tmp_path / "state.safetensors")
     state = load_file(tmp_path / "state.safetensors")
     loaded = load_clip_lora(load_backbone(MINI), mini_task.class_names, state, QUICK)

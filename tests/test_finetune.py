@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
 import guidg.finetune as finetune_module
 from guidg.averaging import wise_ft
+from guidg.bases import get_base
 from guidg.checkpoints import CheckpointError
 from guidg.divergence import TrainingDivergedError
-from guidg.finetune import StepSampler, finetune_image_encoder
-from guidg.presets import FinetuneConfig, get_preset
+from guidg.finetune import FinetuneConfig, StepSampler, finetune_image_encoder
+from guidg.methods.guidg import GuidgConfig, new_cmattn
+from guidg.presets import get_preset
 from guidg.zeroshot import zeroshot_classifier
 
 SHORT = FinetuneConfig(batch_per_domain=4, lr=3e-3, weight_decay=0.0, epochs=2, steps_per_epoch=4, checkpoint_every=3)
+
+
+def objective(base: str, **wise_ft):
+    """The loss and averaging of ``base`` at the paper's settings (WiSE-FT's changed by ``wise_ft``)."""
+    return get_base(base).objective(get_preset("paper").replace(wise_ft=wise_ft))
+
+
+def guided(heads, seed: int, **changes):
+    """GuiDG's fine-tuning arguments: the base's objective and a CMAttn for ``heads``."""
+    return dict(cmattn=new_cmattn(heads, GuidgConfig(**changes), seed), seed=seed)
 
 
 def pools(task):
@@ -34,9 +44,9 @@ def visual_state(backbone) -> dict[str, torch.Tensor]:
 
 def test_guided_finetuning_reduces_the_training_loss(mini_task, tiny_backbone) -> None:
     config = get_preset("smoke").finetune
+    heads = random_heads(mini_task, tiny_backbone)
     result = finetune_image_encoder(
-        tiny_backbone, pools(mini_task), random_heads(mini_task, tiny_backbone), config,
-        base="erm", guided=True, seed=1, method="guidg+erm",
+        tiny_backbone, pools(mini_task), heads, config, objective("erm"), method="guidg+erm", **guided(heads, 1)
     )
     losses = [h["loss"] for h in result.history]
     assert len(losses) == config.epochs and losses[-1] < losses[0]
@@ -62,8 +72,11 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(mini_task, tmp_p
         return load_backbone(TINY_SPEC)
 
     heads = random_heads(mini_task, fresh())
-    arguments = dict(base="clipood", guided=True, seed=4, method="guidg+clipood")
-    straight = finetune_image_encoder(fresh(), pools(mini_task), heads, SHORT, **arguments)
+
+    def arguments():
+        return dict(objective=objective("clipood"), method="guidg+clipood", **guided(heads, 4))
+
+    straight = finetune_image_encoder(fresh(), pools(mini_task), heads, SHORT, **arguments())
 
     real_loss = finetune_module.guided_loss
     calls = {"n": 0}
@@ -76,9 +89,9 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(mini_task, tmp_p
 
     monkeypatch.setattr(finetune_module, "guided_loss", failing_loss)
     with pytest.raises(RuntimeError, match="power cut"):
-        finetune_image_encoder(fresh(), pools(mini_task), heads, SHORT, run_dir=tmp_path, **arguments)
+        finetune_image_encoder(fresh(), pools(mini_task), heads, SHORT, run_dir=tmp_path, **arguments())
     monkeypatch.setattr(finetune_module, "guided_loss", real_loss)
-    resumed = finetune_image_encoder(fresh(), pools(mini_task), heads, SHORT, run_dir=tmp_path, **arguments)
+    resumed = finetune_image_encoder(fresh(), pools(mini_task), heads, SHORT, run_dir=tmp_path, **arguments())
 
     assert resumed.resumed_from == 3
     for name, tensor in straight.visual_state.items():
@@ -90,13 +103,12 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(mini_task, tmp_p
 def test_a_checkpoint_of_another_run_is_refused(mini_task, tiny_backbone, tmp_path) -> None:
     heads = random_heads(mini_task, tiny_backbone, 1)
     finetune_image_encoder(
-        tiny_backbone, pools(mini_task), heads, SHORT, base="erm", guided=False, seed=1, method="erm",
+        tiny_backbone, pools(mini_task), heads, SHORT, objective("erm"), seed=1, method="erm",
         run_dir=tmp_path, stop_at_step=2,
     )
     with pytest.raises(CheckpointError, match="another run"):
         finetune_image_encoder(
-            tiny_backbone, pools(mini_task), heads, SHORT, base="erm", guided=False, seed=2, method="erm",
-            run_dir=tmp_path,
+            tiny_backbone, pools(mini_task), heads, SHORT, objective("erm"), seed=2, method="erm", run_dir=tmp_path,
         )
 
 
@@ -105,16 +117,15 @@ def test_a_non_finite_loss_stops_the_run_naming_step_and_method(mini_task, tiny_
     heads[1, 0, 0] = float("nan")
     with pytest.raises(TrainingDivergedError, match=r"guidg\+ueo.*step 0"):
         finetune_image_encoder(
-            tiny_backbone, pools(mini_task), heads, SHORT, base="ueo", guided=True, seed=1, method="guidg+ueo"
+            tiny_backbone, pools(mini_task), heads, SHORT, objective("ueo"), method="guidg+ueo", **guided(heads, 1)
         )
 
 
 def test_wise_ft_at_alpha_zero_returns_the_pretrained_encoder(mini_task, tiny_backbone) -> None:
     pretrained = visual_state(tiny_backbone)
-    config = dataclasses.replace(SHORT, wise_alpha=0.0)
     result = finetune_image_encoder(
-        tiny_backbone, pools(mini_task), random_heads(mini_task, tiny_backbone, 1), config,
-        base="erm", guided=False, seed=1, method="erm",
+        tiny_backbone, pools(mini_task), random_heads(mini_task, tiny_backbone, 1), SHORT,
+        objective("erm", alpha=0.0), seed=1, method="erm",
     )
     for name, tensor in pretrained.items():
         assert torch.equal(result.visual_state[name], tensor), name
@@ -125,13 +136,10 @@ def test_wise_ft_at_the_end_interpolates_the_final_weights(mini_task, tiny_backb
     pretrained = visual_state(tiny_backbone)
     heads = random_heads(mini_task, tiny_backbone, 1)
     full = finetune_image_encoder(
-        tiny_backbone, pools(mini_task), heads, dataclasses.replace(SHORT, wise_alpha=1.0),
-        base="erm", guided=False, seed=1, method="erm",
+        tiny_backbone, pools(mini_task), heads, SHORT, objective("erm", alpha=1.0), seed=1, method="erm",
     )
     tiny_backbone.model.visual.load_state_dict(pretrained)
-    half = finetune_image_encoder(
-        tiny_backbone, pools(mini_task), heads, SHORT, base="erm", guided=False, seed=1, method="erm"
-    )
+    half = finetune_image_encoder(tiny_backbone, pools(mini_task), heads, SHORT, objective("erm"), seed=1, method="erm")
     expected = wise_ft(pretrained, full.visual_state, 0.5)
     for name, tensor in expected.items():
         torch.testing.assert_close(half.visual_state[name], tensor)
@@ -140,10 +148,10 @@ def test_wise_ft_at_the_end_interpolates_the_final_weights(mini_task, tiny_backb
 def test_per_epoch_wise_ft_differs_from_interpolating_once(mini_task, tiny_backbone) -> None:
     pretrained = visual_state(tiny_backbone)
     heads = random_heads(mini_task, tiny_backbone, 1)
-    once = finetune_image_encoder(tiny_backbone, pools(mini_task), heads, SHORT, base="erm", guided=False, seed=1, method="erm")
+    once = finetune_image_encoder(tiny_backbone, pools(mini_task), heads, SHORT, objective("erm"), seed=1, method="erm")
     tiny_backbone.model.visual.load_state_dict(pretrained)
-    config = dataclasses.replace(SHORT, wise_mode="per-epoch")
-    per_epoch = finetune_image_encoder(tiny_backbone, pools(mini_task), heads, config, base="erm", guided=False, seed=1, method="erm")
+    per_epoch = finetune_image_encoder(tiny_backbone, pools(mini_task), heads, SHORT, objective("erm", mode="per-epoch"),
+                                       seed=1, method="erm")
     assert not torch.allclose(once.visual_state["conv1.weight"], per_epoch.visual_state["conv1.weight"])
 
 
@@ -152,14 +160,14 @@ def test_unguided_runs_take_exactly_one_head(mini_task, tiny_backbone) -> None:
 
     with pytest.raises(ImageNetDGError, match="one classifier head"):
         finetune_image_encoder(
-            tiny_backbone, pools(mini_task), random_heads(mini_task, tiny_backbone, 2), SHORT,
-            base="erm", guided=False, seed=1, method="erm",
+            tiny_backbone, pools(mini_task), random_heads(mini_task, tiny_backbone, 2), SHORT, objective("erm"),
+            seed=1, method="erm",
         )
 
 
 def test_zero_shot_heads_are_the_baselines_starting_point(mini_task, tiny_backbone) -> None:
     classifier = zeroshot_classifier(tiny_backbone, mini_task.class_names)
     result = finetune_image_encoder(
-        tiny_backbone, pools(mini_task), classifier[None], SHORT, base="clipood", guided=False, seed=1, method="clipood"
+        tiny_backbone, pools(mini_task), classifier[None], SHORT, objective("clipood"), seed=1, method="clipood"
     )
     assert result.cmattn_state is None and result.steps == 8

@@ -51,11 +51,12 @@ def test_a_base_given_to_methods_without_one_is_an_error() -> None:
 def test_overrides_take_the_type_of_their_setting() -> None:
     changes = harness.parse_overrides(
         ["finetune.lr=1e-5", "prompt.epochs=3", "finetune.randaugment=false", "prompt.ctx_init=a photo of a",
-         "prompt.crop_scale=0.5,1.0", "finetune.routing=sample"]
+         "prompt.crop_scale=0.5,1.0", "guidg.routing=sample"]
     )
     assert changes == {
-        "finetune": {"lr": 1e-5, "randaugment": False, "routing": "sample"},
+        "finetune": {"lr": 1e-5, "randaugment": False},
         "prompt": {"epochs": 3, "ctx_init": "a photo of a", "crop_scale": (0.5, 1.0)},
+        "guidg": {"routing": "sample"},
     }
     config = get_preset("paper").replace(**changes)
     assert config.finetune.lr == 1e-5 and config.prompt.crop_scale == (0.5, 1.0)
@@ -64,7 +65,7 @@ def test_overrides_take_the_type_of_their_setting() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [("finetune.lrr=1", "no setting 'lrr'"), ("optim.lr=1", "unknown section"), ("finetune.lr", "section.key=value"),
-     ("prompt.epochs=many", "type int"), ("finetune.randaugment=3", "type bool")],
+     ("prompt.epochs=many", "an integer"), ("finetune.randaugment=3", "true or false")],
 )
 def test_a_bad_override_is_refused_naming_it(text: str, message: str) -> None:
     with pytest.raises(ImageNetDGError, match=message):
@@ -158,6 +159,10 @@ def test_overrides_reach_the_runs_and_change_their_folders(planned) -> None:
     plain = planned(preset="smoke").runs[0]
     changed = planned(preset="smoke", overrides=("eval.batch_size=7",)).runs[0]
     assert changed.spec.hparams.eval.batch_size == 7 and changed.folder != plain.folder
+    routed = planned(preset="smoke", methods=("zeroshot", "guidg+erm"), overrides=("guidg.routing=sample",)).runs
+    assert [r.spec.hparams.names for r in routed][0] == ("zeroshot", "eval", "pipeline")  # not GuiDG's settings
+    assert routed[0].folder == plain.folder  # so an override of GuiDG leaves zero-shot's run as it was
+    assert METHODS["guidg+erm"].routing_of(routed[1].spec.hparams) == "sample"
 
 
 def test_the_run_key_holds_the_device_type_and_precision(planned) -> None:

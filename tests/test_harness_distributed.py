@@ -10,9 +10,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from guidg.bases import get_base
 from guidg.distributed import Replica, check_divisible
-from guidg.finetune import StepSampler
-from guidg.presets import FinetuneConfig
+from guidg.finetune import FinetuneConfig, StepSampler
+from guidg.methods.guidg import GuidgConfig, new_cmattn
+from guidg.presets import get_preset
 from imagenet_dg.errors import ImageNetDGError
 
 CONFIG = FinetuneConfig(batch_per_domain=4, lr=1e-3, weight_decay=0.0, epochs=3, steps_per_epoch=1,
@@ -29,8 +31,9 @@ def finetune(pools, classes: int):
     from guidg.finetune import finetune_image_encoder
 
     backbone = load_backbone(TINY_SPEC)
-    result = finetune_image_encoder(backbone, pools, heads_for(classes, backbone.embed_dim), CONFIG, base="ueo",
-                                    guided=True, seed=2, method="guidg+ueo")
+    heads = heads_for(classes, backbone.embed_dim)
+    result = finetune_image_encoder(backbone, pools, heads, CONFIG, get_base("ueo").objective(get_preset("paper")),
+                                    cmattn=new_cmattn(heads, GuidgConfig(), 2), seed=2, method="guidg+ueo")
     return result
 
 

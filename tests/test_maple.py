@@ -22,6 +22,7 @@ from guidg.setting_ranges import SettingError
 from guidg.zeroshot import zeroshot_classifier
 from imagenet_dg.loading import LabeledImages
 from guidg.transforms import eval_transform
+from guidg.model_selection import validation_images
 
 MINI = BackboneSpec(TINY_MODEL, "mini")
 QUICK = MaPLeConfig(depth=2, epochs=3, batch_size=8, lr=0.01, checkpoint_every=20)
@@ -235,7 +236,7 @@ def test_two_cpu_runs_are_bit_identical(trained, mini_task):
 
 
 def test_the_state_saved_as_safetensors_gives_identical_logits(trained, mini_task, tmp_path):
-    images = mini_task.validation[mini_task.sources[1]]
+    images = validation_images(mini_task)[mini_task.sources[1]]
     save_file(trained.state_dict(), tmp_path / "state.safetensors")
     loaded = load_maple(load_backbone(MINI), mini_task.class_names, load_file(tmp_path / "state.safetensors"), QUICK)
 

@@ -15,8 +15,10 @@ import guidg.image_pipeline as image_pipeline
 from guidg.finetune import StepSampler, step_batches, train_step
 from guidg.harness import SweepError, Sweep, parse_overrides, validate
 from guidg.image_cache import CacheSettings, ImageCacheError, using_image_cache
-from guidg.presets import PipelineConfig, get_preset
-from guidg.run import RunSpec, execute, precision_of, run_key
+from guidg.bases import get_base
+from guidg.image_pipeline import PipelineConfig
+from guidg.presets import get_preset
+from guidg.run import RunSpec, attempt, precision_of, run_key
 from guidg.transforms import finetune_train_transform, prompt_train_transform
 from imagenet_dg.errors import ImageNetDGError
 from test_image_cache import write_images
@@ -81,7 +83,7 @@ def test_pipeline_settings_are_checked_and_set_like_any_other():
     config = get_preset("paper").replace(pipeline={"decoder": "nvjpeg"})
     assert config.pipeline.decoder == "nvjpeg" and not config.pipeline.is_default()
     assert PipelineConfig().is_default()
-    with pytest.raises(ImageNetDGError, match="pipeline.augment_on 'gpu'"):
+    with pytest.raises(ImageNetDGError, match="pipeline.augment_on = gpu: expected one of workers, device"):
         get_preset("paper").replace(pipeline={"augment_on": "gpu"})
     with pytest.raises(ImageNetDGError, match="pipeline.decoder"):
         PipelineConfig(decoder="turbojpeg")
@@ -130,6 +132,7 @@ def test_a_compiled_image_encoder_computes_features_and_training_steps_as_the_pl
     assert torch.allclose(plain, compiled, atol=1e-6)
 
     config = get_preset("smoke").finetune
+    erm = get_base("erm").objective(get_preset("smoke"))
     heads = F.normalize(torch.randn(1, 5, tiny_backbone.embed_dim), dim=-1)
     labels = torch.tensor([0, 1, 2, 3, 4, 0])
     visual = tiny_backbone.model.visual
@@ -139,7 +142,7 @@ def test_a_compiled_image_encoder_computes_features_and_training_steps_as_the_pl
         visual.load_state_dict(start)
         visual.train()
         optimizer = torch.optim.AdamW(visual.parameters(), lr=1e-3)
-        loss, _ = train_step(tiny_backbone, None, heads, images, labels, "erm", config, optimizer)
+        loss, _ = train_step(tiny_backbone, None, heads, images, labels, erm, config, optimizer)
         visual.eval()
         return loss.total.item(), {k: v.clone() for k, v in visual.state_dict().items()}
 
@@ -160,7 +163,7 @@ def test_a_run_with_a_compiled_encoder_records_it_in_its_own_folder(mini_benchma
     smoke = get_preset("smoke").replace(finetune={"epochs": 1, "steps_per_epoch": 2})
     spec = RunSpec(mini_benchmark, "a-16shot-seed1", "erm", backbone_module.TINY_SPEC, "smoke",
                    smoke.replace(pipeline={"compile": True, "augment_on": "device"}), 1)
-    record = execute(spec, dict(mini_releases.paths), tmp_path / "runs", device="cpu")
+    record = attempt(spec, dict(mini_releases.paths), tmp_path / "runs", device="cpu").record
     assert backend.graphs >= 2  # fine-tuning (train mode) and evaluation (eval mode)
     assert len(calls) == 2  # both training steps augmented on the device
     assert record.config["pipeline"] == {"decoder": "pil", "augment_on": "device", "compile": True}

@@ -7,8 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from guidg.presets import PromptConfig
-from guidg.prompt_training import train_prompt
+from guidg.prompt_training import PromptConfig, train_prompt
 from imagenet_dg.loading import LabeledImages
 
 CONFIG = PromptConfig(n_ctx=4, lr=2e-2, batch_size=16, epochs=6, schedule_steps=100, eval_every=2, cached_views=2)
@@ -36,15 +35,23 @@ def test_prompt_learning_reduces_the_training_loss(mini_task, tiny_backbone) -> 
     assert result.n_trainable == 4 * tiny_backbone.text.width
 
 
-def test_the_selected_checkpoint_is_the_best_evaluated_one(mini_task, tiny_backbone) -> None:
-    result = train_prompt(
-        tiny_backbone, mini_task.class_names, pooled(mini_task.expert), pooled(mini_task.guide), CONFIG,
-        seed=1, method="t",
-    )
-    evaluated = {h["epoch"]: h["select_accuracy"] for h in result.history if "select_accuracy" in h}
-    assert sorted(evaluated) == [2, 4, 6]
-    assert result.best_accuracy == max(evaluated.values())
-    assert result.best_epoch == min(e for e, a in evaluated.items() if a == result.best_accuracy)
+def test_the_returned_prompt_is_the_one_the_best_evaluated_epoch_produced(mini_task, tiny_backbone, monkeypatch) -> None:
+    from guidg import prompt_training
+
+    scores = iter([40.0, 70.0, 70.0])  # epochs 2, 4 and 6 are evaluated: 4 is the first best
+    monkeypatch.setattr(prompt_training, "_accuracy", lambda *args: next(scores))
+    train = pooled(mini_task.expert)
+    result = train_prompt(tiny_backbone, mini_task.class_names, train, pooled(mini_task.guide), CONFIG, seed=1,
+                          method="t")
+    assert (result.best_epoch, result.best_accuracy) == (4, 70.0)
+    assert [h.get("select_accuracy") for h in result.history] == [None, 40.0, None, 70.0, None, 70.0]
+    # the same training stopped after epoch 4 (the schedule and every draw are the same up to there)
+    until_then = train_prompt(tiny_backbone, mini_task.class_names, train, None, dataclasses.replace(CONFIG, epochs=4),
+                              seed=1, method="t")
+    assert torch.equal(result.context["ctx"], until_then.context["ctx"])
+    assert torch.equal(result.text_features, until_then.text_features)
+    last = train_prompt(tiny_backbone, mini_task.class_names, train, None, CONFIG, seed=1, method="t")
+    assert not torch.equal(result.context["ctx"], last.context["ctx"])  # so the check above can fail
 
 
 def test_same_seed_same_prompt_other_seed_other_prompt(mini_task, tiny_backbone) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 import open_clip
 import pytest
@@ -11,9 +12,11 @@ from click.testing import CliRunner
 
 import guidg.run as run_module
 from guidg.backbone import TINY_SPEC, BackboneSpec
+from guidg.methods import Citation, Method, Predictor
 from guidg.presets import get_preset
-from guidg.run import DONE_FILE, RESULTS_FILE, RunSpec, attempt, execute
+from guidg.run import DONE_FILE, PREDICTOR_FILE, RESULTS_FILE, RunSpec, attempt
 from imagenet_dg.cli import main
+from imagenet_dg.loading import load_task
 from imagenet_dg.manifests import read_manifest
 from imagenet_dg.records import Record, collect, read_record
 
@@ -28,17 +31,80 @@ def finished(folder) -> list:
     return [p for p in folder.iterdir() if (p / DONE_FILE).is_file()]
 
 
-def test_a_run_records_its_score_and_what_produced_it(mini_benchmark, mini_releases, tmp_path) -> None:
+def execute(run: RunSpec, roots, runs, **options) -> Record:
+    """The record of ``run``, run now (or read, when it finished before)."""
+    return attempt(run, roots, runs, **options).record
+
+
+@dataclass
+class CyclingPredictor(Predictor):
+    """Predicts class ``i mod C`` for the i-th image it is asked about: predictions a test knows beforehand."""
+
+    classes: int
+    n_trainable: int = 7
+    details: dict = field(default_factory=lambda: {"trained": "nothing"})
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        chosen = torch.arange(len(features)) % self.classes
+        return torch.nn.functional.one_hot(chosen, self.classes).float()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"classes": torch.tensor(self.classes)}
+
+
+CYCLING = Method(
+    name="cycling", description="predicts i mod C", citations=(Citation("a test", "https://example.org", None),),
+    sections=(), trains="nothing", trainable_parameters="7", selection="none",
+    fit=lambda context: CyclingPredictor(len(context.task.class_ids)),
+    load=lambda context, state: CyclingPredictor(int(state["classes"])),
+)
+
+
+def expected_scores(labels, classes: int) -> tuple[float, dict[int, float]]:
+    """Accuracy and per-class accuracy (percent) of predicting ``i mod classes`` for image i, counted here."""
+    hits = [label == i % classes for i, label in enumerate(labels)]
+    per_class = {}
+    for c in sorted(set(labels)):
+        mine = [hit for hit, label in zip(hits, labels) if label == c]
+        per_class[c] = 100.0 * sum(mine) / len(mine)
+    return 100.0 * sum(hits) / len(hits), per_class
+
+
+def test_a_run_records_the_scores_of_its_predictions(mini_benchmark, mini_releases, tmp_path, monkeypatch) -> None:
+    import guidg.methods as registry
+
+    monkeypatch.setattr(registry, "METHODS", {**registry.METHODS, "cycling": CYCLING})
+    record = execute(spec(mini_benchmark, "cycling"), dict(mini_releases.paths), tmp_path, device="cpu")
+    task = load_task(mini_benchmark, "a-16shot-seed1", dict(mini_releases.paths))
+    classes = len(task.class_ids)
+    accuracy, per_class = expected_scores(list(task.test.labels), classes)
+    assert 0.0 < accuracy < 100.0 and len(set(per_class.values())) > 1  # the check below can tell them apart
+    assert record.accuracy == pytest.approx(accuracy)
+    assert record.domain_accuracy == pytest.approx({"imagenet-a": accuracy})
+    assert record.class_accuracy == pytest.approx({task.class_ids[c]: a for c, a in per_class.items()})
+    assert record.worst_class_accuracy == pytest.approx(min(per_class.values()))
+    # the sources' guide samples, pooled in source order, are the selection images under fewshot
+    pooled = [label for source in task.sources for label in task.guide[source].labels]
+    hits = [label == i % classes for i, label in enumerate(pooled)]
+    start, validation = 0, {}
+    for source in task.sources:
+        size = len(task.guide[source])
+        validation[source] = 100.0 * sum(hits[start:start + size]) / size
+        start += size
+    assert record.validation_accuracy == pytest.approx(validation)
+    assert (record.n_trainable, record.test_images) == (7, len(task.test))
+    assert record.details["trained"] == "nothing"
+    assert (record.details["model_selection"], record.details["trains"]) == ("none", "nothing")
+
+
+def test_a_run_records_what_produced_it(mini_benchmark, mini_releases, tmp_path) -> None:
     record = execute(spec(mini_benchmark), dict(mini_releases.paths), tmp_path, device="cpu")
     assert isinstance(record, Record)
     assert (record.suite, record.protocol, record.method, record.base) == ("imagenet-dg", "fewshot", "zeroshot", None)
     assert record.target == "imagenet-a" and record.task == "a" and record.shots == 16 and record.split_seed == 1
     assert (record.precision, record.device_type, record.pretrained) == ("fp32", "cpu", "none")
-    assert 0.0 <= record.accuracy <= 100.0
     assert record.test_images == sum(mini_releases.expected_counts["imagenet-a"].values())
     assert set(record.validation_accuracy) == {"imagenet", "imagenet-sketch", "imagenetv2"}
-    assert record.domain_accuracy == {"imagenet-a": record.accuracy}
-    assert record.worst_class_accuracy == min(record.class_accuracy.values())
     assert record.config == json.loads(json.dumps(QUICK.to_dict()))
     assert {"load", "fit", "evaluate"} <= set(record.phase_seconds)
     folders = finished(tmp_path)
@@ -65,6 +131,28 @@ def test_a_run_records_the_calibration_of_its_target_logits(mini_benchmark, mini
     assert record.accuracy == pytest.approx(100.0 * correct)
     assert record.ece == measure(logits, labels) and 0.0 <= record.ece <= 100.0
     assert record.nll == run_module.negative_log_likelihood(logits, labels) and record.nll > 0.0
+
+
+def test_a_run_stopped_after_training_resumes_by_scoring_its_saved_predictor(
+    mini_benchmark, mini_releases, tmp_path, monkeypatch
+) -> None:
+    straight = execute(spec(mini_benchmark, "coop"), dict(mini_releases.paths), tmp_path / "straight", device="cpu")
+    real_predict = run_module.predict
+
+    def power_cut(*args, **kwargs):
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(run_module, "predict", power_cut)
+    with pytest.raises(RuntimeError, match="power cut"):
+        execute(spec(mini_benchmark, "coop"), dict(mini_releases.paths), tmp_path / "resumed", device="cpu")
+    folder = next((tmp_path / "resumed").glob("*/" + PREDICTOR_FILE)).parent
+    monkeypatch.setattr(run_module, "predict", real_predict)
+    monkeypatch.setattr(run_module, "fit_method", power_cut)  # training again would fail the run
+    resumed = execute(spec(mini_benchmark, "coop"), dict(mini_releases.paths), tmp_path / "resumed", device="cpu")
+    assert not (folder / PREDICTOR_FILE).exists()  # a finished run keeps no training state
+    keep = {"phase_seconds", "git_commit"}
+    assert {k: v for k, v in resumed.to_dict().items() if k not in keep} == {
+        k: v for k, v in straight.to_dict().items() if k not in keep}
 
 
 def test_a_run_with_the_packaged_synthetic_world_weights_says_so(mini_benchmark, mini_releases, tmp_path) -> None:
@@ -116,10 +204,11 @@ def test_a_failed_run_leaves_no_folder_and_no_done_marker(mini_benchmark, mini_r
 
 
 def test_non_finite_logits_stop_the_run_unrecorded(mini_benchmark, mini_releases, tmp_path, monkeypatch) -> None:
+    import guidg.evaluation as evaluation_module
     from guidg.divergence import TrainingDivergedError
 
-    real = run_module.image_features
-    monkeypatch.setattr(run_module, "image_features", lambda *a, **k: real(*a, **k) * float("nan"))
+    real = evaluation_module.image_features
+    monkeypatch.setattr(evaluation_module, "image_features", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(TrainingDivergedError, match="NaN"):
         execute(spec(mini_benchmark), dict(mini_releases.paths), tmp_path, device="cpu")
     assert finished(tmp_path) == []

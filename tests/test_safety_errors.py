@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader
 import imagenet_dg.hub as hub
 import imagenet_dg.loading as loading
 from guidg.divergence import NonFiniteOutputError, check_finite_outputs
-from guidg.evaluation import head_logits, image_features
+from guidg.evaluation import image_features
+from guidg.methods.text_heads import head_logits
 from imagenet_dg.build import BuildOptions, build
 from imagenet_dg.cli import main
 from imagenet_dg.errors import BadImageError, ReleaseNotFoundError
@@ -262,7 +263,7 @@ def test_a_zero_shot_run_with_nan_weights_stops_unrecorded(mini_benchmark, mini_
 
     from guidg.backbone import TINY_SPEC
     from guidg.divergence import TrainingDivergedError
-    from guidg.run import execute
+    from guidg.run import attempt
 
     weights = {k: v.detach().clone().contiguous() for k, v in tiny_backbone.model.state_dict().items()}
     weights["visual.proj"].fill_(float("nan"))
@@ -270,7 +271,7 @@ def test_a_zero_shot_run_with_nan_weights_stops_unrecorded(mini_benchmark, mini_
     save_file(weights, str(checkpoint))
     runs = tmp_path / "runs"
     with pytest.raises(TrainingDivergedError, match="NaN"):
-        execute(run_spec(mini_benchmark, replace(TINY_SPEC, pretrained=str(checkpoint))), dict(mini_releases.paths),
+        attempt(run_spec(mini_benchmark, replace(TINY_SPEC, pretrained=str(checkpoint))), dict(mini_releases.paths),
                 runs, device="cpu")
     assert no_run_left(runs)
 
@@ -281,7 +282,7 @@ def test_a_run_on_a_rewritten_shard_is_refused_before_anything_is_recorded(
     import pandas as pd
 
     from guidg.backbone import TINY_SPEC
-    from guidg.run import execute
+    from guidg.run import attempt
     from imagenet_dg.errors import ManifestError
 
     copy = tmp_path / "benchmark"
@@ -292,7 +293,7 @@ def test_a_run_on_a_rewritten_shard_is_refused_before_anything_is_recorded(
     frame.to_parquet(victim, index=False)
     runs = tmp_path / "runs"
     with pytest.raises(ManifestError, match="content differs"):
-        execute(run_spec(copy, TINY_SPEC), dict(mini_releases.paths), runs, device="cpu")
+        attempt(run_spec(copy, TINY_SPEC), dict(mini_releases.paths), runs, device="cpu")
     assert no_run_left(runs)
 
 

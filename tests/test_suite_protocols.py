@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torchvision
 
+from guidg.model_selection import validation_images
 from imagenet_dg.build import BuildOptions, build
 from imagenet_dg.errors import OutputExistsError
 from imagenet_dg.layouts import SuiteScan, scan_suite, suite_roots
@@ -191,7 +192,8 @@ def test_a_full_task_trains_on_the_sources_80_and_selects_on_their_20(
         if domain == "cartoon":
             continue
         assert task.expert[domain] == task.guide[domain]
-        held_out = {p.relative_to(folder / domain).as_posix() for p in task.validation[domain].paths}
+        held_out = {p.relative_to(folder / domain).as_posix() for p in task.held_out[domain].paths}
+        assert validation_images(task)[domain] == task.held_out[domain]
         assert held_out == _domainbed_holdout(folder / domain, 1, index)
         assert len(task.expert[domain]) == IMAGES_PER_CLASS * 7 - 18
     assert len(task.test) == IMAGES_PER_CLASS * 7 - 18
@@ -204,8 +206,9 @@ def test_a_fewshot_task_selects_on_the_guide_sample(pacs_root: Path, pacs_scan: 
     assert task.protocol == "fewshot"
     assert task.class_ids == get_suite("pacs").classes
     assert task.class_names[0] == "dog"
+    assert dict(task.held_out) == {}
     for domain in task.sources:
-        assert task.validation[domain] == task.guide[domain]
+        assert validation_images(task)[domain] == task.guide[domain]
         assert not set(task.expert[domain].paths) & set(task.guide[domain].paths)
         assert len(task.expert[domain]) == len(task.guide[domain]) == 4 * 7
     assert len(task.test) == 3 * 7

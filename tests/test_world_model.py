@@ -108,17 +108,20 @@ def three_seed_benchmark(mini_scans, tmp_path_factory):
 
 
 def _mean_accuracy(method: str, task_name: str, benchmark, releases) -> float:
-    from guidg.evaluation import accuracy
+    from guidg.evaluation import predict
     from guidg.methods import fit_method
     from guidg.presets import get_preset
     from imagenet_dg.loading import load_task
+    from imagenet_dg.suites import get_suite
 
     scores = []
     for seed in (1, 2, 3):
         task = load_task(benchmark, f"{task_name}-16shot-seed{seed}", dict(releases.paths))
         backbone = load_backbone(MINI_SPEC)  # fresh weights: fine-tuning changes the encoder in place
-        trained = fit_method(method, backbone, task, get_preset("mini"), seed=seed)
-        scores.append(accuracy(trained.predict(backbone, task.test), torch.tensor(task.test.labels)))
+        predictor = fit_method(method, backbone, task, get_preset("mini"), seed=seed)
+        predictions = predict(predictor, backbone, task.test).argmax(dim=-1).tolist()
+        scores.append(get_suite("imagenet-dg").scoring.score(task.test.labels, predictions, task.test.domains,
+                                                             task.class_ids).accuracy)
     return sum(scores) / len(scores)
 
 
