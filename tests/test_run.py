@@ -14,11 +14,11 @@ import guidg.run as run_module
 from guidg.backbone import TINY_SPEC, BackboneSpec
 from guidg.methods import Citation, Method, Predictor
 from guidg.presets import get_preset
-from guidg.run import DONE_FILE, PREDICTOR_FILE, RESULTS_FILE, RunSpec, attempt
+from guidg.run import PREDICTOR_FILE, RunSpec, attempt
 from imagenet_dg.cli import main
 from imagenet_dg.loading import load_task
 from imagenet_dg.manifests import read_manifest
-from imagenet_dg.records import Record, collect, read_record
+from imagenet_dg.records import DONE_FILE, RESULTS_FILE, Record, collect, read_record
 
 QUICK = get_preset("smoke").replace(prompt={"epochs": 2}, finetune={"epochs": 1, "steps_per_epoch": 2})
 
