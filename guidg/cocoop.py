@@ -12,12 +12,12 @@ of class c is ``[SOS] v_1 + h(f) .. v_M + h(f) <name of c> . [EOS]``, its L2-nor
 comes out of the frozen text tower, and the logits are ``100 f . t_c(x)``. Trained: the context and the Meta-Net.
 
 Each image needs its own C text features, so a batch of B images is B x C prompts. They go through the text
-tower in passes of at most ``max_sequences`` prompts (:func:`chunk_plan`: several images with all classes, or
-one image with a slice of the classes), so memory stays bounded whatever the number of classes, in training
-and in evaluation alike. A training step of more than one pass does not keep each pass's activations for the
-backward pass but recomputes them there (activation checkpointing). With the class name last, the prefix
-([SOS] and the image's context) runs once per image and only the class positions run per class
-(:func:`guidg.shared_prefix.encode_shared_prefix`).
+tower in passes of at most ``max_sequences`` prompts, ``eval_max_sequences`` without gradients (:func:`chunk_plan`:
+several images with all classes, or one image with a slice of the classes), so memory stays bounded whatever the
+number of classes, in training and in evaluation alike. A training step of more than one pass does not keep each
+pass's activations for the backward pass but recomputes them there (activation checkpointing). With the class
+name last, the prefix ([SOS] and the image's context) runs once per image and only the class positions run per
+class (:func:`guidg.shared_prefix.encode_shared_prefix`).
 
 The image encoder is frozen, so the features of ``cached_views`` augmented views of every training image are
 computed once (:func:`guidg.features.encode_views`) and epoch e trains on view ``e mod cached_views``: with as
@@ -125,8 +125,13 @@ class CoCoOpConfig:
     """Augmented views per training image whose features are computed once; 0 encodes every batch afresh."""
     share_prefix: bool = True
     """Run the class-independent prefix once per image (exact: attention is causal)."""
-    max_sequences: int = 256
-    """Most (image, class) prompts in one pass through the text tower: bounds memory, not the result."""
+    max_sequences: int = 512
+    """Most (image, class) prompts in one pass through the text tower in training, where a pass keeps its
+    activations for the backward pass (about 1.2 MiB a prompt for ViT-B/16 in fp32): bounds memory, not the
+    result. A step of more passes recomputes them in the backward pass."""
+    eval_max_sequences: int = 4096
+    """Most prompts in one pass without gradients (selection, evaluation), where a pass keeps no activations
+    (about 0.13 MiB a prompt for ViT-B/16 in fp32)."""
 
     def __post_init__(self) -> None:
         for name, allowed in ALLOWED.items():
@@ -171,13 +176,14 @@ ALLOWED: Mapping[str, Interval | tuple[Any, ...] | str] = MappingProxyType(
         "cached_views": Interval(0),
         "share_prefix": (True, False),
         "max_sequences": Interval(1),
+        "eval_max_sequences": Interval(1),
     }
 )
 """Allowed values of each :class:`CoCoOpConfig` field: an interval, the choices, or (for the two fields of
 their own shape) a description; ``warmup_epochs`` is moreover at most ``epochs``."""
 
 INTEGERS = frozenset({"n_ctx", "meta_reduction", "batch_size", "epochs", "warmup_epochs", "eval_every",
-                      "cached_views", "max_sequences"})
+                      "cached_views", "max_sequences", "eval_max_sequences"})
 """The fields whose interval holds integers only."""
 
 
@@ -260,7 +266,8 @@ class ConditionalPrompts(nn.Module):
         meta_reduction: int = 16,
         seed: int = 0,
         text_encoding: str = "shared-prefix",
-        max_sequences: int = 256,
+        max_sequences: int = 512,
+        eval_max_sequences: int = 4096,
     ) -> None:
         super().__init__()
         self.prompts = PromptLearner(
@@ -269,8 +276,12 @@ class ConditionalPrompts(nn.Module):
         )
         device = self.prompts.ctx.device
         self.meta_net = MetaNet(image_dim, text.width, meta_reduction, generator(seed, "meta-net-init")).to(device)
-        chunk_plan(1, 1, max_sequences)  # refuses a bound below 1 now, not at the first step
+        for bound in (max_sequences, eval_max_sequences):
+            chunk_plan(1, 1, bound)  # refuses a bound below 1 now, not at the first step
         self.max_sequences = max_sequences
+        """Most prompts in one pass while gradients are recorded."""
+        self.eval_max_sequences = eval_max_sequences
+        """Most prompts in one pass without gradients."""
         self._chunk_groups: dict[tuple[int, int, bool], list[tuple[int, Tensor, Tensor]]] = {}
 
     @property
@@ -340,9 +351,10 @@ class ConditionalPrompts(nn.Module):
         return F.normalize(torch.cat(parts, dim=1), dim=-1)
 
     def _plan(self, images: int) -> tuple[list[tuple[int, int, list[tuple[int, int]]]], bool]:
-        plan = chunk_plan(images, self.num_classes, self.max_sequences)
+        training = torch.is_grad_enabled()
+        plan = chunk_plan(images, self.num_classes, self.max_sequences if training else self.eval_max_sequences)
         # Several passes whose activations would all be kept for one backward pass: recompute them there.
-        recompute = torch.is_grad_enabled() and sum(len(ranges) for _, _, ranges in plan) > 1
+        recompute = training and sum(len(ranges) for _, _, ranges in plan) > 1
         return plan, recompute
 
     def text_features(self, features: Tensor) -> Tensor:
@@ -434,6 +446,7 @@ def build_learner(
         backbone.text, backbone.tokenizer, class_names, backbone.embed_dim, n_ctx=config.n_ctx,
         init=config.ctx_init, class_position=config.class_position, meta_reduction=config.meta_reduction,
         seed=seed, text_encoding=encoding, max_sequences=config.max_sequences,
+        eval_max_sequences=config.eval_max_sequences,
     )
 
 
@@ -467,9 +480,7 @@ def train_cocoop(
         raise CoCoOpError(f"task {task.name}: the sources {', '.join(task.sources)} have no training images")
     learner = build_learner(backbone, task.class_names, config, seed)
     _, chosen_by = text_encoding_for(device, config.share_prefix)
-    text_record = {
-        "text_encoding": learner.text_encoding, "chosen_by": chosen_by, "max_sequences": config.max_sequences,
-    }
+    text_record = {"text_encoding": learner.text_encoding, "chosen_by": chosen_by}
     transform = prompt_train_transform(backbone.image_size, config.crop_scale, config.flip)
     labels = torch.tensor(train.labels, dtype=torch.long, device=device)
     cached = None

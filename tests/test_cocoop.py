@@ -159,7 +159,8 @@ def test_a_batch_of_shared_prefixes_gives_each_prefix_its_own_features(tiny: Bac
 
 
 @pytest.mark.parametrize(
-    ("images", "classes", "bound"), [(5, 7, 1000), (5, 7, 14), (5, 7, 13), (5, 7, 7), (3, 7, 4), (2, 7, 1), (1, 345, 100)]
+    ("images", "classes", "bound"),
+    [(5, 7, 1000), (5, 7, 14), (5, 7, 13), (5, 7, 7), (3, 7, 4), (2, 7, 1), (1, 345, 100)],
 )
 def test_chunk_plan_covers_every_prompt_once_within_the_bound(images: int, classes: int, bound: int) -> None:
     plan = chunk_plan(images, classes, bound)
@@ -180,13 +181,13 @@ def test_chunk_plan_uses_the_fewest_passes() -> None:
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_chunked_encoding_equals_one_pass_of_all_prompts(tiny: Backbone, encoding: str) -> None:
-    prompts = learner(tiny, text_encoding=encoding, max_sequences=10_000)
+    prompts = learner(tiny, text_encoding=encoding, eval_max_sequences=10_000)
     scramble_context(prompts)
     features = image_features(5, tiny.embed_dim)
     with torch.no_grad():
         whole = prompts.text_features(features)
     for bound in (14, 9, 4, 3, 1):  # several images per pass, one image, then slices of the classes
-        prompts.max_sequences = bound
+        prompts.eval_max_sequences = bound
         with torch.no_grad():
             chunked = prompts.text_features(features)
         # Equal up to float32 rounding (products of very few rows take other BLAS kernels), far below any
@@ -208,6 +209,25 @@ def test_recomputed_passes_give_the_gradients_of_one_pass(tiny: Backbone, encodi
         grads.append([p.grad.clone() for p in prompts.parameters()])
     for one_pass, chunked in zip(*grads):
         torch.testing.assert_close(chunked, one_pass, rtol=1e-4, atol=1e-6)
+
+
+def test_the_bound_of_a_pass_depends_on_whether_gradients_are_kept(tiny: Backbone) -> None:
+    prompts = learner(tiny, max_sequences=3, eval_max_sequences=10_000)
+    features = image_features(2, tiny.embed_dim)
+    calls = []
+    encode = prompts._encode
+
+    def counted(contexts: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        calls.append((len(contexts), start, stop))
+        return encode(contexts, start, stop)
+
+    prompts._encode = counted
+    with torch.no_grad():
+        prompts(features)
+    assert calls == [(2, 0, len(NAMES))]
+    calls.clear()
+    prompts(features)
+    assert calls == [(1, 0, 3), (1, 3, 6), (1, 6, 7)] * 2
 
 
 def test_logits_are_100_times_the_cosine_of_each_images_own_text_features(tiny: Backbone) -> None:
