@@ -122,7 +122,8 @@ class CoCoOpConfig:
     """RandomResizedCrop's area range (bicubic), Dassl's ``INPUT.RRCROP_SCALE``."""
     flip: bool = True
     cached_views: int = 10
-    """Augmented views per training image whose features are computed once; 0 encodes every batch afresh."""
+    """Augmented views per training image whose features are computed once (epoch e uses view e mod
+    cached_views, so at most ``epochs`` are used); 0 encodes every batch afresh."""
     share_prefix: bool = True
     """Run the class-independent prefix once per image (exact: attention is causal)."""
     max_sequences: int = 512
@@ -221,7 +222,7 @@ def chunk_plan(images: int, classes: int, max_sequences: int) -> list[tuple[int,
 
     With C <= ``max_sequences``, each group holds ``max_sequences // C`` images (the last group fewer) and one
     pass of all classes; otherwise each image is its own group, its classes cut into the fewest passes of
-    near-equal size.
+    near-equal size. (:class:`ConditionalPrompts` counts the classes in the order of their prompts' lengths.)
     """
     if max_sequences < 1:
         raise CoCoOpError(f"max_sequences must be at least 1, got {max_sequences}")
@@ -282,7 +283,12 @@ class ConditionalPrompts(nn.Module):
         """Most prompts in one pass while gradients are recorded."""
         self.eval_max_sequences = eval_max_sequences
         """Most prompts in one pass without gradients."""
-        self._chunk_groups: dict[tuple[int, int, bool], list[tuple[int, Tensor, Tensor]]] = {}
+        # Passes take the classes in the order of their prompts' lengths, so a pass holds few length groups
+        # (the shared prefix's grouped passes stay large) and a padded pass pads little.
+        order = torch.argsort(self.prompts.eos_positions, stable=True)
+        self.register_buffer("class_order", order, persistent=False)
+        self.register_buffer("_class_place", torch.argsort(order), persistent=False)
+        self._chunks: dict[tuple[int, int, bool], tuple[Tensor, list[tuple[int, Tensor, Tensor]]]] = {}
 
     @property
     def num_classes(self) -> int:
@@ -303,44 +309,38 @@ class ConditionalPrompts(nn.Module):
         shift = self.meta_net(features)
         return self.prompts.ctx.unsqueeze(0) + shift.unsqueeze(1)
 
-    def _groups(self, start: int, stop: int, padded: bool) -> list[tuple[int, Tensor, Tensor]]:
-        """The class batching of all classes (:func:`length_groups`) restricted to classes start .. stop - 1:
-        every pass of a class runs the same positions whatever the chunk, so chunks change no result."""
+    def _chunk(self, start: int, stop: int, padded: bool) -> tuple[Tensor, list[tuple[int, Tensor, Tensor]]]:
+        """The classes at places start .. stop - 1 of :attr:`class_order` and, for the shared prefix, how they
+        are batched (:func:`length_groups` of their own prompts)."""
         key = (start, stop, padded)
-        if key not in self._chunk_groups:
-            prompts = self.prompts
-            groups = length_groups(prompts.eos_positions, 1 + prompts.n_ctx, padded)
-            kept = []
-            for length, rows, last in groups:
-                inside = (rows >= start) & (rows < stop)
-                if bool(inside.any()):
-                    kept.append((length, rows[inside] - start, last[inside]))
-            self._chunk_groups[key] = kept
-        return self._chunk_groups[key]
+        if key not in self._chunks:
+            classes = self.class_order[start:stop]
+            groups = length_groups(self.prompts.eos_positions[classes], 1 + self.prompts.n_ctx, padded)
+            self._chunks[key] = (classes, groups)
+        return self._chunks[key]
 
     def _encode(self, contexts: Tensor, start: int, stop: int) -> Tensor:
-        """Unnormalised text features (G, stop - start, E) of classes start .. stop - 1 after each of the
-        contexts (G, M, W)."""
+        """Unnormalised text features (G, stop - start, E) of the classes at places start .. stop - 1 of
+        :attr:`class_order`, after each of the contexts (G, M, W)."""
         prompts = self.prompts
         encoding = prompts.text_encoding
+        classes, groups = self._chunk(start, stop, encoding == "shared-prefix-padded")
         if encoding in SHARED_ENCODINGS:
             begin = 1 + prompts.n_ctx
             embeddings = prompts.token_embeddings
             sos = embeddings[0, :1].expand(contexts.shape[0], 1, -1)
             prefix = torch.cat([sos, contexts.to(embeddings.dtype)], dim=1)
-            groups = self._groups(start, stop, encoding == "shared-prefix-padded")
-            return encode_shared_prefix(
-                prompts.text, prefix, embeddings[start:stop, begin:], prompts.eos_positions[start:stop], groups
-            )
+            suffix = embeddings[classes, begin:]
+            return encode_shared_prefix(prompts.text, prefix, suffix, prompts.eos_positions[classes], groups)
         if encoding != "cut":
             raise CoCoOpError(
                 f"CoCoOp runs the text encodings {', '.join(SHARED_ENCODINGS)} and cut, not {encoding!r}"
             )
-        rows = prompts.prompt_embeddings(contexts)[:, start:stop]
-        images, classes = rows.shape[:2]
-        eos = prompts.eos_positions[start:stop].repeat(images)
-        features = prompts.text(rows.reshape(images * classes, *rows.shape[2:]), eos)
-        return features.view(images, classes, -1)
+        rows = prompts.prompt_embeddings(contexts)[:, classes]
+        images = rows.shape[0]
+        eos = prompts.eos_positions[classes].repeat(images)
+        features = prompts.text(rows.reshape(images * len(classes), *rows.shape[2:]), eos)
+        return features.view(images, len(classes), -1)
 
     def _group_text(self, contexts: Tensor, ranges: list[tuple[int, int]], recompute: bool) -> Tensor:
         parts = [
@@ -348,7 +348,8 @@ class ConditionalPrompts(nn.Module):
             else self._encode(contexts, start, stop)
             for start, stop in ranges
         ]
-        return F.normalize(torch.cat(parts, dim=1), dim=-1)
+        text = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        return F.normalize(text[:, self._class_place], dim=-1)
 
     def _plan(self, images: int) -> tuple[list[tuple[int, int, list[tuple[int, int]]]], bool]:
         training = torch.is_grad_enabled()
@@ -479,7 +480,9 @@ def train_cocoop(
     if len(train) == 0:
         raise CoCoOpError(f"task {task.name}: the sources {', '.join(task.sources)} have no training images")
     learner = build_learner(backbone, task.class_names, config, seed)
-    _, chosen_by = text_encoding_for(device, config.share_prefix)
+    requested, chosen_by = text_encoding_for(device, config.share_prefix)
+    if learner.text_encoding != requested:
+        chosen_by = "rule (prompts cannot share a prefix)"
     text_record = {"text_encoding": learner.text_encoding, "chosen_by": chosen_by}
     transform = prompt_train_transform(backbone.image_size, config.crop_scale, config.flip)
     labels = torch.tensor(train.labels, dtype=torch.long, device=device)

@@ -143,3 +143,11 @@ def test_the_record_names_the_text_encoding_and_counts_what_is_trained(mini_task
     width, dim = tiny_backbone.text.width, tiny_backbone.embed_dim
     assert record["n_trainable"] == 4 * width + dim * (dim // 16) + dim // 16 + (dim // 16) * width + width
     assert record["best_epoch"] == 1 and len(record["history"]) == 1
+
+
+def test_a_name_before_the_context_runs_the_cut_prompts_and_the_record_says_why(mini_task, tiny_backbone) -> None:
+    config = dataclasses.replace(QUICK, epochs=1, class_position="front")
+    result = train_cocoop(tiny_backbone, mini_task, config, seed=1)
+    assert result.record()["text_encoding"] == {
+        "text_encoding": "cut", "chosen_by": "rule (prompts cannot share a prefix)"
+    }
