@@ -19,9 +19,9 @@ from guidg.cocoop import (
     MetaNet,
     chunk_plan,
 )
+from guidg.losses import LOGIT_SCALE
 from guidg.prompts import PromptLearner
 from guidg.shared_prefix import encode_shared_prefix
-from guidg.losses import LOGIT_SCALE
 
 # Names of different token lengths (so the length groups of the shared prefix differ), none holding "x".
 NAMES = ["goldfish", "great white shark", "tree frog", "hammerhead shark with long fins", "dog", "ant", "car"]
