@@ -362,6 +362,8 @@ class ConditionalPrompts(nn.Module):
         """L2-normalised text features (B, C, E), float32, of every class prompt of each image, from the images'
         L2-normalised features (B, D); differentiable in the context and the Meta-Net."""
         plan, recompute = self._plan(len(features))
+        if not plan:
+            return features.new_zeros(0, self.num_classes, self.prompts.text.embed_dim)
         contexts = self.contexts(features)
         return torch.cat([self._group_text(contexts[a:b], ranges, recompute) for a, b, ranges in plan])
 
