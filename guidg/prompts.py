@@ -220,12 +220,23 @@ class PromptLearner(nn.Module):
         """Number of trainable scalars: M x width."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def prompt_embeddings(self) -> torch.Tensor:
-        """Token embeddings (C, cut_length, width) of all class prompts with the current context in place."""
+    def prompt_embeddings(self, ctx: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings (C, cut_length, width) of all class prompts with the current context in place.
+
+        ``ctx`` (M, width) puts that context in place instead; one context per image, (B, M, width), gives the
+        prompts of every class for each image, (B, C, cut_length, width).
+        """
+        ctx = self.ctx if ctx is None else ctx
         classes, slots = self.ctx_positions.shape
         rows = self.class_index[:, None].expand(classes, slots)
-        values = self.ctx.to(self.token_embeddings.dtype).unsqueeze(0).expand(classes, -1, -1)
-        return self.token_embeddings.index_put((rows, self.ctx_positions), values)
+        if ctx.dim() == 2:
+            values = ctx.to(self.token_embeddings.dtype).unsqueeze(0).expand(classes, -1, -1)
+            return self.token_embeddings.index_put((rows, self.ctx_positions), values)
+        images = ctx.shape[0]
+        base = self.token_embeddings.unsqueeze(0).expand(images, -1, -1, -1).contiguous()
+        image = torch.arange(images, device=base.device)[:, None, None]
+        values = ctx.to(base.dtype).unsqueeze(1).expand(images, classes, -1, -1)
+        return base.index_put((image, rows, self.ctx_positions), values)
 
     @property
     def shares_prefix(self) -> bool:

@@ -3,7 +3,8 @@
 CoOp prompts with the class name at the end read ``[SOS] c_1 .. c_M <name> . [EOS]``: the first M + 1
 positions are the same for every class. The text transformer is causal, so the hidden states of those
 positions are the same for every class too. This module runs them once (batch 1) and runs only the
-class-specific positions for the C classes, attending to the shared prefix's keys and values. Classes are
+class-specific positions for the C classes, attending to the shared prefix's keys and values. Several
+prefixes (CoCoOp's contexts, one per image) run as one batch, each followed by every class. Classes are
 grouped by the length of their own part, so no position after a class's EOS is computed either; or, where
 few large operations beat fewer small ones (a GPU), all run in one pass padded to the longest own part. The result
 equals the full computation up to floating-point rounding, at a fraction of the cost when C is large.
@@ -60,20 +61,23 @@ def _feed_forward(block: ResidualAttentionBlock, x: Tensor, attended: Tensor) ->
 
 
 def _prefix_pass(text: TextEncoder, prefix: Tensor) -> list[tuple[Tensor, Tensor]]:
-    """Run the prefix (1, P, W) through every block; the keys and values (H, P, W / H) of each block."""
+    """Run the prefixes (G, P, W) through every block; the keys and values (G, H, P, W / H) of each block."""
     cache = []
     x = prefix
     for block in text.transformer.resblocks:
         attn: nn.MultiheadAttention = block.attn  # type: ignore[assignment]
         q, k, v = (_split_heads(t, attn.num_heads) for t in F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
-        cache.append((k[0], v[0]))
+        cache.append((k, v))
         x = _feed_forward(block, x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
     return cache
 
 
 def _suffix_pass(text: TextEncoder, suffix: Tensor, cache: list[tuple[Tensor, Tensor]]) -> Tensor:
-    """Run class-specific positions (C, S, W) through every block, attending to the cached prefix."""
-    classes, length, _ = suffix.shape
+    """Run class-specific positions (G * C, S, W) through every block, rows g * C .. (g + 1) * C - 1 attending
+    to cached prefix g."""
+    rows, length, _ = suffix.shape
+    prefixes = cache[0][0].shape[0]
+    classes = rows // prefixes
     causal = torch.ones(length, length, dtype=torch.bool, device=suffix.device).tril()
     x = suffix
     for block, (k_p, v_p) in zip(text.transformer.resblocks, cache):
@@ -81,15 +85,19 @@ def _suffix_pass(text: TextEncoder, suffix: Tensor, cache: list[tuple[Tensor, Te
         heads = attn.num_heads
         q, k, v = (_split_heads(t, heads) for t in F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
         scale = q.shape[-1] ** -0.5
-        # Scores against the shared prefix as one matrix product per head: the prefix keys are never copied
-        # per class.
-        q_rows = q.transpose(0, 1).reshape(heads, classes * length, -1)
-        to_prefix = (q_rows @ k_p.transpose(-1, -2)).view(heads, classes, length, -1).transpose(0, 1) * scale
+        # Scores against each shared prefix as one matrix product per prefix and head: the prefix keys are
+        # never copied per class.
+        q_rows = q.view(prefixes, classes, heads, length, -1).transpose(1, 2)
+        to_prefix = q_rows.reshape(prefixes, heads, classes * length, -1) @ k_p.transpose(-1, -2)
+        to_prefix = to_prefix.view(prefixes, heads, classes, length, -1).transpose(1, 2)
+        to_prefix = to_prefix.reshape(rows, heads, length, -1) * scale
         to_own = (q @ k.transpose(-1, -2) * scale).masked_fill(~causal, float("-inf"))
         weights = torch.cat([to_prefix, to_own], dim=-1).softmax(dim=-1)
-        p_len = k_p.shape[1]
-        from_prefix = (weights[..., :p_len].transpose(0, 1).reshape(heads, classes * length, p_len) @ v_p)
-        attended = from_prefix.view(heads, classes, length, -1).transpose(0, 1) + weights[..., p_len:] @ v
+        p_len = k_p.shape[2]
+        w_rows = weights[..., :p_len].view(prefixes, classes, heads, length, p_len).transpose(1, 2)
+        from_prefix = w_rows.reshape(prefixes, heads, classes * length, p_len) @ v_p
+        from_prefix = from_prefix.view(prefixes, heads, classes, length, -1).transpose(1, 2)
+        attended = from_prefix.reshape(rows, heads, length, -1) + weights[..., p_len:] @ v
         x = _feed_forward(block, x, attended)
     return x
 
@@ -127,23 +135,37 @@ def encode_shared_prefix(
     prompt, ``pool_positions`` (C,) the pooled (EOS) position of each prompt, counted from the start of the
     prompt, all at or after P. Equal to ``text(cat(prefix, suffix[c]), pool_positions)`` for every c.
     ``groups`` (from :func:`length_groups`) says how classes are batched; by default, grouped by length.
+
+    A batch of prefixes (G, P, width) gives (G, C, embed_dim): row g holds the prompts ``prefix[g] +
+    suffix[c]`` (each prefix runs once, and every class after each of them; CoCoOp's per-image contexts).
     """
-    p_len, s_len = prefix.shape[0], suffix.shape[1]
+    batched = prefix.dim() == 3
+    prefixes = prefix if batched else prefix[None]
+    count, p_len, s_len = prefixes.shape[0], prefixes.shape[1], suffix.shape[1]
     cast = text.transformer.get_cast_dtype()
     positional = text.positional_embedding.to(cast)
-    cache = _prefix_pass(text, (prefix.to(cast) + positional[:p_len])[None])
+    cache = _prefix_pass(text, prefixes.to(cast) + positional[:p_len])
     x_s = suffix.to(cast) + positional[p_len : p_len + s_len]
+    width = x_s.shape[-1]
+
+    def after_each_prefix(rows: Tensor) -> Tensor:
+        # (n, L, W) -> (count * n, L, W): the same class positions behind every prefix.
+        return rows.expand(count, *rows.shape).reshape(-1, *rows.shape[1:])
+
     if groups is None:
         groups = length_groups(pool_positions.to(suffix.device), p_len, padded=False)
     if len(groups) == 1 and len(groups[0][1]) == x_s.shape[0]:
         length, _, last = groups[0]
-        states = _suffix_pass(text, x_s[:, :length], cache)
-        pooled = states[torch.arange(len(last), device=states.device), last]
+        states = _suffix_pass(text, after_each_prefix(x_s[:, :length]), cache)
+        pooled = states[torch.arange(states.shape[0], device=states.device), last.repeat(count)]
+        pooled = pooled.view(count, -1, width)
     else:
-        pooled = x_s.new_empty(x_s.shape[0], x_s.shape[-1])
+        pooled = x_s.new_empty(count, x_s.shape[0], width)
         for length, rows, _ in groups:
-            states = _suffix_pass(text, x_s[rows, :length], cache)
-            pooled = pooled.index_copy(0, rows, states[:, -1])
+            states = _suffix_pass(text, after_each_prefix(x_s[rows, :length]), cache)
+            pooled = pooled.index_copy(1, rows, states[:, -1].view(count, -1, width))
+    if not batched:
+        pooled = pooled[0]
     pooled = text.ln_final(pooled)
     projection = text.text_projection
     if isinstance(projection, nn.Linear):
