@@ -54,6 +54,7 @@ from guidg.shared_prefix import encode_shared_prefix, length_groups
 from guidg.transforms import eval_transform, prompt_train_transform
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.loading import LabeledImages, TaskData
+from guidg.model_selection import pooled_validation_images
 
 logger = logging.getLogger(__name__)
 
@@ -470,7 +471,7 @@ def train_cocoop(
     backbone: Backbone, task: TaskData, config: CoCoOpConfig, *, seed: int, num_workers: int = 0
 ) -> CoCoOpResult:
     """Train CoCoOp on the sources' training images of ``task`` (``task.expert`` of every source, pooled in
-    source order); keep the epoch with the best accuracy on their validation images (``task.validation``),
+    source order); keep the epoch with the best accuracy on their validation images (:func:`guidg.model_selection.pooled_validation_images`),
     the first such epoch on ties, or the last epoch when there are none. ``task.test`` is never read.
 
     SGD on the cross-entropy of the logits, ``batch_size`` images a step; the learning rate is constant within
@@ -478,7 +479,7 @@ def train_cocoop(
     """
     device = backbone.device
     train = _pooled(task.expert, task.sources)
-    select = _pooled(task.validation, task.sources)
+    select = pooled_validation_images(task)
     if len(train) == 0:
         raise CoCoOpError(f"task {task.name}: the sources {', '.join(task.sources)} have no training images")
     learner = build_learner(backbone, task.class_names, config, seed)

@@ -15,12 +15,13 @@ from guidg.cocoop import CoCoOpConfig, build_learner, load_cocoop, train_cocoop
 from guidg.evaluation import accuracy, image_features
 from guidg.schedule import constant_warmup_cosine_lambda
 from imagenet_dg.loading import LabeledImages
+from guidg.model_selection import pooled_validation_images
 
 QUICK = CoCoOpConfig(batch_size=8, epochs=3, eval_every=1, cached_views=3)
 
 
 def validation_images(task) -> LabeledImages:
-    return LabeledImages.concat([task.validation[d] for d in task.sources])
+    return pooled_validation_images(task)
 
 
 class Untouchable:
