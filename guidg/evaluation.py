@@ -9,7 +9,7 @@ its batch-mates (CMAttn's batch routing) splits them into batches of the recorde
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -66,3 +66,12 @@ def predict(predictor: Predictor, backbone: Backbone, images: LabeledImages, num
     """
     features = image_features(backbone, images, num_workers=num_workers, encode=predictor.image_encoder(backbone))
     return check_finite_outputs(predictor.logits(features), "logits")
+
+
+def accuracy(logits: Tensor, labels: Tensor | Sequence[int]) -> float:
+    """Top-1 accuracy in percent of ``logits`` (N, C) against ``labels`` (0 for no images): what a method's own
+    selection on source validation data compares."""
+    labels = torch.as_tensor(labels)
+    if len(labels) == 0:
+        return 0.0
+    return 100.0 * float((logits.argmax(dim=-1).cpu() == labels.cpu()).float().mean())

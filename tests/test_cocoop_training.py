@@ -60,7 +60,7 @@ def test_it_fits_a_few_training_images_it_first_gets_wrong(mini_task, mini_weigh
     two_per_class = [i for c in range(len(mini_task.class_names)) for i in
                      [k for k, label in enumerate(images.labels) if label == c][:2]]
     few = images.select(two_per_class)
-    task = dataclasses.replace(mini_task, sources=(source,), expert={source: few}, validation={source: few})
+    task = dataclasses.replace(mini_task, sources=(source,), expert={source: few}, guide={source: few})
     config = CoCoOpConfig(epochs=10, warmup_epochs=0, cached_views=1, crop_scale=(1.0, 1.0), flip=False)
     features, labels = image_features(mini_weights, few), torch.tensor(few.labels)
     with torch.no_grad():
@@ -95,7 +95,7 @@ def test_nothing_reads_the_target_test_split(mini_task, tiny_backbone) -> None:
 
 def test_without_validation_images_the_last_epoch_is_kept(mini_task, tiny_backbone) -> None:
     empty = LabeledImages(paths=(), labels=(), domains=())
-    task = dataclasses.replace(mini_task, validation={d: empty for d in mini_task.sources})
+    task = dataclasses.replace(mini_task, guide={d: empty for d in mini_task.sources})
     config = dataclasses.replace(QUICK, epochs=2)
     result = train_cocoop(tiny_backbone, task, config, seed=1)
     assert result.best_accuracy is None and result.best_epoch == 2

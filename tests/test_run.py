@@ -94,7 +94,7 @@ def test_a_run_records_the_scores_of_its_predictions(mini_benchmark, mini_releas
     assert record.validation_accuracy == pytest.approx(validation)
     assert (record.n_trainable, record.test_images) == (7, len(task.test))
     assert record.details["trained"] == "nothing"
-    assert (record.details["model_selection"], record.details["trains"]) == ("none", "nothing")
+    assert (record.model_selection, record.details["trains"]) == ("none", "nothing")
 
 
 def test_a_run_records_what_produced_it(mini_benchmark, mini_releases, tmp_path) -> None:
