@@ -1,4 +1,4 @@
-"""Time of one prompt-expert training step (SPEC 6.1): feature cache and cut prompts against the plain loop.
+"""Time of one prompt-expert training step (docs/methods.md, "CoOp"): feature cache and cut prompts against the plain loop.
 
 Step 1 of GuiDG trains only M context vectors while both CLIP encoders stay frozen. ``train_prompt`` with
 ``cached_views > 0`` therefore encodes a few augmented views of the k-shot sample once and, at each step,

@@ -1,4 +1,5 @@
-"""CoOp prompt learning: context vectors shared by all classes, fed through the frozen CLIP text tower (SPEC 6.1).
+"""CoOp prompt learning: context vectors shared by all classes, fed through the frozen CLIP text tower
+(``docs/methods.md``, "CoOp").
 
 The prompt of class c is ``[SOS] c_1 .. c_M <name tokens> . [EOS]`` (class position ``end``), or with the name
 between the two halves of the context (``middle``) or before it (``front``). Only the M context vectors are

@@ -49,7 +49,8 @@ def normalise_pixels(pixels: torch.Tensor) -> torch.Tensor:
 
 
 class EvalTransform:
-    """Resize the shorter side to ``image_size`` (bicubic), centre crop, CLIP normalisation (SPEC 4).
+    """Resize the shorter side to ``image_size`` (bicubic), centre crop, CLIP normalisation (``docs/methods.md``,
+    "What a method returns").
 
     Called on a Pillow image it gives the normalised tensor; :meth:`from_pixels` gives the same crop, as uint8,
     from a decoded-image cache made with :meth:`decode_spec` (already resized, so only the crop is left).
@@ -75,7 +76,7 @@ class EvalTransform:
 
 
 class PromptTrainTransform:
-    """Augmentation of prompt learning: RandomResizedCrop (bicubic) and horizontal flip (SPEC 6.1).
+    """Augmentation of prompt learning: RandomResizedCrop (bicubic) and horizontal flip (``docs/methods.md``, "CoOp").
 
     :meth:`from_pixels` draws the crop box and the flip exactly as the Pillow pipeline does, from the same
     generator and for the file's own size, so each seed picks the same region of the picture; it then cuts
@@ -122,7 +123,8 @@ class PromptTrainTransform:
 
 
 class FinetuneTrainTransform:
-    """Augmentation of image-encoder fine-tuning: resize, centre crop, RandAugment (SPEC 6.3).
+    """Augmentation of image-encoder fine-tuning: resize, centre crop, RandAugment (``docs/methods.md``,
+    "Fine-tuning bases").
 
     :meth:`from_pixels` starts from the evaluation-resized cache, so its crop equals the Pillow pipeline's bit
     for bit; RandAugment then draws the same operations and magnitudes from the same generator, applied by
@@ -163,17 +165,20 @@ class FinetuneTrainTransform:
 
 
 def eval_transform(image_size: int) -> EvalTransform:
-    """Resize the shorter side to ``image_size`` (bicubic), centre crop, CLIP normalisation (SPEC 4)."""
+    """Resize the shorter side to ``image_size`` (bicubic), centre crop, CLIP normalisation (``docs/methods.md``,
+    "What a method returns")."""
     return EvalTransform(image_size)
 
 
 def prompt_train_transform(image_size: int, crop_scale: tuple[float, float], flip: bool) -> PromptTrainTransform:
-    """Augmentation of prompt learning: RandomResizedCrop (bicubic) and horizontal flip (SPEC 6.1)."""
+    """Augmentation of prompt learning: RandomResizedCrop (bicubic) and horizontal flip (``docs/methods.md``,
+    "CoOp")."""
     return PromptTrainTransform(image_size, crop_scale, flip)
 
 
 def finetune_train_transform(image_size: int, randaugment: bool) -> FinetuneTrainTransform:
-    """Augmentation of image-encoder fine-tuning: resize, centre crop, RandAugment (SPEC 6.3)."""
+    """Augmentation of image-encoder fine-tuning: resize, centre crop, RandAugment (``docs/methods.md``,
+    "Fine-tuning bases")."""
     return FinetuneTrainTransform(image_size, randaugment)
 
 

@@ -1,4 +1,4 @@
-"""Weight averaging (SPEC 6.3): Beta moving average and WiSE-FT, checked against closed forms."""
+"""Weight averaging (docs/methods.md, "WiSE-FT" and "CLIPood"): Beta moving average and WiSE-FT, checked against closed forms."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CMAttn (SPEC 6.2): expert weights from image features and the experts' text features."""
+"""CMAttn (docs/methods.md, "CMAttn"): expert weights from image features and the experts' text features."""
 
 from __future__ import annotations
 

@@ -299,7 +299,7 @@ def test_the_shipped_reported_files_load_with_their_sources() -> None:
 
 
 def test_the_paper_table8_averages_match_the_paper(tmp_path: Path) -> None:
-    # the paper prints the averages (SPEC section 7); they are recomputed from the targets, so check them
+    # the paper prints the averages (its Table 8); they are recomputed from the targets, so check them
     rows = [r for r in load_reported() if r.file == "paper_table8.tsv" and r.suite == "terraincognita"
             and r.method == "clipood"]
     assert round(sum(r.accuracy for r in rows) / 4, 1) == 60.0

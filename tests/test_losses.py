@@ -1,4 +1,4 @@
-"""Training losses (SPEC 6.3) and inference logits (SPEC 6.4), checked against NumPy computations."""
+"""Training losses (docs/methods.md, "Step 2: the guided loss") and inference logits ("Inference"), checked against NumPy computations."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CoOp prompt learner (SPEC 6.1): prompt layout, cut-sequence exactness, initialisation, what is trained."""
+"""CoOp prompt learner (docs/methods.md, "CoOp"): prompt layout, cut-sequence exactness, initialisation, what is trained."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Zero-shot classification (SPEC 4): text classifiers from templates, logits = 100 x cosine."""
+"""Zero-shot classification (docs/methods.md, "Zero-shot CLIP"): text classifiers from templates, logits = 100 x cosine."""
 
 from __future__ import annotations
 
