@@ -1,7 +1,7 @@
 """The CLIP backbone: an open_clip model with its tokenizer and evaluation transform, and its text tower in pieces.
 
-Weights are always kept in fp32; on CUDA the forward passes run under bf16 autocast (``docs/methods.md``, "Where
-this implementation departs from the reference code"). The text
+Weights are always kept in fp32; on CUDA the forward passes run under bf16 autocast (``docs/methods.md``,
+"Where this implementation departs from the reference code"). The text
 tower is exposed as a :class:`TextEncoder` that accepts token embeddings instead of token ids, which is what
 prompt learning needs (``docs/methods.md``, "CoOp").
 """
