@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 from guidg.backbone import Backbone
-from guidg.losses import LOGIT_SCALE
 from imagenet_dg.errors import ImageNetDGError
 
 class TemplateSetError(ImageNetDGError):
@@ -55,7 +54,3 @@ def zeroshot_classifier(
     per_class = features.reshape(len(class_names), len(chosen), -1).mean(dim=1)
     return F.normalize(per_class, dim=-1)
 
-
-def zeroshot_logits(image_features: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
-    """Logits (B, C) = 100 x cos(image feature, class row); both inputs are normalised here first."""
-    return LOGIT_SCALE * F.normalize(image_features, dim=-1) @ F.normalize(classifier, dim=-1).T

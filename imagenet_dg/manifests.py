@@ -64,11 +64,6 @@ def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.parquet"
 
 
-def split_pattern(config: str, split: str) -> str:
-    """Glob, relative to the dataset folder, matching every shard of a split."""
-    return f"{DATA_DIR}/{config}/{split}-*.parquet"
-
-
 def features(classes: Sequence[str], embed_images: bool, columns: Sequence[str] = COLUMNS) -> datasets.Features:
     """Column types of a split file with ``columns`` (text, but ``label``: a class label whose names are the
     task's class ids in label order), and ``image`` after them when the images are embedded."""
@@ -264,7 +259,7 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict:
 
     Configuration names must be single folder names and every shard path must be
     ``data/<config>/<split>-NNNNN-of-NNNNN.parquet`` (raises :class:`PathEscapeError` otherwise); the content
-    hash must be the hash of the listed files. The files themselves are checked by :func:`verify_config`.
+    hash must be the hash of the listed files. The files themselves are checked by :func:`verify_files`.
     """
     path = Path(folder) / MANIFEST_FILE
     if not path.is_file():
@@ -330,7 +325,7 @@ def read_listed_shard(folder: str | os.PathLike[str], shard: ShardRecord) -> byt
 
     A reader parses the table from these very bytes, so a file replaced after the check cannot be what it
     reads. Raises ManifestError ``<file>: missing`` or ``<file>: content differs ...`` (as
-    :func:`verify_config` words them), or naming why the file cannot be read.
+    :func:`verify_files` words them), or naming why the file cannot be read.
     """
     file = shard_file(folder, shard)
     try:
@@ -381,14 +376,8 @@ def unlisted_in_config(folder: str | os.PathLike[str], manifest: Mapping, config
     return [f"{folder / e}: not listed in {MANIFEST_FILE}" for e in extra]
 
 
-def verify_config(folder: str | os.PathLike[str], manifest: Mapping, config: str) -> list[str]:
-    """Problems of the files of ``config``: listed shards missing or altered, files in its folder not listed."""
-    folder = Path(folder)
-    return _shard_problems(folder, listed_shards(manifest, [config])) + unlisted_in_config(folder, manifest, config)
-
-
 def config_error(folder: str | os.PathLike[str], config: str, problems: Sequence[str]) -> ManifestError:
-    """The error refusing ``config`` of ``folder`` for ``problems`` (as :func:`verify_config` words them)."""
+    """The error refusing ``config`` of ``folder`` for ``problems`` (as :func:`verify_files` words them)."""
     return ManifestError(
         f"configuration {config} of {folder} does not match its {MANIFEST_FILE}, so it cannot be scored:\n"
         + "\n".join(f"  {p}" for p in problems)

@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 from guidg.backbone import TINY_SPEC, Backbone, load_backbone
-from guidg.zeroshot import LOGIT_SCALE, TEMPLATE_SETS, TemplateSetError, zeroshot_classifier, zeroshot_logits
+from guidg.methods.text_heads import head_logits
+from guidg.losses import LOGIT_SCALE
+from guidg.zeroshot import TEMPLATE_SETS, TemplateSetError, zeroshot_classifier
 
 CLASS_NAMES = ["goldfish", "great white shark", "missile", "missile"]
 
@@ -77,4 +79,6 @@ def test_logits_are_100_times_the_cosine_similarity() -> None:
     classifier = torch.randn(5, 64, generator=generator)
     expected = 100.0 * F.cosine_similarity(images[:, None, :], classifier[None, :, :], dim=-1)
     assert LOGIT_SCALE == 100.0
-    torch.testing.assert_close(zeroshot_logits(images, classifier), expected, atol=1e-4, rtol=1e-5)
+    # the zero-shot predictor's logits, of normalised image features against the normalised classifier's rows
+    logits = head_logits(F.normalize(images, dim=-1), F.normalize(classifier, dim=-1)[None], None, batch_size=4)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-5)
