@@ -62,9 +62,8 @@ from guidg.backbone import TINY_SPEC, Backbone, BackboneSpec, load_backbone
 from guidg.divergence import check_finite
 from guidg.features import encode_views
 from guidg.losses import LOGIT_SCALE
-from guidg.prompt_training import PromptConfig
+from guidg.prompt_training import PromptConfig, new_prompt_learner, prompt_optimizer
 from guidg.prompts import PromptLearner
-from guidg.schedule import cosine_lambda
 from guidg.seeding import generator
 from guidg.transforms import prompt_train_transform
 from imagenet_dg.atomic import write_bytes_atomic, write_text_atomic
@@ -159,20 +158,8 @@ class PromptStep:
     def __init__(self, backbone: Backbone, names: Sequence[str], config: PromptConfig, seed: int, share: bool) -> None:
         self.backbone = backbone
         self.config = config
-        self.learner = PromptLearner(
-            backbone.text,
-            backbone.tokenizer,
-            names,
-            n_ctx=config.n_ctx,
-            init=config.ctx_init,
-            class_position=config.class_position,
-            generator=generator(seed, "context-init"),
-            share_prefix=share,
-        )
-        self.optimizer = torch.optim.SGD(
-            self.learner.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_lambda(config.schedule_steps, 0))
+        self.learner = new_prompt_learner(backbone, names, config, seed, share_prefix=share)
+        self.optimizer, self.scheduler = prompt_optimizer(self.learner, config)
         self.steps_done = 0
 
     @property

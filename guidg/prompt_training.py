@@ -99,6 +99,33 @@ def _accuracy(features: Tensor, labels: Tensor, text: Tensor) -> float:
     return 100.0 * float((predictions == labels).float().mean())  # percent, as every accuracy of the project
 
 
+def new_prompt_learner(
+    backbone: Backbone, class_names: Sequence[str], config: PromptConfig, seed: int, share_prefix: bool | None = None
+) -> PromptLearner:
+    """The prompt learner ``train_prompt`` starts from: ``config``'s context, initialised from ``seed``
+    (``share_prefix`` None: as ``config`` says)."""
+    return PromptLearner(
+        backbone.text,
+        backbone.tokenizer,
+        class_names,
+        n_ctx=config.n_ctx,
+        init=config.ctx_init,
+        class_position=config.class_position,
+        generator=generator(seed, "context-init"),
+        share_prefix=config.share_prefix if share_prefix is None else share_prefix,
+    )
+
+
+def prompt_optimizer(
+    learner: PromptLearner, config: PromptConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD over the context and its cosine schedule of ``config.schedule_steps`` steps, stepped once a batch."""
+    optimizer = torch.optim.SGD(
+        learner.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(config.schedule_steps, 0))
+
+
 def train_prompt(
     backbone: Backbone,
     class_names: Sequence[str],
@@ -118,16 +145,7 @@ def train_prompt(
     images (then cached and uncached training see identical features and give identical results).
     """
     device = backbone.device
-    learner = PromptLearner(
-        backbone.text,
-        backbone.tokenizer,
-        class_names,
-        n_ctx=config.n_ctx,
-        init=config.ctx_init,
-        class_position=config.class_position,
-        generator=generator(seed, "context-init"),
-        share_prefix=config.share_prefix,
-    )
+    learner = new_prompt_learner(backbone, class_names, config, seed)
     # The fastest way to run the prompts on this device (rule on CPU, quick measurement on a GPU).
     text_encoding = choose_text_encoding(learner, config.share_prefix, backbone.autocast)
     train_transform = (
@@ -151,10 +169,7 @@ def train_prompt(
         )[:, 0]
         select_labels = _labels(select, device)
 
-    optimizer = torch.optim.SGD(
-        learner.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(config.schedule_steps, 0))
+    optimizer, scheduler = prompt_optimizer(learner, config)
     selection = EpochSelection(config.epochs, config.eval_every)
     history: list[dict[str, float]] = []
     step = 0
