@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.nn.functional import all_gather
 from torch import Tensor
 
 from imagenet_dg.errors import ImageNetDGError
@@ -117,8 +118,6 @@ def gather_in_order(local: Tensor, replica: Replica, domains: int, per_domain: i
     """
     if replica.world_size == 1:
         return local
-    from torch.distributed.nn.functional import all_gather
-
     with warnings.catch_warnings():
         # Deprecated in favour of a private module; the public function still gathers with gradients.
         warnings.simplefilter("ignore", FutureWarning)

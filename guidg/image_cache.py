@@ -53,6 +53,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from imagenet_dg.disk import reporting_write_faults, require_free_space
 from imagenet_dg.errors import ImageNetDGError
@@ -241,8 +242,6 @@ class _ReadBytes(Dataset):
 
 def _check_nvjpeg(device: torch.device) -> None:
     """Decode a small JPEG on ``device``; an nvjpeg that cannot start is an error, not a silent fallback."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
     sample = io.BytesIO()
     Image.new("RGB", (16, 16), (200, 30, 90)).save(sample, format="JPEG")
     try:
@@ -260,8 +259,6 @@ def _decode_nvjpeg(
 ) -> Iterator[tuple[np.ndarray, int, int, int]]:
     """JPEGs decoded in batches by nvjpeg and resized on the GPU; other files (PNG, CMYK, EXIF-rotated, any
     JPEG nvjpeg refuses) through Pillow, counted in ``counts["pil"]`` (``counts["nvjpeg"]`` the others)."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
     _check_nvjpeg(device)
     counts.setdefault("nvjpeg", 0)
     counts.setdefault("pil", 0)

@@ -235,12 +235,10 @@ def test_the_jpeg_decoder_leaves_rotated_jpegs_and_other_formats_to_pillow(image
 
 
 def test_a_jpeg_decoder_that_cannot_start_is_an_error_not_a_fallback(images, tmp_path, monkeypatch):
-    import torchvision.io
-
     def broken(*args, **kwargs):
         raise RuntimeError("Failed to initialize nvjpeg with hardware backend")
 
-    monkeypatch.setattr(torchvision.io, "decode_jpeg", broken)
+    monkeypatch.setattr(image_cache, "decode_jpeg", broken)
     with pytest.raises(ImageCacheError, match="pipeline.decoder=pil"):
         open_or_build(tmp_path / "cache", images, DecodeSpec(32, "nvjpeg"), device="cpu")
     assert not any((tmp_path / "cache").glob("*/cache.json"))
