@@ -34,15 +34,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from guidg.backbone import TextEncoder, register_model_configs
+from guidg.packaged_weights import pack
 from imagenet_dg.atomic import write_bytes_atomic
 from imagenet_dg.world import CONCEPTS, draw
-from guidg.packaged_weights import pack
 
 logger = logging.getLogger(__name__)
 
@@ -165,8 +165,6 @@ def _used_token_ids(tokenizer, names: Sequence[str]) -> torch.Tensor:
 def pretrain(config: PretrainingConfig = PretrainingConfig()) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Train the tiny CLIP on the world and return its state dict (float16, unused token rows zero) and the
     metadata recorded with it. Deterministic on CPU for a given ``config``."""
-    from guidg.backbone import register_model_configs
-
     register_model_configs()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # GEMM blocking depends on the thread count; one thread gives the same bits anywhere
@@ -181,8 +179,6 @@ def pretrain(config: PretrainingConfig = PretrainingConfig()) -> tuple[dict[str,
 
 
 def _train(model, transform, tokenizer, config: PretrainingConfig) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from guidg.backbone import TextEncoder
-
     started = time.perf_counter()
     images, concepts, styles = _pictures(config, transform)
     drawn = time.perf_counter() - started

@@ -37,6 +37,7 @@ from imagenet_dg.atomic import write_bytes_atomic
 from imagenet_dg.disk import reporting_write_faults
 from imagenet_dg.domains import DOMAINS, get_domain
 from imagenet_dg.errors import ImageNetDGError, OutputExistsError
+from imagenet_dg.mini_suites import MARKER as SUITE_MARKER
 from imagenet_dg.taxonomy import imagenetv2_labels, load_taxonomy, val_labels
 from imagenet_dg.world import RENDITIONS, draw
 
@@ -283,8 +284,6 @@ def _existing_files(out: Path) -> set[str]:
     """Every file under ``out``, but those of miniature standard suites written inside it by
     :func:`imagenet_dg.mini_suites.make_mini_suite` (the harness keeps ``mini-pacs/`` beside the releases):
     their folders hold that generator's marker, and they are no release a scan of ``out`` could mistake."""
-    from imagenet_dg.mini_suites import MARKER as SUITE_MARKER
-
     found = set()
     for folder, subfolders, names in os.walk(out):
         if Path(folder) != out and SUITE_MARKER in names:

@@ -31,6 +31,7 @@ from imagenet_dg.atomic import write_bytes_atomic
 from imagenet_dg.disk import reporting_write_faults
 from imagenet_dg.errors import ImageNetDGError, OutputExistsError
 from imagenet_dg.suites import Suite, get_suite
+from imagenet_dg.world import draw
 
 MARKER = "mini-suite.json"
 """File in a miniature suite's folder recording the settings that wrote it."""
@@ -81,8 +82,6 @@ STAND_INS: Mapping[str, str] = {
 def draw_picture(class_id: str, domain: str, seed: tuple[int, ...], size: int) -> Image.Image:
     """One square picture of ``class_id`` in the style of ``domain``: the single point where the miniature
     suites meet the world's drawing."""
-    from imagenet_dg.world import draw
-
     return draw(STAND_INS.get(class_id, class_id), domain, seed, size)
 
 
