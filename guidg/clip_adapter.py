@@ -25,83 +25,73 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from imagenet_dg.loading import TaskData
 from guidg.backbone import Backbone
 from guidg.divergence import check_finite, check_finite_outputs
 from guidg.evaluation import accuracy
 from guidg.feature_training import (
-    CHECKPOINTS, FeatureMethodError, FeaturePredictor, PhaseClock, TrainingViews, check_setting, epoch_batches,
-    evaluation_features, labels_of, require_tensors, seeded_module, source_data, to_cpu_state,
+    CHECKPOINTS,
+    FeatureMethodError,
+    FeaturePredictor,
+    PhaseClock,
+    TrainingViews,
+    epoch_batches,
+    evaluation_features,
+    labels_of,
+    require_tensors,
+    seeded_module,
+    source_data,
+    to_cpu_state,
 )
 from guidg.losses import LOGIT_SCALE
+from guidg.settings import OneOf, Ordered, Range, Section, at_least, positive, setting
 from guidg.transforms import eval_transform, prompt_train_transform
 from guidg.zeroshot import zeroshot_classifier
+from imagenet_dg.loading import TaskData
 
 logger = logging.getLogger(__name__)
 
 NAME = "clip-adapter"
 
 @dataclass(frozen=True)
-class ClipAdapterConfig:
+class ClipAdapterConfig(Section):
     """CLIP-Adapter's settings, with the defaults of the reference code and CoOp's configuration it runs with."""
 
-    ratio: float = 0.2
-    """Residual ratio r: the weight of the adapted feature. range: 0 <= r <= 1."""
-    reduction: int = 4
-    """Bottleneck reduction: the hidden width is D // reduction. range: >= 1, at most D."""
-    lr: float = 2e-3
-    """SGD learning rate after warm-up. range: > 0."""
-    momentum: float = 0.9
-    """range: 0 <= momentum < 1."""
-    weight_decay: float = 5e-4
-    """range: >= 0."""
-    batch_size: int = 32
-    """range: >= 1."""
-    epochs: int = 200
-    """CoOp's configuration for every dataset but ImageNet, which it trains for 50. range: >= 1."""
-    warmup_epochs: int = 1
-    """Epochs at the constant ``warmup_lr`` before the cosine schedule. range: 0 <= warmup_epochs <= epochs."""
-    warmup_lr: float = 1e-5
-    """range: > 0."""
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    """RandomResizedCrop's area range. range: 0 < low <= high <= 1."""
-    flip: bool = True
-    """Random horizontal flips. choices: true, false."""
-    cached_views: int = 8
-    """Augmented views per training image encoded once; 0 encodes every batch afresh, as the reference does.
-    range: >= 0."""
-    checkpoint: str = "last"
-    """The adapter kept: the ``last`` epoch's (the reference) or the ``best`` on source validation (ties: the
-    earliest). choices: last, best."""
+    NAME: ClassVar[str] = "clip_adapter"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"epochs": 2, "cached_views": 1, "lr": 0.05},
+        "mini": {"epochs": 6, "cached_views": 2, "lr": 0.05},
+    }
 
-    def __post_init__(self) -> None:
-        section = "clip_adapter"
-        check_setting(section, "ratio", self.ratio, 0.0 <= self.ratio <= 1.0, "a number between 0 and 1")
-        check_setting(section, "reduction", self.reduction, self.reduction >= 1, "an integer >= 1")
-        check_setting(section, "lr", self.lr, self.lr > 0, "a number > 0")
-        check_setting(section, "momentum", self.momentum, 0.0 <= self.momentum < 1.0, "a number in [0, 1)")
-        check_setting(section, "weight_decay", self.weight_decay, self.weight_decay >= 0, "a number >= 0")
-        check_setting(section, "batch_size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
-        check_setting(section, "epochs", self.epochs, self.epochs >= 1, "an integer >= 1")
-        check_setting(section, "warmup_epochs", self.warmup_epochs, 0 <= self.warmup_epochs <= self.epochs,
-                      f"an integer between 0 and epochs ({self.epochs})")
-        check_setting(section, "warmup_lr", self.warmup_lr, self.warmup_lr > 0, "a number > 0")
-        low, high = self.crop_scale
-        check_setting(section, "crop_scale", self.crop_scale, 0 < low <= high <= 1,
-                      "(low, high) with 0 < low <= high <= 1")
-        check_setting(section, "flip", self.flip, isinstance(self.flip, bool), "true or false")
-        check_setting(section, "cached_views", self.cached_views, self.cached_views >= 0, "an integer >= 0")
-        check_setting(section, "checkpoint", self.checkpoint, self.checkpoint in CHECKPOINTS,
-                      f"one of {', '.join(CHECKPOINTS)}")
+    ratio: float = setting(0.2, Range(0.0, 1.0), "residual ratio r: the weight of the adapted feature")
+    reduction: int = setting(4, at_least(1), "bottleneck reduction: the hidden width is D // reduction (at most D)")
+    lr: float = setting(2e-3, positive(), "SGD learning rate after warm-up")
+    momentum: float = setting(0.9, Range(0.0, 1.0, open_high=True), "SGD momentum")
+    weight_decay: float = setting(5e-4, at_least(0.0), "SGD weight decay")
+    batch_size: int = setting(32, at_least(1), "images per step")
+    epochs: int = setting(200, at_least(1), "passes over the training shots (CoOp's configuration; 50 on ImageNet)")
+    warmup_epochs: int = setting(1, at_least(0), "epochs at the constant warmup_lr before the cosine schedule")
+    warmup_lr: float = setting(1e-5, positive(), "learning rate of the warm-up epochs")
+    crop_scale: tuple[float, float] = setting(
+        (0.08, 1.0), Ordered(Range(0.0, 1.0, open_low=True)), "RandomResizedCrop's area range")
+    flip: bool = setting(True, None, "random horizontal flips")
+    cached_views: int = setting(
+        8, at_least(0), "augmented views per training image encoded once (0: every batch afresh, as the reference)")
+    checkpoint: str = setting(
+        "last", OneOf(CHECKPOINTS), "the adapter kept: the last epoch's (the reference) or the best on source "
+        "validation (ties: the earliest)")
+
+    def relations(self) -> Iterator[str]:
+        if self.warmup_epochs > self.epochs:
+            yield f"warmup_epochs ({self.warmup_epochs}) must be at most epochs ({self.epochs})"
 
 
 def epoch_lr(config: ClipAdapterConfig, epoch: int) -> float:

@@ -21,14 +21,14 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from imagenet_dg.errors import ImageNetDGError
-from imagenet_dg.loading import LabeledImages, TaskData
 from guidg.backbone import Backbone
 from guidg.evaluation import image_features
 from guidg.features import encode_views
 from guidg.image_pipeline import eval_batch_size
-from guidg.seeding import derive_seed, generator
 from guidg.model_selection import pooled_validation_images
+from guidg.seeding import derive_seed, generator
+from imagenet_dg.errors import ImageNetDGError
+from imagenet_dg.loading import LabeledImages, TaskData
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -40,12 +40,6 @@ CHECKPOINTS = ("last", "best")
 
 class FeatureMethodError(ImageNetDGError, ValueError):
     """A frozen-encoder method was given a setting outside its allowed values, or inputs it cannot use."""
-
-
-def check_setting(section: str, name: str, value: object, allowed: bool, expected: str) -> None:
-    """Raise :class:`FeatureMethodError` naming ``section.name``, its value and what it must be, unless ``allowed``."""
-    if not allowed:
-        raise FeatureMethodError(f"{section}.{name} = {value!r}: expected {expected}")
 
 
 @dataclass(frozen=True)

@@ -18,21 +18,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from imagenet_dg.loading import TaskData
 from guidg.backbone import Backbone
 from guidg.divergence import check_finite_outputs
 from guidg.evaluation import accuracy
 from guidg.feature_training import (
-    FeatureMethodError, FeaturePredictor, LabeledFeatures, PhaseClock, check_setting, evaluation_features,
-    require_tensors, source_data, to_cpu_state,
+    FeatureMethodError,
+    FeaturePredictor,
+    LabeledFeatures,
+    PhaseClock,
+    evaluation_features,
+    require_tensors,
+    source_data,
+    to_cpu_state,
 )
 from guidg.grid_search import log_bisection
+from guidg.settings import Each, Section, at_least, positive, setting
+from imagenet_dg.loading import TaskData
 
 NAME = "linear-probe"
 
@@ -41,31 +48,22 @@ C_GRID = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)
 
 
 @dataclass(frozen=True)
-class LinearProbeConfig:
+class LinearProbeConfig(Section):
     """The linear probe's settings, with the defaults of CoOp's ``lpclip/linear_probe.py``."""
 
-    c_grid: tuple[float, ...] = C_GRID
-    """Inverse L2 strengths C of the first sweep, in the order tried (an earlier one wins ties). range: each > 0,
-    at least one."""
-    refine_steps: int = 8
-    """Halvings of the decade around the sweep's best C (the reference's ``--num_step``). range: >= 0."""
-    max_iter: int = 1000
-    """L-BFGS iterations of one fit at most. range: >= 1."""
-    tolerance: float = 1e-4
-    """A fit stops once no gradient entry of the averaged objective exceeds this (scikit-learn's ``tol``).
-    range: > 0."""
-    history_size: int = 10
-    """Correction pairs L-BFGS keeps (scipy's default, which the reference runs through scikit-learn).
-    range: >= 1."""
+    NAME: ClassVar[str] = "linear_probe"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"c_grid": (1e2, 1.0, 1e-2), "refine_steps": 1, "max_iter": 50},
+        "mini": {"refine_steps": 2, "max_iter": 200},
+    }
 
-    def __post_init__(self) -> None:
-        section = "linear_probe"
-        check_setting(section, "c_grid", self.c_grid,
-                      len(self.c_grid) > 0 and all(float(c) > 0 for c in self.c_grid), "one or more values > 0")
-        check_setting(section, "refine_steps", self.refine_steps, self.refine_steps >= 0, "an integer >= 0")
-        check_setting(section, "max_iter", self.max_iter, self.max_iter >= 1, "an integer >= 1")
-        check_setting(section, "tolerance", self.tolerance, self.tolerance > 0, "a number > 0")
-        check_setting(section, "history_size", self.history_size, self.history_size >= 1, "an integer >= 1")
+    c_grid: tuple[float, ...] = setting(
+        C_GRID, Each(positive()), "inverse L2 strengths C of the first sweep, in the order tried (earlier wins ties)")
+    refine_steps: int = setting(8, at_least(0), "halvings of the decade around the sweep's best C (--num_step)")
+    max_iter: int = setting(1000, at_least(1), "L-BFGS iterations of one fit at most")
+    tolerance: float = setting(
+        1e-4, positive(), "a fit stops once no gradient entry of the averaged objective exceeds this (tol)")
+    history_size: int = setting(10, at_least(1), "correction pairs L-BFGS keeps (scipy's default)")
 
 
 @dataclass(frozen=True)

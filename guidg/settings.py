@@ -135,6 +135,21 @@ class Ordered(Allowed):
         return f"in {self.each.describe()}, low <= high"
 
 
+@dataclass(frozen=True)
+class Each(Allowed):
+    """A non-empty tuple of any length whose every element is allowed by ``each`` (e.g. a grid of candidates)."""
+
+    each: Allowed
+
+    def problem(self, value: Any) -> str | None:
+        if not value or any(self.each.problem(v) is not None for v in value):
+            return self.describe()
+        return None
+
+    def describe(self) -> str:
+        return f"one or more, each {self.each.describe()}"
+
+
 def _number(value: float | None) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -227,6 +242,11 @@ def _of_type(annotation: Any, value: Any) -> Any:
             return None
         kinds = [a for a in arguments if a is not type(None)]
         return _of_type(kinds[0], value)
+    if origin is tuple and arguments[-1:] == (Ellipsis,):
+        if not isinstance(value, (tuple, list)):
+            return _WRONG
+        parts = tuple(_of_type(arguments[0], v) for v in value)
+        return _WRONG if any(p is _WRONG for p in parts) else parts
     if origin is tuple:
         if not isinstance(value, (tuple, list)) or len(value) != len(arguments):
             return _WRONG
@@ -252,7 +272,8 @@ def type_text(annotation: Any) -> str:
         kinds = [a for a in arguments if a is not type(None)]
         return f"{type_text(kinds[0])} or null"
     if origin is tuple:
-        return f"{len(arguments)} comma-separated numbers"
+        count = "" if arguments[-1:] == (Ellipsis,) else f"{len(arguments)} "
+        return f"{count}comma-separated numbers"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a text"}[annotation]
 
 
@@ -297,7 +318,7 @@ def expected_text(annotation: Any, declared: Declared) -> str:
     if isinstance(allowed, Range):
         bounds = allowed.describe()
         return f"{type_text(annotation)} {'in ' if bounds.startswith(('[', '(')) else ''}{bounds}"
-    if isinstance(allowed, Ordered):
+    if isinstance(allowed, (Ordered, Each)):
         return f"{type_text(annotation)} {allowed.describe()}"
     return f"{type_text(annotation)}{_allowed_text(declared)}"
 

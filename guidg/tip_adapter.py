@@ -44,19 +44,30 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from imagenet_dg.loading import TaskData
 from guidg.backbone import Backbone
 from guidg.divergence import check_finite, check_finite_outputs
 from guidg.evaluation import accuracy
 from guidg.feature_training import (
-    CHECKPOINTS, FeatureMethodError, FeaturePredictor, LabeledFeatures, PhaseClock, TrainingViews, check_setting,
-    epoch_batches, evaluation_features, labels_of, require_tensors, source_data, to_cpu_state,
+    CHECKPOINTS,
+    FeatureMethodError,
+    FeaturePredictor,
+    LabeledFeatures,
+    PhaseClock,
+    TrainingViews,
+    epoch_batches,
+    evaluation_features,
+    labels_of,
+    require_tensors,
+    source_data,
+    to_cpu_state,
 )
 from guidg.grid_search import SearchResult, grid_search
 from guidg.losses import LOGIT_SCALE
 from guidg.schedule import cosine_lambda
+from guidg.settings import OneOf, Ordered, Range, Section, at_least, positive, setting
 from guidg.transforms import eval_transform, prompt_train_transform
 from guidg.zeroshot import zeroshot_classifier
+from imagenet_dg.loading import TaskData
 
 logger = logging.getLogger(__name__)
 
@@ -68,87 +79,50 @@ AFFINITY_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
-class TipAdapterConfig:
+class TipAdapterConfig(Section):
     """Tip-Adapter's settings, with the paper's initial (alpha, beta) and the reference's ImageNet grid."""
 
-    SECTION: ClassVar[str] = "tip_adapter"
-    """The configuration section these settings are named under in messages."""
+    NAME: ClassVar[str] = "tip_adapter"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"augment_views": 1, "beta_steps": 5, "alpha_steps": 2},
+        "mini": {"augment_views": 2, "beta_steps": 20, "alpha_steps": 5},
+    }
 
-    augment_views: int = 10
-    """Augmented views of each training shot averaged into its key (the reference's ``augment_epoch``).
-    range: >= 1."""
-    crop_scale: tuple[float, float] = (0.5, 1.0)
-    """RandomResizedCrop's area range of those views. range: 0 < low <= high <= 1."""
-    flip: bool = True
-    """Random horizontal flips of those views. choices: true, false."""
-    init_alpha: float = 1.0
-    """alpha before the search (and during Tip-Adapter-F's training). range: >= 0."""
-    init_beta: float = 5.5
-    """beta before the search (and during Tip-Adapter-F's training). range: > 0."""
-    search: bool = True
-    """Choose (alpha, beta) on source validation (the reference's ``search_hp``). choices: true, false."""
-    beta_scale: float = 7.0
-    """Upper end of beta's grid (``search_scale[0]``). range: > 0.1."""
-    beta_steps: int = 200
-    """Values of beta's grid (``search_step[0]``). range: >= 1."""
-    alpha_scale: float = 3.0
-    """Upper end of alpha's grid (``search_scale[1]``). range: > 0.1."""
-    alpha_steps: int = 20
-    """Values of alpha's grid (``search_step[1]``). range: >= 1."""
-
-    def __post_init__(self) -> None:
-        section = self.SECTION
-        check_setting(section, "augment_views", self.augment_views, self.augment_views >= 1, "an integer >= 1")
-        low, high = self.crop_scale
-        check_setting(section, "crop_scale", self.crop_scale, 0 < low <= high <= 1,
-                      "(low, high) with 0 < low <= high <= 1")
-        check_setting(section, "flip", self.flip, isinstance(self.flip, bool), "true or false")
-        check_setting(section, "init_alpha", self.init_alpha, self.init_alpha >= 0, "a number >= 0")
-        check_setting(section, "init_beta", self.init_beta, self.init_beta > 0, "a number > 0")
-        check_setting(section, "search", self.search, isinstance(self.search, bool), "true or false")
-        check_setting(section, "beta_scale", self.beta_scale, self.beta_scale > 0.1, "a number > 0.1")
-        check_setting(section, "beta_steps", self.beta_steps, self.beta_steps >= 1, "an integer >= 1")
-        check_setting(section, "alpha_scale", self.alpha_scale, self.alpha_scale > 0.1, "a number > 0.1")
-        check_setting(section, "alpha_steps", self.alpha_steps, self.alpha_steps >= 1, "an integer >= 1")
-
+    augment_views: int = setting(
+        10, at_least(1), "augmented views of each training shot averaged into its key (augment_epoch)")
+    crop_scale: tuple[float, float] = setting(
+        (0.5, 1.0), Ordered(Range(0.0, 1.0, open_low=True)), "RandomResizedCrop's area range of those views")
+    flip: bool = setting(True, None, "random horizontal flips of those views")
+    init_alpha: float = setting(1.0, at_least(0.0), "alpha before the search (and during Tip-Adapter-F's training)")
+    init_beta: float = setting(5.5, positive(), "beta before the search (and during Tip-Adapter-F's training)")
+    search: bool = setting(True, None, "choose (alpha, beta) on source validation (search_hp)")
+    beta_scale: float = setting(7.0, Range(0.1, open_low=True), "upper end of beta's grid (search_scale[0])")
+    beta_steps: int = setting(200, at_least(1), "values of beta's grid (search_step[0])")
+    alpha_scale: float = setting(3.0, Range(0.1, open_low=True), "upper end of alpha's grid (search_scale[1])")
+    alpha_steps: int = setting(20, at_least(1), "values of alpha's grid (search_step[1])")
 
 
 @dataclass(frozen=True)
 class TipAdapterFConfig(TipAdapterConfig):
     """Tip-Adapter-F's settings: Tip-Adapter's, and the training of the keys as the reference runs it."""
 
-    SECTION: ClassVar[str] = "tip_adapter_f"
+    NAME: ClassVar[str] = "tip_adapter_f"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {**TipAdapterConfig.PRESETS["smoke"], "epochs": 2, "batch_size": 64, "lr": 1e-2},
+        "mini": {**TipAdapterConfig.PRESETS["mini"], "epochs": 6, "batch_size": 64, "lr": 1e-2},
+    }
 
-    lr: float = 1e-3
-    """AdamW learning rate at the start of the cosine schedule. range: > 0."""
-    eps: float = 1e-4
-    """AdamW's epsilon. range: > 0."""
-    weight_decay: float = 0.01
-    """AdamW's decoupled weight decay (torch's default, which the reference leaves). range: >= 0."""
-    batch_size: int = 256
-    """range: >= 1."""
-    epochs: int = 20
-    """range: >= 1."""
-    cached_training: bool = True
-    """Train on the cached key views (one per image and epoch); false encodes freshly augmented batches at every
-    step, as the reference does. choices: true, false."""
-    checkpoint: str = "best"
-    """The keys kept: the ``best`` epoch's on source validation at the initial (alpha, beta) (ties: the
-    earliest), or the ``last``. choices: best, last."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        section = self.SECTION
-        check_setting(section, "lr", self.lr, self.lr > 0, "a number > 0")
-        check_setting(section, "eps", self.eps, self.eps > 0, "a number > 0")
-        check_setting(section, "weight_decay", self.weight_decay, self.weight_decay >= 0, "a number >= 0")
-        check_setting(section, "batch_size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
-        check_setting(section, "epochs", self.epochs, self.epochs >= 1, "an integer >= 1")
-        check_setting(section, "cached_training", self.cached_training, isinstance(self.cached_training, bool),
-                      "true or false")
-        check_setting(section, "checkpoint", self.checkpoint, self.checkpoint in CHECKPOINTS,
-                      f"one of {', '.join(CHECKPOINTS)}")
-
+    lr: float = setting(1e-3, positive(), "AdamW learning rate at the start of the cosine schedule")
+    eps: float = setting(1e-4, positive(), "AdamW's epsilon")
+    weight_decay: float = setting(0.01, at_least(0.0), "AdamW's decoupled weight decay (torch's default)")
+    batch_size: int = setting(256, at_least(1), "images per step")
+    epochs: int = setting(20, at_least(1), "passes over the training shots")
+    cached_training: bool = setting(
+        True, None, "train on the cached key views (one per image and epoch); false: freshly augmented batches at "
+        "every step, as the reference")
+    checkpoint: str = setting(
+        "best", OneOf(CHECKPOINTS), "the keys kept: the best epoch's on source validation at the initial "
+        "(alpha, beta) (ties: the earliest), or the last")
 
 
 def cache_logits(features: Tensor, keys: Tensor, values: Tensor, beta: float) -> Tensor:
@@ -287,7 +261,7 @@ def _build_cache(
         raise FeatureMethodError(f"task {task.name}: no training images in the sources' expert pools")
     if need_validation and len(data.validation) == 0:
         raise FeatureMethodError(
-            f"task {task.name}: {config.SECTION} chooses on the sources' validation images, and there are none; "
+            f"task {task.name}: {config.NAME} chooses on the sources' validation images, and there are none; "
             "set search = false (and checkpoint = last for Tip-Adapter-F)"
         )
     transform = (

@@ -11,9 +11,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from guidg.clip_adapter import (
-    Adapter, ClipAdapter, ClipAdapterConfig, TrainedClipAdapter, adapted_features, epoch_lr,
+    Adapter,
+    ClipAdapter,
+    ClipAdapterConfig,
+    TrainedClipAdapter,
+    adapted_features,
+    epoch_lr,
 )
 from guidg.feature_training import FeatureMethodError, seeded_module
+from guidg.settings import SettingError
 
 
 def small_model(seed: int = 0, ratio: float = 0.2) -> ClipAdapter:
@@ -113,5 +119,5 @@ def test_the_defaults_are_the_reference_s() -> None:
     ({"cached_views": -1}, "cached_views"), ({"checkpoint": "middle"}, "checkpoint"),
 ])
 def test_settings_out_of_range_are_refused_by_name(change, name) -> None:
-    with pytest.raises(FeatureMethodError, match=f"clip_adapter.{name}"):
+    with pytest.raises(SettingError, match=f"clip_adapter[.:].*{name}"):
         ClipAdapterConfig(**change)

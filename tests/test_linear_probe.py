@@ -8,7 +8,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from guidg.feature_training import FeatureMethodError
-from guidg.linear_probe import C_GRID, LinearProbe, LinearProbeConfig, fit_logistic_regression
+from guidg.linear_probe import (
+    C_GRID,
+    LinearProbe,
+    LinearProbeConfig,
+    fit_logistic_regression,
+)
+from guidg.settings import SettingError
 
 
 def problem(n: int = 40, d: int = 5, classes: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,5 +110,5 @@ def test_the_defaults_are_coop_s_sweep_and_refinement() -> None:
     ({"max_iter": 0}, "max_iter"), ({"tolerance": 0.0}, "tolerance"), ({"history_size": 0}, "history_size"),
 ])
 def test_settings_out_of_range_are_refused_by_name(change, name) -> None:
-    with pytest.raises(FeatureMethodError, match=f"linear_probe.{name}"):
+    with pytest.raises(SettingError, match=f"linear_probe.{name}"):
         LinearProbeConfig(**change)

@@ -11,9 +11,16 @@ from safetensors.torch import load_file, save_file
 
 import guidg.tip_adapter as tip
 from guidg.evaluation import accuracy
-from guidg.feature_training import FeatureMethodError, LabeledFeatures
+from guidg.feature_training import LabeledFeatures
+from guidg.settings import SettingError
 from guidg.tip_adapter import (
-    TipAdapter, TipAdapterConfig, TipAdapterFConfig, cache_logits, search_alpha_beta, search_candidates, tip_logits,
+    TipAdapter,
+    TipAdapterConfig,
+    TipAdapterFConfig,
+    cache_logits,
+    search_alpha_beta,
+    search_candidates,
+    tip_logits,
 )
 
 
@@ -114,5 +121,5 @@ def test_the_defaults_are_the_paper_s_start_and_the_reference_s_imagenet_grid_an
     (TipAdapterFConfig, {"checkpoint": "first"}, "tip_adapter_f.checkpoint"),
 ])
 def test_settings_out_of_range_are_refused_by_name(config, change, name) -> None:
-    with pytest.raises(FeatureMethodError, match=name):
+    with pytest.raises(SettingError, match=name):
         config(**change)
