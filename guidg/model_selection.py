@@ -17,6 +17,9 @@ declares its rule by name (:data:`RULES`), the run records it (``docs/methods.md
 - ``source-validation-grid``: the candidate of a grid (e.g. a regularisation strength, or Tip-Adapter's alpha
   and beta) with the best accuracy on the validation images; the first such candidate on ties
   (:func:`grid_search`).
+- ``source-validation-epoch-then-grid``: ``source-validation-epoch`` for the trained state (at fixed
+  hyperparameters), then ``source-validation-grid`` for hyperparameters applied to it (Tip-Adapter-F's alpha
+  and beta).
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ RULES: Mapping[str, SelectionRule] = MappingProxyType({rule.name: rule for rule 
                   "last-step"),
     SelectionRule("source-validation-grid",
                   "the grid candidate with the best accuracy on the sources' validation images (the first on ties)"),
+    SelectionRule("source-validation-epoch-then-grid",
+                  "the trained state by source-validation-epoch, then its hyperparameters by source-validation-grid"),
 )})
 """Every selection rule, by name."""
 

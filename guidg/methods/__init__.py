@@ -1,8 +1,9 @@
 """The methods, registered by name: one module per method, each declaring a :class:`Method`.
 
 Registered, in the order of the leaderboard's rows (the paper's tables): ``zeroshot``, ``zeroshot-ensemble``,
-``coop``, then every base of :data:`guidg.bases.BASES` alone and with GuiDG on top (``erm``, ``guidg+erm``,
-``ueo``, ``guidg+ueo``, ``clipood``, ``guidg+clipood``).
+``linear-probe``, ``coop``, ``clip-adapter``, ``tip-adapter``, ``tip-adapter-f``, then every base of
+:data:`guidg.bases.BASES` alone and with GuiDG on top (``erm``, ``guidg+erm``, ``ueo``, ``guidg+ueo``,
+``clipood``, ``guidg+clipood``).
 
 The contract (:mod:`guidg.methods.interface`; ``docs/methods.md``, "The method interface"):
 
@@ -36,6 +37,12 @@ from guidg.bases import BASES
 from guidg.citations import Citation
 from guidg.experts import ExpertStore
 from guidg.methods.coop import COOP
+from guidg.methods.feature_methods import (
+    CLIP_ADAPTER,
+    LINEAR_PROBE,
+    TIP_ADAPTER,
+    TIP_ADAPTER_F,
+)
 from guidg.methods.finetuned import FINETUNED
 from guidg.methods.guidg import FAMILY as GUIDG
 from guidg.methods.guidg import GUIDED
@@ -53,7 +60,11 @@ __all__ = [
 REGISTERED: tuple[Method, ...] = (
     ZEROSHOT,
     ZEROSHOT_ENSEMBLE,
+    LINEAR_PROBE,
     COOP,
+    CLIP_ADAPTER,
+    TIP_ADAPTER,
+    TIP_ADAPTER_F,
     *(method for base in BASES for method in (FINETUNED[base], GUIDED[base])),
 )
 """Every method, in the leaderboard's row order."""
