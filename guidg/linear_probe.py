@@ -5,7 +5,7 @@ appendix A.3), with the few-shot protocol of CoOp's ``lpclip/linear_probe.py``
 (https://github.com/KaiyangZhou/CoOp): L-BFGS with an L2 penalty on the weights (not the bias), at most 1000
 iterations, one feature per training image under the evaluation transform, and the inverse penalty strength C
 chosen on validation data by a sweep over 1e6, 1e4, ..., 1e-6 followed by 8 halvings in log space
-(:func:`guidg.grid_search.log_bisection`). The validation data are the sources' validation images.
+(:func:`guidg.model_selection.log_bisection`). The validation data are the sources' validation images.
 
 The reference fits scikit-learn's ``LogisticRegression(solver="lbfgs", penalty="l2", C=C, max_iter=1000)``,
 whose objective is ``C * sum_i CE_i + ||W||^2 / 2``; this one minimises the same divided by ``C * N``
@@ -37,7 +37,7 @@ from guidg.feature_training import (
     source_data,
     to_cpu_state,
 )
-from guidg.grid_search import log_bisection
+from guidg.model_selection import log_bisection
 from guidg.settings import Each, Section, at_least, positive, setting
 from imagenet_dg.loading import TaskData
 

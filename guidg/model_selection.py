@@ -16,7 +16,8 @@ declares its rule by name (:data:`RULES`), the run records it (``docs/methods.md
   ``last-step`` for step 2.
 - ``source-validation-grid``: the candidate of a grid (e.g. a regularisation strength, or Tip-Adapter's alpha
   and beta) with the best accuracy on the validation images; the first such candidate on ties
-  (:func:`grid_search`).
+  (:func:`grid_search`; the linear probe's regularisation by :func:`log_bisection`, CoOp's refinement of a
+  coarse grid by halvings in log space, each a two-candidate :func:`grid_search`).
 - ``source-validation-epoch-then-grid``: ``source-validation-epoch`` for the trained state (at fixed
   hyperparameters), then ``source-validation-grid`` for hyperparameters applied to it (Tip-Adapter-F's alpha
   and beta).
@@ -163,3 +164,44 @@ def grid_search(candidates: Sequence[T], score: Callable[[T], float]) -> SearchR
     if best is None:
         raise SelectionError(f"all {len(scores)} candidates scored NaN; nothing can be chosen")
     return SearchResult(scores[best][0], best, scores[best][1], scores)
+
+
+@dataclass(frozen=True)
+class BisectionResult:
+    """The value chosen by :func:`log_bisection`, the coarse grid's search and each refinement step's."""
+
+    chosen: float
+    grid: SearchResult[float]
+    steps: tuple[SearchResult[float], ...]
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-able: the chosen value, the grid's search and each step's two candidates and scores."""
+        return {"chosen": self.chosen, "grid": self.grid.to_record(), "steps": [s.to_record() for s in self.steps]}
+
+
+def log_bisection(grid: Sequence[float], score: Callable[[float], float], steps: int) -> BisectionResult:
+    """CoOp's search of a positive scale: the best of ``grid``, then ``steps`` halvings in log10 space.
+
+    With p the grid's choice, the interval starts as [p / 10, 10 p]. Each step scores its two ends (the
+    lower end first, so it wins ties) and keeps the better one as the current choice; the interval then
+    shrinks to the half, in log10, on the side of the better end. The result is the last step's choice
+    (p when ``steps`` is 0), as in the reference, even where an earlier value scored higher. ``score`` is
+    called again for a value seen before; a caller whose scores are costly remembers them.
+    """
+    if steps < 0:
+        raise SelectionError(f"log_bisection needs steps >= 0, got {steps}")
+    if any(not value > 0 for value in grid):
+        raise SelectionError(f"log_bisection searches positive values; the grid holds {list(grid)}")
+    coarse = grid_search(grid, score)
+    low, high = coarse.chosen / 10.0, coarse.chosen * 10.0
+    chosen = coarse.chosen
+    results = []
+    for _ in range(steps):
+        step = grid_search((low, high), score)
+        results.append(step)
+        middle = 10.0 ** (0.5 * (math.log10(low) + math.log10(high)))
+        if step.index == 1:
+            chosen, low = high, middle
+        else:
+            chosen, high = low, middle
+    return BisectionResult(chosen, coarse, tuple(results))

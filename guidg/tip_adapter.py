@@ -61,8 +61,8 @@ from guidg.feature_training import (
     source_data,
     to_cpu_state,
 )
-from guidg.grid_search import SearchResult, grid_search
 from guidg.losses import LOGIT_SCALE
+from guidg.model_selection import SearchResult, grid_search
 from guidg.schedule import cosine_lambda
 from guidg.settings import OneOf, Ordered, Range, Section, at_least, positive, setting
 from guidg.transforms import eval_transform, prompt_train_transform
@@ -159,7 +159,7 @@ def search_alpha_beta(
     values: Tensor,
     candidates: list[tuple[float, float]],
 ) -> SearchResult[tuple[float, float]]:
-    """:func:`guidg.grid_search.grid_search` of (alpha, beta) by the accuracy of :func:`tip_logits` on
+    """:func:`guidg.model_selection.grid_search` of (alpha, beta) by the accuracy of :func:`tip_logits` on
     ``validation``. The cache logits of a beta are computed once for all the alphas that follow it."""
     with torch.no_grad():
         zero_shot = LOGIT_SCALE * validation.features @ classifier.T

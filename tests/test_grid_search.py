@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from guidg.grid_search import SearchError, grid_search, log_bisection
+from guidg.model_selection import SelectionError, grid_search, log_bisection
 
 
 def test_grid_search_chooses_the_highest_score() -> None:
@@ -38,9 +38,9 @@ def test_a_nan_score_never_wins() -> None:
 
 
 def test_only_nan_scores_or_no_candidates_are_errors() -> None:
-    with pytest.raises(SearchError, match="NaN"):
+    with pytest.raises(SelectionError, match="NaN"):
         grid_search([1, 2], lambda c: math.nan)
-    with pytest.raises(SearchError, match="at least one candidate"):
+    with pytest.raises(SelectionError, match="at least one candidate"):
         grid_search([], lambda c: 0.0)
 
 
@@ -82,5 +82,5 @@ def test_log_bisection_without_steps_is_the_grid_search() -> None:
 
 
 def test_log_bisection_refuses_values_that_are_not_positive() -> None:
-    with pytest.raises(SearchError, match="positive"):
+    with pytest.raises(SelectionError, match="positive"):
         log_bisection([1.0, 0.0], lambda c: 0.0, steps=1)
