@@ -1,7 +1,8 @@
 """The frozen-encoder baselines: a classifier (or cache) trained on the pretrained encoder's image features.
 
-``linear-probe``, ``clip-adapter``, ``tip-adapter`` and ``tip-adapter-f`` (``docs/methods.md``, "Methods to
-come"); their training is in :mod:`guidg.linear_probe`, :mod:`guidg.clip_adapter` and :mod:`guidg.tip_adapter`.
+``linear-probe``, ``clip-adapter``, ``tip-adapter`` and ``tip-adapter-f`` (``docs/methods.md``,
+"Frozen-encoder baselines"); their training is in :mod:`guidg.linear_probe`, :mod:`guidg.clip_adapter` and
+:mod:`guidg.tip_adapter`.
 The image encoder is never changed, so their features may come from the cache shared with other methods.
 """
 
