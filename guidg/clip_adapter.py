@@ -177,7 +177,9 @@ class TrainedClipAdapter(FeaturePredictor):
                 f"{tuple(classifier.shape)} and {tuple(down.shape)}"
             )
         model = ClipAdapter(classifier, float(state["ratio"]), classifier.shape[1] // down.shape[0])
-        model.adapter.load_state_dict({"down.weight": down, "up.weight": state["adapter.up.weight"]})
+        # The saved classifier is already normalised: it is put back as it was, not normalised again.
+        model.load_state_dict({"adapter.down.weight": down, "adapter.up.weight": state["adapter.up.weight"],
+                               "classifier": classifier.float()})
         return cls(model.eval(), dict(record or {}))
 
 

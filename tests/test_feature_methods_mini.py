@@ -99,6 +99,7 @@ def test_a_saved_method_loads_back_to_identical_logits(tmp_path, trained, valida
     result, loader = trained[name], METHODS[name][2]
     save_file(result.state_dict(), str(tmp_path / "state.safetensors"))
     loaded = loader.from_state_dict(load_file(str(tmp_path / "state.safetensors")))
+    assert same_state(loaded.state_dict(), result.state_dict())
     assert torch.equal(loaded.logits(validation.features), result.logits(validation.features))
     assert loaded.n_trainable == result.n_trainable
 

@@ -61,7 +61,9 @@ def test_cache_logits_in_small_blocks_equal_one_block(monkeypatch) -> None:
     values = F.one_hot(labels, 3).float()
     whole = cache_logits(features, keys, values, 3.0)
     monkeypatch.setattr(tip, "AFFINITY_ELEMENTS", 2 * keys.shape[0])  # two images per block
-    torch.testing.assert_close(cache_logits(features, keys, values, 3.0), whole, rtol=0, atol=0)
+    blocked = cache_logits(features, keys, values, 3.0)
+    # The same sums; a GEMM over fewer rows may round its last bit differently.
+    torch.testing.assert_close(blocked, whole, rtol=1e-6, atol=1e-6)
 
 
 def test_the_candidates_are_the_reference_grid_beta_major() -> None:
