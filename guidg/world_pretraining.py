@@ -64,11 +64,20 @@ CAPTIONS: dict[str, tuple[str, ...]] = {
     "photo-v2": ("a photo of a {}.", "a photo of the {}.", "a picture of a {}.", "a photo of a small {}.",
                  "a low resolution photo of a {}.", "a dark photo of the {}.", "a cropped photo of a {}.",
                  "a {} outdoors."),
+    "product": ("a product photo of a {}.", "a photo of a {} on a white background.", "a studio photo of a {}.",
+                "a catalogue photo of the {}."),
+    "scene": ("a photo of a {} in a street.", "a photo of a small {} far away.", "a busy scene with a {}.",
+              "a snapshot of a {}."),
+    "indoor": ("a dark photo of a {}.", "a photo of a {} indoors.", "a photo of a {} in a room.",
+               "a dim photo of the {}."),
     "sketch": ("a sketch of a {}.", "a pencil sketch of a {}.", "a drawing of a {}.", "a black and white drawing "
                "of the {}.", "a line drawing of a {}.", "a doodle of a {}.", "a sketch of the {}.",
                "a pencil drawing of a {}."),
+    "cartoon": ("a cartoon of a {}.", "a cartoon {}.", "a drawing of a cartoon {}.", "an illustration of a {}."),
+    "clipart": ("a clipart of a {}.", "clip art of a {}.", "an icon of a {}.", "a vector drawing of a {}."),
+    "painting": ("a painting of a {}.", "an oil painting of a {}.", "art of a {}.", "a painting of the {}."),
 }
-"""Caption templates per source style; a picture's caption is one of its style's, drawn at random."""
+"""Caption templates per style pretrained on; a picture's caption is one of its style's, drawn at random."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,8 @@ class PretrainingConfig:
     """Largest random translation (pixels, at model resolution) of each view, with a random horizontal flip."""
     caption_noise: float = 0.0
     """Fraction of pictures whose caption names another concept, drawn at random: web captions are noisy."""
+    grey: float = 0.0
+    """Fraction of the views shown in shades of grey (a black-and-white photograph of the same picture)."""
 
     def images_of(self, style_index: int) -> int:
         """Pictures of each concept drawn in ``styles[style_index]``."""
@@ -122,8 +133,10 @@ def _pictures(config: PretrainingConfig, transform) -> tuple[torch.Tensor, torch
     return torch.stack(images), torch.where(noisy, other, named), torch.tensor(styles)
 
 
-def _augment(images: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Random translation by up to ``shift`` pixels (edge padding) and random horizontal flips."""
+def _augment(images: torch.Tensor, shift: int, grey: float, normalise: tuple[torch.Tensor, torch.Tensor],
+             generator: torch.Generator) -> torch.Tensor:
+    """Random translation by up to ``shift`` pixels (edge padding), random horizontal flips, and a ``grey``
+    fraction of the views turned to grey (their luminance, in the transform's normalised units)."""
     n, _, h, w = images.shape
     padded = F.pad(images, (shift, shift, shift, shift), mode="replicate")
     dx = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
@@ -133,7 +146,17 @@ def _augment(images: torch.Tensor, shift: int, generator: torch.Generator) -> to
     cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :].expand(n, 3, h, w)
     out = torch.gather(out, 3, cols)
     flip = torch.rand(n, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(3), out)
+    out = torch.where(flip[:, None, None, None], out.flip(3), out)
+    mean, std = (v[None, :, None, None] for v in normalise)
+    luminance = ((out * std + mean) * torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]).sum(1, keepdim=True)
+    greyed = torch.rand(n, generator=generator) < grey
+    return torch.where(greyed[:, None, None, None], (luminance - mean) / std, out)
+
+
+def _normalisation(transform) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and standard deviation of the model transform's Normalize step."""
+    step = next(t for t in transform.transforms if hasattr(t, "mean") and hasattr(t, "std"))
+    return torch.tensor(step.mean, dtype=torch.float32), torch.tensor(step.std, dtype=torch.float32)
 
 
 def _lr_at(step: int, config: PretrainingConfig) -> float:
@@ -181,6 +204,7 @@ def pretrain(config: PretrainingConfig = PretrainingConfig()) -> tuple[dict[str,
 def _train(model, transform, tokenizer, config: PretrainingConfig) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     started = time.perf_counter()
     images, concepts, styles = _pictures(config, transform)
+    normalise = _normalisation(transform)
     drawn = time.perf_counter() - started
     names = list(CONCEPTS)
     # Only the rows of the tokens the captions hold are trained, as a small table of their own: the full
@@ -212,7 +236,7 @@ def _train(model, transform, tokenizer, config: PretrainingConfig) -> tuple[dict
         ])
         positions = text.pool_positions(tokens)
         tokens = tokens[:, : int(positions.max()) + 1]  # causal attention: later positions change nothing
-        batch = _augment(images[index], config.shift, generator)
+        batch = _augment(images[index], config.shift, config.grey, normalise, generator)
         loss = contrastive_loss(model.encode_image(batch), text(table[local[tokens]], positions), concepts[index],
                                 model.logit_scale.exp())
         optimiser.zero_grad(set_to_none=True)

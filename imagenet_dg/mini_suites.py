@@ -2,9 +2,9 @@
 
 ``mini-pacs`` has PACS's four domain folders and its seven real class folders; the other miniatures keep a few
 of their suite's real class folder names (see :data:`imagenet_dg.suites.MINIATURE_CLASSES`). Each image is
-one picture of the synthetic world (:mod:`imagenet_dg.world`): the class drawn in its domain's style, from a
-seed, then resized to a size drawn per image, so loaders meet varied sizes as on the real suites. File names
-follow each suite's own naming. The same settings give byte-identical files, in seconds.
+one picture of the synthetic world (:mod:`imagenet_dg.world`, which has a concept for every one of these
+classes): the class drawn in its domain's style, from a seed, then resized to a size drawn per image, so
+loaders meet varied sizes as on the real suites. File names follow each suite's own naming. The same settings give byte-identical files, in seconds.
 
 A layout *variant* writes the suite under another accepted folder name (``kfold/`` for PACS,
 ``OfficeHomeDataset_10072016/`` with ``Real World``, ...), so discovery can be tested on every one.
@@ -30,7 +30,8 @@ from PIL import Image
 from imagenet_dg.atomic import write_bytes_atomic
 from imagenet_dg.disk import reporting_write_faults
 from imagenet_dg.errors import ImageNetDGError, OutputExistsError
-from imagenet_dg.suites import Suite, get_suite
+from imagenet_dg.protocols import fewshot_test_size
+from imagenet_dg.suites import Suite, get_suite, prompt_name
 from imagenet_dg.world import draw
 
 MARKER = "mini-suite.json"
@@ -39,8 +40,20 @@ MARKER = "mini-suite.json"
 _FORMAT_VERSION = 1
 _JPEG = {"format": "JPEG", "quality": 90, "subsampling": "4:2:0", "optimize": False}
 
-DEFAULT_IMAGES_PER_CLASS = 24
-"""Images per class and domain unless asked otherwise."""
+MIN_TEST_IMAGES = 101
+"""Test images every target of a miniature suite holds at least by default (its fewshot test part), so that
+one image moves a target's accuracy by under one point."""
+
+
+def default_images_per_class(suite: Suite) -> int:
+    """Images per class and domain unless asked otherwise: the fewest that give each target's fewshot test part
+    (20% of each class, rounded) :data:`MIN_TEST_IMAGES` images: 73 for the seven PACS classes, 103 for five, 128 for
+    four."""
+    n = 1
+    while fewshot_test_size(n) * len(suite.classes) < MIN_TEST_IMAGES:
+        n += 1
+    return n
+
 
 SIZE_RANGE = (40, 112)
 """Widths and heights are drawn uniformly from this range (pixels, inclusive)."""
@@ -59,30 +72,11 @@ VARIANTS: Mapping[str, Mapping[str, tuple[str, Mapping[str, str]]]] = {
 }
 """The layouts each miniature can be written in; ``domainbed`` is the default."""
 
-STAND_INS: Mapping[str, str] = {
-    "bird": "American robin",
-    "car": "mud turtle",
-    "chair": "house",
-    "cat": "Persian cat",
-    "coyote": "horse",
-    "Alarm_Clock": "guitar",
-    "Desk_Lamp": "flamingo",
-    "Mug": "goldfish",
-    "TV": "stingray",
-    "ToothBrush": "Indian cobra",
-    "The_Eiffel_Tower": "house",
-    "airplane": "bald eagle",
-    "t-shirt": "one-piece bathing suit",
-    "teddy-bear": "elephant",
-    "zigzag": "black swan",
-}
-"""Class folder -> the world concept drawn for it, where the world has no concept of that name."""
-
-
 def draw_picture(class_id: str, domain: str, seed: tuple[int, ...], size: int) -> Image.Image:
     """One square picture of ``class_id`` in the style of ``domain``: the single point where the miniature
-    suites meet the world's drawing."""
-    return draw(STAND_INS.get(class_id, class_id), domain, seed, size)
+    suites meet the world's drawing. The world has a concept for every miniature class, named as the class's
+    prompt says it (``Alarm_Clock`` is drawn as the concept ``Alarm Clock``)."""
+    return draw(prompt_name(class_id), domain, seed, size)
 
 
 @dataclass(frozen=True)
@@ -146,14 +140,15 @@ def make_mini_suite(
     out: str | os.PathLike[str],
     *,
     seed: int = 0,
-    images_per_class: int = DEFAULT_IMAGES_PER_CLASS,
+    images_per_class: int | None = None,
     variant: str = "domainbed",
 ) -> MiniSuite:
     """Write the miniature suite ``name`` (``mini-pacs`` or ``pacs`` ...) under the root folder ``out``.
 
-    The suite folder (``out/PACS`` ...) must be missing or hold a miniature written before with the same
-    settings, which is then left as it is; anything else there is refused with OutputExistsError. The folder
-    is written beside its final place and renamed into it, so an interrupted run leaves nothing half-written.
+    ``images_per_class`` defaults to :func:`default_images_per_class`. The suite folder (``out/PACS`` ...) must
+    be missing or hold a miniature written before with the same settings, which is then left as it is; anything
+    else there is refused with OutputExistsError. The folder is written beside its final place and renamed into
+    it, so an interrupted run leaves nothing half-written.
     """
     suite = get_suite(name if name.startswith("mini-") else f"mini-{name}")
     base = suite.miniature_of or suite.name
@@ -161,6 +156,8 @@ def make_mini_suite(
         raise ImageNetDGError(f"{suite.name} has no layout variant {variant!r}; expected one of {', '.join(VARIANTS[base])}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ImageNetDGError(f"seed = {seed!r}: expected a non-negative integer")
+    if images_per_class is None:
+        images_per_class = default_images_per_class(suite)
     if isinstance(images_per_class, bool) or not isinstance(images_per_class, int) or images_per_class < 1:
         raise ImageNetDGError(f"images_per_class = {images_per_class!r}: expected a positive integer")
     root = Path(os.path.abspath(os.fspath(out)))

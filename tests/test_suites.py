@@ -20,8 +20,9 @@ from imagenet_dg.layouts import (
     scan_suite,
     suite_roots,
 )
-from imagenet_dg.mini_suites import MARKER, VARIANTS, make_mini_suite
-from imagenet_dg.protocols import config_name, imagefolder_order
+from imagenet_dg import mini_suites
+from imagenet_dg.mini_suites import MARKER, MIN_TEST_IMAGES, VARIANTS, default_images_per_class, make_mini_suite
+from imagenet_dg.protocols import config_name, fewshot_test_size, imagefolder_order
 from imagenet_dg.suites import SUITES, Scoring, SuiteError, get_suite, prompt_name
 
 STANDARD = ("pacs", "vlcs", "officehome", "terraincognita", "domainnet")
@@ -121,6 +122,24 @@ def test_a_miniature_is_identical_when_written_twice(tmp_path: Path) -> None:
     files = sorted(p.relative_to(first.root) for p in first.folder.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(second.root) for p in second.folder.rglob("*") if p.is_file())
     assert all((first.root / f).read_bytes() == (second.root / f).read_bytes() for f in files)
+
+
+@pytest.mark.parametrize("name", [f"mini-{s}" for s in STANDARD])
+def test_by_default_every_target_of_a_miniature_has_over_a_hundred_test_images(name: str) -> None:
+    suite = get_suite(name)
+    n = default_images_per_class(suite)
+    test_images = len(suite.classes) * fewshot_test_size(n)
+
+    assert test_images >= MIN_TEST_IMAGES > 100  # one image moves a target's accuracy by under a point
+    assert len(suite.classes) * fewshot_test_size(n - 1) < MIN_TEST_IMAGES  # and no more are drawn than that
+
+
+def test_a_miniature_written_with_the_default_count_holds_it_per_class_and_domain(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    monkeypatch.setattr(mini_suites, "default_images_per_class", lambda suite: 2)
+    mini = make_mini_suite("mini-vlcs", tmp_path)
+    assert all(len(list((mini.folder / d / c).iterdir())) == 2 for d in mini.counts for c in mini.counts[d])
+    assert all(n == 2 for per_class in mini.counts.values() for n in per_class.values())
 
 
 def test_a_miniature_has_varied_image_sizes_and_is_marked(tmp_path: Path) -> None:

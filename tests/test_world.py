@@ -8,6 +8,7 @@ import pytest
 from imagenet_dg.taxonomy import load_taxonomy
 from imagenet_dg.world import CONCEPTS, RENDITIONS, SOURCE_STYLES, STYLE_ALIASES, STYLES, WorldError, draw, resolve_style
 from imagenet_dg.mini import MINI_WNIDS
+from imagenet_dg.suites import SUITES
 
 PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
 SUITE_DOMAINS = {
@@ -28,9 +29,12 @@ def saturation(image: np.ndarray) -> float:
     return float(np.mean(np.where(high > 0, (high - low) / np.maximum(high, 1e-9), 0.0)))
 
 
-def test_the_concepts_are_the_miniature_imagenet_classes_and_the_pacs_classes():
+def test_the_concepts_are_the_miniature_imagenet_classes_and_every_miniature_suite_class_by_its_prompt_name():
     names = load_taxonomy().names
-    assert set(CONCEPTS) == {names[w] for w in MINI_WNIDS} | set(PACS_CLASSES)
+    suite_classes = {name for s in SUITES.values() if s.miniature_of for name in s.prompt_names()}
+
+    assert set(PACS_CLASSES) <= suite_classes and {"Alarm Clock", "The Eiffel Tower", "teddy-bear"} <= suite_classes
+    assert set(CONCEPTS) == {names[w] for w in MINI_WNIDS} | suite_classes
 
 
 @pytest.mark.parametrize("suite", list(SUITE_DOMAINS))
