@@ -57,8 +57,9 @@ PACKAGED: dict[tuple[str, str], PackagedWeights] = {
     (TINY_MODEL, "mini"): PackagedWeights(
         file="imagenet-dg-tiny-mini.safetensors",
         synthetic=True,
-        description="synthetic-world weights: the tiny CLIP pretrained contrastively on captioned photographs "
-        "of the miniature world (imagenet_dg.world) by guidg.world_pretraining; not a model of real images",
+        description="synthetic-world weights: the tiny CLIP pretrained contrastively on captioned pictures "
+        "(photographs, sketches, cartoons, clipart, paintings) of the miniature world (imagenet_dg.world) by "
+        "guidg.world_pretraining; not a model of real images",
     ),
 }
 """(architecture, pretrained tag) -> the packaged weights it names: ``imagenet-dg-tiny`` / ``mini``."""

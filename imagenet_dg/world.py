@@ -6,8 +6,9 @@ parts with fixed proportions (a quadruped's body, legs and neck; a fish's body a
 roof), an accent part, a few inner details and usual colours. A style (a domain) is a way of drawing it:
 photographs with lit, textured surroundings; pencil sketches; flat renditions (cartoon, clipart, graffiti,
 stickers, paintings, tattoos, toys); corrupted, occluded, colour-cast photographs like ImageNet-A; camera-trap
-frames from fixed locations. Colour and texture change with the style, the structure does not, so that what
-a model learns about the structure transfers across styles while what it learns about colour does not always.
+frames from fixed locations (and from a trail camera anywhere). Colour and texture change with the style, the
+structure does not, so that what a model learns about the structure transfers across styles while what it
+learns about colour does not always.
 
 The one public drawing function is :func:`draw`. :data:`CONCEPTS` lists the concept names, :data:`STYLES` the
 style names (with the standard suites' domain names among them).
@@ -747,7 +748,7 @@ def _toy(concept: Concept, rng: np.random.Generator, size: int) -> np.ndarray:
 
 def _infograph(concept: Concept, rng: np.random.Generator, size: int) -> np.ndarray:
     """A small flat icon on a white chart with coloured bars and lines of text."""
-    pose = _pose(rng, size, scale=(0.16, 0.22), shift=0.2, max_angle=0.0, wobble=0.0)
+    pose = _pose(rng, size, scale=(0.22, 0.3), shift=0.15, max_angle=0.0, wobble=0.0)
     image = np.ones((size, size, 3), np.float32) * rng.uniform(0.9, 1.0)
     for _ in range(int(rng.integers(2, 5))):
         x0, y0 = rng.integers(0, size, 2)
@@ -759,24 +760,31 @@ def _infograph(concept: Concept, rng: np.random.Generator, size: int) -> np.ndar
     return _flat(concept, rng, size, background=image, pose=pose, recolour=0.4)
 
 
-@functools.lru_cache(maxsize=16)
-def _location_scene(name: str, size: int) -> np.ndarray:
-    """The fixed background of a camera-trap location: the same ground and plants in every frame."""
-    rng = np.random.default_rng(zlib.crc32(name.encode("utf-8")))
+def _scene(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Ground and plants in front of a camera trap."""
     ground = np.asarray(colorsys.hsv_to_rgb(rng.uniform(0.08, 0.3), rng.uniform(0.2, 0.5), rng.uniform(0.3, 0.6)),
                         dtype=np.float32)
     scene = np.ones((size, size, 3), np.float32) * ground + 0.12 * _noise(rng, size, 6) + 0.06 * _noise(rng, size, 16)
     scene = _clutter(scene, rng, 6, scale=(0.08, 0.25), saturation=0.4)
     scene[: int(size * rng.uniform(0.15, 0.4))] *= rng.uniform(1.1, 1.5)  # sky or far trees
+    return scene
+
+
+@functools.lru_cache(maxsize=16)
+def _location_scene(name: str, size: int) -> np.ndarray:
+    """The fixed background of a camera-trap location: the same ground and plants in every frame."""
+    scene = _scene(np.random.default_rng(zlib.crc32(name.encode("utf-8"))), size)
     scene.setflags(write=False)
     return scene
 
 
-def _camera_trap(concept: Concept, rng: np.random.Generator, size: int, location: str) -> np.ndarray:
-    """A frame of a fixed camera: the location's scene, a small animal low in the frame, often an infrared
-    night shot (grey), low contrast, blur and noise."""
-    image = _location_scene(location, size) * np.float32(rng.uniform(0.7, 1.2))
-    pose = _pose(rng, size, scale=(0.16, 0.28), shift=0.22, centre_y=0.6, wobble=0.04)
+def _camera_trap(concept: Concept, rng: np.random.Generator, size: int, location: str | None) -> np.ndarray:
+    """A frame of a camera trap: the location's fixed scene (a scene of its own for a trail camera anywhere,
+    ``location`` None), a small animal low in the frame, often an infrared night shot (grey), low contrast,
+    blur and noise."""
+    scene = _scene(rng, size) if location is None else _location_scene(location, size)
+    image = scene * np.float32(rng.uniform(0.7, 1.2))
+    pose = _pose(rng, size, scale=(0.24, 0.34), shift=0.16, centre_y=0.58, wobble=0.04)
     image = _paint_figure(image, concept, _layers(concept, pose, size), rng, pose, shading=0.4, texture=0.06)
     if rng.uniform() < 0.5:
         image = np.repeat(image.mean(axis=2, keepdims=True), 3, axis=2) * np.float32(rng.uniform(0.7, 1.3))
@@ -808,7 +816,8 @@ _STYLES: dict[str, _Style] = {
     "tattoo": _tattoo,
     "toy": _toy,
     "infograph": _infograph,
-    # Camera traps (TerraIncognita's locations).
+    # Camera traps: a trail camera anywhere, and TerraIncognita's fixed locations.
+    "trail-camera": lambda c, r, s: _camera_trap(c, r, s, None),
     **{f"location_{n}": functools.partial(lambda c, r, s, where: _camera_trap(c, r, s, where), where=f"location_{n}")
        for n in (38, 43, 46, 100)},
 }

@@ -36,7 +36,7 @@ def test_the_packaged_file_is_packed_and_loads_into_the_model_row_for_row():
         loaded = model.state_dict()[name]
         assert torch.equal(loaded, stored[name].float())
         used = loaded.ne(0).any(dim=1)
-        assert 0 < int(used.sum()) < 100 < loaded.shape[0]  # the captions' tokens only
+        assert 0 < int(used.sum()) < loaded.shape[0] // 100  # the captions' tokens only, under 1% of the table
     with safe_open(str(WEIGHTS_FILE), framework="pt") as raw:
         assert PACKED_KEY in raw.metadata() and set(SPARSE_TABLES).isdisjoint(raw.keys())
     assert PACKED_KEY not in metadata and metadata["synthetic"] == "true"
