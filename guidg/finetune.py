@@ -69,8 +69,8 @@ class FinetuneConfig(Section):
         "paper-imagenet-dg": {"batch_per_domain": 12},
         "smoke": {"batch_per_domain": 8, "lr": 3e-3, "weight_decay": 0.0, "epochs": 4, "steps_per_epoch": 25,
                   "checkpoint_every": 25},
-        "mini": {"batch_per_domain": 16, "lr": 1e-3, "weight_decay": 0.1, "epochs": 3, "steps_per_epoch": 90,
-                 "checkpoint_every": 90},
+        "mini": {"batch_per_domain": 16, "lr": 3e-4, "weight_decay": 0.1, "epochs": 3, "steps_per_epoch": 60,
+                 "checkpoint_every": 60},
     }
 
     batch_per_domain: int = setting(16, at_least(1), "images drawn from every source domain at each step")

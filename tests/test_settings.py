@@ -61,7 +61,7 @@ def test_an_override_no_method_of_the_sweep_reads_is_refused(tmp_path) -> None:
 
 
 def test_overrides_are_checked_against_every_preset_the_sweep_uses(tmp_path) -> None:
-    # mini runs 3 x 90 steps: a 300-step warm-up is longer than the run there, not under the paper's 4000 steps
+    # mini runs 3 x 60 steps: a 300-step warm-up is longer than the run there, not under the paper's 4000 steps
     result = evaluate(tmp_path, "--method", "erm", "--set", "finetune.warmup_steps=300")
     assert result.exit_code == 2 and "warmup_steps 300 is longer than the whole run" in result.output
     assert "preset mini" in result.output and not (tmp_path / "runs").exists()
