@@ -11,6 +11,7 @@ import torchvision
 from click.testing import CliRunner
 from PIL import Image
 
+from imagenet_dg import mini_suites
 from imagenet_dg.cli import main
 from imagenet_dg.errors import ImageNetDGError, OutputExistsError, ProtocolError
 from imagenet_dg.layouts import (
@@ -20,8 +21,13 @@ from imagenet_dg.layouts import (
     scan_suite,
     suite_roots,
 )
-from imagenet_dg import mini_suites
-from imagenet_dg.mini_suites import MARKER, MIN_TEST_IMAGES, VARIANTS, default_images_per_class, make_mini_suite
+from imagenet_dg.mini_suites import (
+    MARKER,
+    MIN_TEST_IMAGES,
+    VARIANTS,
+    default_images_per_class,
+    make_mini_suite,
+)
 from imagenet_dg.protocols import config_name, fewshot_test_size, imagefolder_order
 from imagenet_dg.suites import SUITES, Scoring, SuiteError, get_suite, prompt_name
 
