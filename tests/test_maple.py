@@ -18,7 +18,7 @@ from guidg.maple import (
     encode_prompted_text, load_maple, train_maple,
 )
 from guidg.pooled_training import source_pools
-from guidg.setting_ranges import SettingError
+from guidg.settings import SettingError
 from guidg.zeroshot import zeroshot_classifier
 from imagenet_dg.loading import LabeledImages
 from guidg.transforms import eval_transform
@@ -89,7 +89,7 @@ def test_the_defaults_are_the_reference_configuration_s():
 
 @pytest.mark.parametrize("change", [{"depth": 0}, {"n_ctx": 0}, {"ctx_init": ""}, {"warmup_epochs": 6}, {"lr": 0.0}])
 def test_settings_outside_their_ranges_are_refused(change):
-    with pytest.raises((SettingError, MaPLeError), match="maple."):
+    with pytest.raises(SettingError, match="maple[.:]"):
         MaPLeConfig(**change)
 
 
