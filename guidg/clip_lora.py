@@ -30,14 +30,29 @@ from torch import Tensor
 from guidg.backbone import Backbone
 from guidg.checkpoints import export_open_clip_checkpoint, fingerprint
 from guidg.evaluation import image_features
+from guidg.feature_training import PhaseClock
 from guidg.image_pipeline import describe_pipeline
 from guidg.lora import (
-    SCALING_RULES, LoRAAttention, apply_lora, load_lora_state, lora_parameter_count, lora_parameters, lora_state,
-    merge_lora, remove_lora, set_dropout_generator,
+    SCALING_RULES,
+    LoRAAttention,
+    apply_lora,
+    load_lora_state,
+    lora_parameter_count,
+    lora_parameters,
+    lora_state,
+    merge_lora,
+    remove_lora,
+    set_dropout_generator,
 )
 from guidg.losses import LOGIT_SCALE
 from guidg.pooled_training import (
-    PooledEpochSampler, describe_fingerprint_inputs, source_accuracies, source_pools, task_shots, train_steps,
+    PooledEpochSampler,
+    describe_fingerprint_inputs,
+    frozen_parameters,
+    source_accuracies,
+    source_pools,
+    task_shots,
+    train_steps,
 )
 from guidg.schedule import cosine_lambda
 from guidg.seeding import derive_seed, generator
@@ -137,6 +152,8 @@ class ClipLoRAResult:
     validation_accuracy: dict[str, float] = field(default_factory=dict)
     """Accuracy in percent of the result on each source's validation images (recorded; selects nothing)."""
     pipeline: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds of the named phases of training (``training``, ``source_validation``)."""
 
     def image_features(self, images: LabeledImages, *, batch_size: int | None = None, num_workers: int = 0
                        ) -> Tensor:
@@ -200,57 +217,53 @@ def train_clip_lora(
     device = backbone.device
     pools = source_pools(task)
     total = clip_lora_iterations(config, task)
-    flags = {name: p.requires_grad for name, p in backbone.model.named_parameters()}
-    backbone.model.requires_grad_(False)  # only the adapters train
-    layers = apply_lora(backbone.model, config.rank, config.alpha, config.dropout, config.scaling,
-                        generator(seed, METHOD, "lora-init"))
-    try:
-        parameters = lora_parameters(layers)
-        optimizer = torch.optim.AdamW(parameters.values(), lr=config.lr, betas=ADAM_BETAS,
-                                      weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_to_floor(total, config.min_lr / config.lr))
-        tokens = _class_tokens(backbone, task.class_names)
-        transform = prompt_train_transform(backbone.image_size, TRAIN_CROP_SCALE, True)
-        sampler = PooledEpochSampler([len(p) for p in pools], config.batch_size, seed, total, purpose=METHOD,
-                                     drop_last=False)
+    clock = PhaseClock(device)
+    with clock.phase("training"), frozen_parameters(backbone.model):  # only the adapters train
+        layers = apply_lora(backbone.model, config.rank, config.alpha, config.dropout, config.scaling,
+                            generator(seed, METHOD, "lora-init"))
+        try:
+            parameters = lora_parameters(layers)
+            optimizer = torch.optim.AdamW(parameters.values(), lr=config.lr, betas=ADAM_BETAS,
+                                          weight_decay=config.weight_decay)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                          cosine_to_floor(total, config.min_lr / config.lr))
+            tokens = _class_tokens(backbone, task.class_names)
+            transform = prompt_train_transform(backbone.image_size, TRAIN_CROP_SCALE, True)
+            sampler = PooledEpochSampler([len(p) for p in pools], config.batch_size, seed, total, purpose=METHOD,
+                                         drop_last=False)
 
-        def step_loss(step: int, images: Tensor, labels: Tensor) -> Tensor:
-            masks = torch.Generator(device=device).manual_seed(derive_seed(seed, METHOD, "dropout", step))
-            set_dropout_generator(layers, masks)
-            with backbone.autocast():
-                text = backbone.text.encode_tokens(tokens)
-                image = backbone.image_encoder(images)
-            logits = LOGIT_SCALE * F.normalize(image.float(), dim=-1) @ F.normalize(text.float(), dim=-1).T
-            return F.cross_entropy(logits, labels)
+            def step_loss(step: int, images: Tensor, labels: Tensor) -> Tensor:
+                masks = torch.Generator(device=device).manual_seed(derive_seed(seed, METHOD, "dropout", step))
+                set_dropout_generator(layers, masks)
+                with backbone.autocast():
+                    text = backbone.text.encode_tokens(tokens)
+                    image = backbone.image_encoder(images)
+                logits = LOGIT_SCALE * F.normalize(image.float(), dim=-1) @ F.normalize(text.float(), dim=-1).T
+                return F.cross_entropy(logits, labels)
 
-        run_fingerprint = fingerprint(describe_fingerprint_inputs(
-            METHOD, seed, config, backbone.spec.describe(), pools, task.class_names))
+            run_fingerprint = fingerprint(describe_fingerprint_inputs(
+                METHOD, seed, config, backbone.spec.describe(), pools, task.class_names))
+            for layer in layers.values():
+                layer.train()  # only the adapters' dropout differs in training; the encoders stay in evaluation mode
+            progress = train_steps(
+                method=METHOD, pools=pools, transform=transform, sampler=sampler, parameters=parameters,
+                optimizer=optimizer, scheduler=scheduler, schedule_unit="step", step_loss=step_loss, device=device,
+                run_fingerprint=run_fingerprint, run_dir=run_dir, checkpoint_every=config.checkpoint_every,
+                stop_at_step=stop_at_step, num_workers=num_workers,
+            )
+        except BaseException:
+            remove_lora(backbone.model)
+            raise
         for layer in layers.values():
-            layer.train()  # only the adapters' dropout differs in training; the encoders stay in evaluation mode
-        progress = train_steps(
-            method=METHOD, pools=pools, transform=transform, sampler=sampler, parameters=parameters,
-            optimizer=optimizer, scheduler=scheduler, schedule_unit="step", step_loss=step_loss, device=device,
-            run_fingerprint=run_fingerprint, run_dir=run_dir, checkpoint_every=config.checkpoint_every,
-            stop_at_step=stop_at_step, num_workers=num_workers,
-        )
-    except BaseException:
-        remove_lora(backbone.model)
-        _restore_flags(backbone, flags)
-        raise
-    for layer in layers.values():
-        layer.eval()
-    set_dropout_generator(layers, None)
-    result = _finish(backbone, task.class_names, config, layers, steps=progress.steps, total_steps=total,
-                     resumed_from=progress.resumed_from, history=progress.history,
-                     pipeline=describe_pipeline(device))
-    _restore_flags(backbone, flags)
-    result.validation_accuracy = source_accuracies(result, task, num_workers=num_workers)
+            layer.eval()
+        set_dropout_generator(layers, None)
+        result = _finish(backbone, task.class_names, config, layers, steps=progress.steps, total_steps=total,
+                         resumed_from=progress.resumed_from, history=progress.history,
+                         pipeline=describe_pipeline(device))
+    with clock.phase("source_validation"):
+        result.validation_accuracy = source_accuracies(result, task, num_workers=num_workers)
+    result.seconds = dict(clock.seconds)
     return result
-
-
-def _restore_flags(backbone: Backbone, flags: Mapping[str, bool]) -> None:
-    for name, parameter in backbone.model.named_parameters():
-        parameter.requires_grad_(flags[name])
 
 
 def load_clip_lora(

@@ -36,10 +36,17 @@ from torch import Tensor, nn
 from guidg.backbone import Backbone, TextEncoder
 from guidg.checkpoints import fingerprint
 from guidg.divergence import check_finite_outputs
+from guidg.feature_training import PhaseClock
 from guidg.features import encode_views
 from guidg.image_pipeline import describe_pipeline, eval_batch_size
 from guidg.pooled_training import (
-    PooledEpochSampler, describe_fingerprint_inputs, epoch_steps, source_accuracies, source_pools, train_steps,
+    PooledEpochSampler,
+    describe_fingerprint_inputs,
+    epoch_steps,
+    frozen_parameters,
+    source_accuracies,
+    source_pools,
+    train_steps,
 )
 from guidg.schedule import constant_warmup_cosine_lambda
 from guidg.seeding import generator
@@ -74,7 +81,7 @@ class MaPLeConfig(Section):
     NAME: ClassVar[str] = "maple"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"depth": 2, "epochs": 1, "warmup_epochs": 0, "batch_size": 16, "lr": 0.01},
-        "mini": {"depth": 2, "epochs": 3, "batch_size": 8, "lr": 0.01},
+        "mini": {"depth": 2, "epochs": 10, "batch_size": 8, "lr": 0.01},
     }
 
     depth: int = setting(9, at_least(1), "J: layers with prompts, the first included (PROMPT_DEPTH); at most the "
@@ -249,6 +256,15 @@ def encode_prompted_image(visual: VisionTransformer, images: Tensor, prompts: Se
     return pooled
 
 
+def prompted_image_features(backbone: Backbone, images: Tensor, vision_prompts: Sequence[Tensor]) -> Tensor:
+    """L2-normalised image features (B, D), float32, of preprocessed images through ``backbone``'s image tower
+    with the image prompts ``V_0 .. V_{J-1}`` (:meth:`MultiModalPrompts.vision_prompts`) in place."""
+    with backbone.autocast():
+        features = encode_prompted_image(check_vision_tower(backbone.model.visual), images.to(backbone.device),
+                                         vision_prompts)
+    return F.normalize(features.float(), dim=-1)
+
+
 class MaPLeModel(nn.Module):
     """MaPLe on a backbone: the prompts (:attr:`prompts`, the only parameters and state of this module) and the
     class prompts' fixed token embeddings; the backbone's towers are referenced, not owned."""
@@ -308,10 +324,7 @@ class MaPLeModel(nn.Module):
 
     def encode_images(self, images: Tensor) -> Tensor:
         """L2-normalised image features (B, D), float32, of preprocessed images through the prompted tower."""
-        with self.backbone.autocast():
-            features = encode_prompted_image(self.backbone.model.visual, images.to(self.backbone.device),
-                                             self.prompts.vision_prompts())
-        return F.normalize(features.float(), dim=-1)
+        return prompted_image_features(self.backbone, images, self.prompts.vision_prompts())
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits (B, C): ``logit_scale * cos(image, class text)``."""
@@ -334,6 +347,8 @@ class MaPLeResult:
     validation_accuracy: dict[str, float] = field(default_factory=dict)
     """Accuracy in percent of the result on each source's validation images (recorded; selects nothing)."""
     pipeline: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds of the named phases of training (``training``, ``source_validation``)."""
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -363,17 +378,6 @@ class MaPLeResult:
         couplings, as contiguous CPU tensors (safetensors-saveable)."""
         return {f"prompts.{k}": v.detach().to("cpu", copy=True).contiguous()
                 for k, v in self.model.prompts.state_dict().items()}
-
-
-def _frozen_flags(backbone: Backbone) -> dict[str, bool]:
-    flags = {name: p.requires_grad for name, p in backbone.model.named_parameters()}
-    backbone.model.requires_grad_(False)
-    return flags
-
-
-def _restore_flags(backbone: Backbone, flags: Mapping[str, bool]) -> None:
-    for name, parameter in backbone.model.named_parameters():
-        parameter.requires_grad_(flags[name])
 
 
 def train_maple(
@@ -412,19 +416,19 @@ def train_maple(
 
     run_fingerprint = fingerprint(describe_fingerprint_inputs(
         METHOD, seed, config, backbone.spec.describe(), pools, task.class_names))
-    flags = _frozen_flags(backbone)
-    try:
+    clock = PhaseClock(device)
+    with clock.phase("training"), frozen_parameters(backbone.model):
         progress = train_steps(
             method=METHOD, pools=pools, transform=transform, sampler=sampler, parameters=parameters,
             optimizer=optimizer, scheduler=scheduler, schedule_unit="epoch", step_loss=step_loss, device=device,
             run_fingerprint=run_fingerprint, run_dir=run_dir, checkpoint_every=config.checkpoint_every,
             stop_at_step=stop_at_step, num_workers=num_workers,
         )
-    finally:
-        _restore_flags(backbone, flags)
-    result = _result(model, config, steps=progress.steps, total_steps=total, resumed_from=progress.resumed_from,
-                     history=progress.history, pipeline=describe_pipeline(device))
-    result.validation_accuracy = source_accuracies(result, task, num_workers=num_workers)
+        result = _result(model, config, steps=progress.steps, total_steps=total, resumed_from=progress.resumed_from,
+                         history=progress.history, pipeline=describe_pipeline(device))
+    with clock.phase("source_validation"):
+        result.validation_accuracy = source_accuracies(result, task, num_workers=num_workers)
+    result.seconds = dict(clock.seconds)
     return result
 
 
