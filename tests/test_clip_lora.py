@@ -11,18 +11,27 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from guidg.backbone import TINY_MODEL, BackboneSpec, load_backbone, register_model_configs
+from guidg.backbone import (
+    TINY_MODEL,
+    BackboneSpec,
+    load_backbone,
+    register_model_configs,
+)
 from guidg.clip_lora import (
-    ClipLoRAConfig, ClipLoRAError, clip_lora_iterations, load_clip_lora, train_clip_lora,
+    ClipLoRAConfig,
+    ClipLoRAError,
+    clip_lora_iterations,
+    load_clip_lora,
+    train_clip_lora,
 )
 from guidg.evaluation import image_features
-from guidg.losses import LOGIT_SCALE
 from guidg.lora import attention_blocks
+from guidg.losses import LOGIT_SCALE
+from guidg.model_selection import validation_images
 from guidg.pooled_training import source_pools
 from guidg.settings import SettingError
 from guidg.zeroshot import zeroshot_classifier
 from imagenet_dg.loading import LabeledImages
-from guidg.model_selection import validation_images
 
 MINI = BackboneSpec(TINY_MODEL, "mini")
 QUICK = ClipLoRAConfig(iterations=24, lr=5e-3, checkpoint_every=8)

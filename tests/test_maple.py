@@ -12,17 +12,30 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from guidg.backbone import MODEL_CONFIG_DIR, TINY_MODEL, BackboneSpec, load_backbone, register_model_configs
-from guidg.maple import (
-    CROSS_DATASET, MaPLeConfig, MaPLeError, MaPLeModel, MultiModalPrompts, encode_prompted_image,
-    encode_prompted_text, load_maple, train_maple,
+from guidg.backbone import (
+    MODEL_CONFIG_DIR,
+    TINY_MODEL,
+    BackboneSpec,
+    load_backbone,
+    register_model_configs,
 )
+from guidg.maple import (
+    CROSS_DATASET,
+    MaPLeConfig,
+    MaPLeError,
+    MaPLeModel,
+    MultiModalPrompts,
+    encode_prompted_image,
+    encode_prompted_text,
+    load_maple,
+    train_maple,
+)
+from guidg.model_selection import validation_images
 from guidg.pooled_training import source_pools
 from guidg.settings import SettingError
+from guidg.transforms import eval_transform
 from guidg.zeroshot import zeroshot_classifier
 from imagenet_dg.loading import LabeledImages
-from guidg.transforms import eval_transform
-from guidg.model_selection import validation_images
 
 MINI = BackboneSpec(TINY_MODEL, "mini")
 QUICK = MaPLeConfig(depth=2, epochs=3, batch_size=8, lr=0.01, checkpoint_every=20)

@@ -7,7 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from guidg.pooled_training import PooledEpochSampler, PooledTrainingError, epoch_steps, source_pools, task_shots
+from guidg.pooled_training import (
+    PooledEpochSampler,
+    PooledTrainingError,
+    epoch_steps,
+    source_pools,
+    task_shots,
+)
 
 SIZES = [5, 3, 4]
 
