@@ -70,7 +70,6 @@ class ClipLoRAPredictor(Predictor):
 def _details(result: ClipLoRAResult) -> dict[str, Any]:
     return {
         "steps": result.steps, "total_steps": result.total_steps, "resumed_from": result.resumed_from,
-        "source_accuracy": dict(result.validation_accuracy), "pipeline": dict(result.pipeline),
         "history": list(result.history),
         "phase_seconds": {name: round(seconds, 3) for name, seconds in result.seconds.items()},
     }

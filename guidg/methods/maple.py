@@ -58,8 +58,7 @@ class MaPLePredictor(Predictor):
 def _details(result: MaPLeResult) -> dict[str, Any]:
     return {
         "steps": result.steps, "total_steps": result.total_steps, "resumed_from": result.resumed_from,
-        "logit_scale": result.model.logit_scale, "source_accuracy": dict(result.validation_accuracy),
-        "pipeline": dict(result.pipeline), "history": list(result.history),
+        "logit_scale": result.model.logit_scale, "history": list(result.history),
         "phase_seconds": {name: round(seconds, 3) for name, seconds in result.seconds.items()},
     }
 
