@@ -1,7 +1,7 @@
 """The methods, registered by name: one module per method, each declaring a :class:`Method`.
 
 Registered, in the order of the leaderboard's rows (the paper's tables): ``zeroshot``, ``zeroshot-ensemble``,
-``linear-probe``, ``coop``, ``clip-adapter``, ``tip-adapter``, ``tip-adapter-f``, then every base of
+``linear-probe``, ``coop``, ``cocoop``, ``clip-adapter``, ``tip-adapter``, ``tip-adapter-f``, then every base of
 :data:`guidg.bases.BASES` alone and with GuiDG on top (``erm``, ``guidg+erm``, ``ueo``, ``guidg+ueo``,
 ``clipood``, ``guidg+clipood``).
 
@@ -36,6 +36,7 @@ from guidg.backbone import Backbone
 from guidg.bases import BASES
 from guidg.citations import Citation
 from guidg.experts import ExpertStore
+from guidg.methods.cocoop import COCOOP
 from guidg.methods.coop import COOP
 from guidg.methods.feature_methods import (
     CLIP_ADAPTER,
@@ -62,6 +63,7 @@ REGISTERED: tuple[Method, ...] = (
     ZEROSHOT_ENSEMBLE,
     LINEAR_PROBE,
     COOP,
+    COCOOP,
     CLIP_ADAPTER,
     TIP_ADAPTER,
     TIP_ADAPTER_F,
