@@ -1,9 +1,9 @@
 """The methods, registered by name: one module per method, each declaring a :class:`Method`.
 
 Registered, in the order of the leaderboard's rows (the paper's tables): ``zeroshot``, ``zeroshot-ensemble``,
-``linear-probe``, ``coop``, ``maple``, ``clip-adapter``, ``tip-adapter``, ``tip-adapter-f``, ``clip-lora``, then
-every base of :data:`guidg.bases.BASES` alone and with GuiDG on top (``erm``, ``guidg+erm``, ``ueo``,
-``guidg+ueo``, ``clipood``, ``guidg+clipood``).
+``linear-probe``, ``coop``, ``cocoop``, ``maple``, ``clip-adapter``, ``tip-adapter``, ``tip-adapter-f``,
+``clip-lora``, then every base of :data:`guidg.bases.BASES` alone and with GuiDG on top (``erm``, ``guidg+erm``,
+``ueo``, ``guidg+ueo``, ``clipood``, ``guidg+clipood``).
 
 The contract (:mod:`guidg.methods.interface`; ``docs/methods.md``, "The method interface"):
 
@@ -37,6 +37,7 @@ from guidg.bases import BASES
 from guidg.citations import Citation
 from guidg.experts import ExpertStore
 from guidg.methods.clip_lora import CLIP_LORA
+from guidg.methods.cocoop import COCOOP
 from guidg.methods.coop import COOP
 from guidg.methods.feature_methods import (
     CLIP_ADAPTER,
@@ -64,6 +65,7 @@ REGISTERED: tuple[Method, ...] = (
     ZEROSHOT_ENSEMBLE,
     LINEAR_PROBE,
     COOP,
+    COCOOP,
     MAPLE,
     CLIP_ADAPTER,
     TIP_ADAPTER,
