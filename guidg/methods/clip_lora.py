@@ -8,7 +8,7 @@ into the backbone it is given.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -22,7 +22,9 @@ from guidg.clip_lora import (
     load_clip_lora,
     train_clip_lora,
 )
-from guidg.methods.interface import FitContext, Method, Predictor
+from guidg.methods.interface import FitContext, Method, Predictor, RunShape
+from guidg.settings import MethodConfig
+from imagenet_dg.protocols import FEWSHOT
 
 MERGED_SUFFIX = "attn.in_proj_weight"
 """The weights the adapters are merged into (:func:`guidg.lora.merge_lora`)."""
@@ -88,6 +90,13 @@ def _load(context: FitContext, state: Mapping[str, Tensor]) -> Predictor:
                                             context.settings(ClipLoRAConfig)))
 
 
+def check_clip_lora(config: MethodConfig, shape: RunShape) -> Iterator[str]:
+    """Under the ``full`` protocol there are no shots to count ``iterations_per_shot x shots`` by."""
+    if shape.protocol != FEWSHOT and config.section(ClipLoRAConfig).iterations is None:
+        yield (f"{ClipLoRAConfig.NAME}.iterations: the {shape.protocol} protocol has no shots to count "
+               f"iterations_per_shot x shots by; give --set {ClipLoRAConfig.NAME}.iterations=N")
+
+
 CLIP_LORA = Method(
     name="clip-lora",
     description="CLIP-LoRA: low-rank adapters on q, k, v of every layer of both encoders, merged",
@@ -98,4 +107,5 @@ CLIP_LORA = Method(
     selection="last-step",
     fit=fit_clip_lora,
     load=_load,
+    check=check_clip_lora,
 )

@@ -7,7 +7,7 @@ predictor's :meth:`~MaPLePredictor.image_encoder` is the prompted image tower of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -22,7 +22,8 @@ from guidg.maple import (
     prompted_image_features,
     train_maple,
 )
-from guidg.methods.interface import FitContext, Method, Predictor
+from guidg.methods.interface import FitContext, Method, Predictor, RunShape
+from guidg.settings import MethodConfig
 
 MAPLE_PAPER = Citation(
     "Khattak et al., MaPLe: Multi-modal Prompt Learning, CVPR 2023",
@@ -75,6 +76,20 @@ def _load(context: FitContext, state: Mapping[str, Tensor]) -> Predictor:
                                      context.settings(MaPLeConfig)))
 
 
+def check_maple(config: MethodConfig, shape: RunShape) -> Iterator[str]:
+    """Prompts in ``maple.depth`` layers need a transformer image tower with that many layers, and a text tower
+    too (checked again when the model is built)."""
+    towers = shape.towers
+    if towers is None:
+        return
+    depth = config.section(MaPLeConfig).depth
+    if towers.vision is None:
+        yield f"{MaPLeConfig.NAME}: MaPLe prompts a transformer image tower, and this model's is not one (a ResNet)"
+    elif towers.text is not None and depth > min(towers.text, towers.vision):
+        yield (f"{MaPLeConfig.NAME}.depth = {depth}: this model's towers have {towers.text} (text) and "
+               f"{towers.vision} (image) layers; use at most {min(towers.text, towers.vision)}")
+
+
 MAPLE = Method(
     name="maple",
     description="MaPLe: deep prompts in both encoders, the image prompts coupled to the text prompts",
@@ -85,4 +100,5 @@ MAPLE = Method(
     selection="last-step",
     fit=fit_maple,
     load=_load,
+    check=check_maple,
 )
