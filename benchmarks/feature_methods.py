@@ -75,7 +75,8 @@ def write_images(folder: Path, count: int, classes: int, seed: int, prefix: str)
 
 
 def synthetic_task(folder: Path, classes: int, shots: int, seed: int) -> TaskData:
-    """One source domain of ``classes`` x ``shots`` training images and ``classes`` validation images; no test."""
+    """One source domain of ``classes`` x ``shots`` training images (its expert pool) and ``classes``
+    validation images (its guide pool, what the few-shot protocol selects on); no test."""
     taxonomy = load_taxonomy()
     wnids = taxonomy.wnids[:classes]
     train = write_images(folder, classes * shots, classes, seed, "train")
@@ -83,8 +84,8 @@ def synthetic_task(folder: Path, classes: int, shots: int, seed: int) -> TaskDat
     empty = LabeledImages((), (), ())
     return TaskData(
         name="benchmark", class_names=tuple(taxonomy.names[w] for w in wnids), class_ids=tuple(wnids),
-        target="none", sources=("synthetic",), expert={"synthetic": train}, guide={"synthetic": train},
-        validation={"synthetic": validation}, test=empty,
+        target="none", sources=("synthetic",), expert={"synthetic": train}, guide={"synthetic": validation},
+        held_out={"synthetic": empty}, test=empty,
     )
 
 

@@ -79,6 +79,27 @@ def register_model_configs() -> None:
 
 
 @dataclass(frozen=True)
+class TowerDepths:
+    """The number of transformer layers of an architecture's towers, read from its open_clip config before any
+    weights are loaded; ``vision`` is None for an image tower that is not a transformer (a ResNet)."""
+
+    text: int | None
+    vision: int | None
+
+
+def tower_depths(arch: str) -> TowerDepths | None:
+    """The tower depths of open_clip architecture ``arch``; None when its config is not known locally (an
+    ``hf-hub:`` model, say), in which case what depends on them is checked when the model is built."""
+    register_model_configs()
+    config = open_clip.get_model_config(arch)
+    if not config:
+        return None
+    vision = config.get("vision_cfg", {}).get("layers")
+    text = config.get("text_cfg", {}).get("layers")
+    return TowerDepths(text if isinstance(text, int) else None, vision if isinstance(vision, int) else None)
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     """Which CLIP model to load: an open_clip architecture name and where its weights come from."""
 

@@ -18,11 +18,10 @@ computed once from it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -31,18 +30,33 @@ from torch import Tensor
 from guidg.backbone import Backbone
 from guidg.checkpoints import export_open_clip_checkpoint, fingerprint
 from guidg.evaluation import image_features
+from guidg.feature_training import PhaseClock
 from guidg.image_pipeline import describe_pipeline
 from guidg.lora import (
-    SCALING_RULES, LoRAAttention, apply_lora, load_lora_state, lora_parameter_count, lora_parameters, lora_state,
-    merge_lora, remove_lora, set_dropout_generator,
+    SCALING_RULES,
+    LoRAAttention,
+    apply_lora,
+    load_lora_state,
+    lora_parameter_count,
+    lora_parameters,
+    lora_state,
+    merge_lora,
+    remove_lora,
+    set_dropout_generator,
 )
 from guidg.losses import LOGIT_SCALE
 from guidg.pooled_training import (
-    PooledEpochSampler, describe_fingerprint_inputs, source_accuracies, source_pools, task_shots, train_steps,
+    PooledEpochSampler,
+    describe_fingerprint_inputs,
+    frozen_parameters,
+    source_accuracies,
+    source_pools,
+    task_shots,
+    train_steps,
 )
 from guidg.schedule import cosine_lambda
 from guidg.seeding import derive_seed, generator
-from guidg.setting_ranges import Allowed, Interval, check_settings
+from guidg.settings import OneOf, Range, Section, at_least, positive, setting
 from guidg.transforms import prompt_train_transform
 from guidg.zeroshot import photo_of_a, zeroshot_classifier
 from imagenet_dg.errors import ImageNetDGError
@@ -56,63 +70,41 @@ TRAIN_CROP_SCALE = (0.08, 1.0)
 ADAM_BETAS = (0.9, 0.999)
 """AdamW's betas in the reference (``lora.py``)."""
 
-SELECTION = "last"
-"""Model selection: the last iterate (the reference's validation is off); no data chooses anything."""
-
-
 class ClipLoRAError(ImageNetDGError):
     """CLIP-LoRA cannot run as configured on this task, or a saved state does not fit."""
 
 
 @dataclass(frozen=True)
-class ClipLoRAConfig:
-    """CLIP-LoRA's hyperparameters, with the reference code's defaults (``run_utils.py``, ``lora.py``).
+class ClipLoRAConfig(Section):
+    """CLIP-LoRA's settings, with the reference code's defaults (``run_utils.py`` for the adapters and the run's
+    length, ``lora.py`` for the optimiser and schedule, ``loralib/layers.py`` for the scaling)."""
 
-    Each field's allowed values are declared in :data:`ALLOWED` and checked on creation.
-    """
+    NAME: ClassVar[str] = "clip_lora"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"iterations": 6, "batch_size": 16, "lr": 5e-3, "checkpoint_every": 6},
+        "mini": {"iterations": 40, "lr": 5e-3, "checkpoint_every": 20},
+    }
 
-    rank: int = 2
-    """r, the rank of every adapter (``--r``)."""
-    alpha: float = 1.0
-    """alpha of the scaling (``--alpha``)."""
-    scaling: str = SCALING_RULES[0]
-    """``alpha/sqrt(r)``, what the reference computes, or ``alpha/r`` (:data:`guidg.lora.SCALING_RULES`)."""
-    dropout: float = 0.25
-    """Dropout on the adapters' input, in training (``--dropout_rate``)."""
-    lr: float = 2e-4
-    weight_decay: float = 1e-2
-    """AdamW's decoupled weight decay on the adapters."""
-    min_lr: float = 1e-6
-    """Where the cosine schedule ends (``CosineAnnealingLR``'s ``eta_min``)."""
-    batch_size: int = 32
-    iterations_per_shot: int = 500
-    """The run is ``iterations_per_shot x shots`` optimiser steps (``--n_iters``)."""
-    iterations: int | None = None
-    """Steps of the whole run, replacing ``iterations_per_shot x shots`` (needed under the ``full`` protocol,
-    which has no shots; also to cap a run)."""
-    checkpoint_every: int = 500
-    """Steps between training checkpoints of a run with a run folder (does not change the result)."""
+    rank: int = setting(2, at_least(1), "r, the rank of every adapter (--r)")
+    alpha: float = setting(1.0, positive(), "alpha of the adapters' scaling (--alpha)")
+    scaling: str = setting(SCALING_RULES[0], OneOf(SCALING_RULES),
+                           "alpha/sqrt(r), what the reference computes, or the LoRA paper's alpha/r")
+    dropout: float = setting(0.25, Range(0.0, 1.0, open_high=True),
+                             "dropout on the adapters' input, in training (--dropout_rate)")
+    lr: float = setting(2e-4, positive(), "AdamW learning rate at the start of the cosine schedule")
+    weight_decay: float = setting(1e-2, at_least(0.0), "AdamW's decoupled weight decay on the adapters")
+    min_lr: float = setting(1e-6, at_least(0.0), "where the cosine schedule ends (CosineAnnealingLR's eta_min)")
+    batch_size: int = setting(32, at_least(1), "images per step (--batch_size)")
+    iterations_per_shot: int = setting(500, at_least(1), "the run is iterations_per_shot x shots steps (--n_iters)")
+    iterations: int | None = setting(
+        None, at_least(1), "steps of the whole run, replacing iterations_per_shot x shots (needed under the full "
+        "protocol, which has no shots)")
+    checkpoint_every: int = setting(500, at_least(1), "steps between training checkpoints of a run with a run "
+                                    "folder (does not change the result)")
 
-    def __post_init__(self) -> None:
-        check_settings(self, ALLOWED, METHOD)
+    def relations(self) -> Iterator[str]:
         if self.min_lr > self.lr:
-            raise ClipLoRAError(f"{METHOD}.min_lr {self.min_lr}: expected at most {METHOD}.lr ({self.lr})")
-
-
-ALLOWED: Mapping[str, Allowed] = MappingProxyType({
-    "rank": Interval(1, integer=True),
-    "alpha": Interval(0, open_low=True),
-    "scaling": SCALING_RULES,
-    "dropout": Interval(0, 1, open_high=True),
-    "lr": Interval(0, open_low=True),
-    "weight_decay": Interval(0),
-    "min_lr": Interval(0),
-    "batch_size": Interval(1, integer=True),
-    "iterations_per_shot": Interval(1, integer=True),
-    "iterations": (None, Interval(1, integer=True)),
-    "checkpoint_every": Interval(1, integer=True),
-})
-"""Allowed values of each :class:`ClipLoRAConfig` field; ``min_lr`` is moreover at most ``lr``."""
+            yield f"min_lr ({self.min_lr}) must be at most lr ({self.lr})"
 
 
 def clip_lora_iterations(config: ClipLoRAConfig, task: TaskData) -> int:
@@ -123,7 +115,7 @@ def clip_lora_iterations(config: ClipLoRAConfig, task: TaskData) -> int:
     if shots is None:
         raise ClipLoRAError(
             f"{METHOD}: task {task.name} is of the {task.protocol} protocol, which has no shots to count "
-            f"{config.iterations_per_shot} x shots iterations by; set {METHOD}.iterations"
+            f"{config.iterations_per_shot} x shots iterations by; set {ClipLoRAConfig.NAME}.iterations"
         )
     return config.iterations_per_shot * shots
 
@@ -160,6 +152,8 @@ class ClipLoRAResult:
     validation_accuracy: dict[str, float] = field(default_factory=dict)
     """Accuracy in percent of the result on each source's validation images (recorded; selects nothing)."""
     pipeline: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds of the named phases of training (``training``, ``source_validation``)."""
 
     def image_features(self, images: LabeledImages, *, batch_size: int | None = None, num_workers: int = 0
                        ) -> Tensor:
@@ -184,22 +178,6 @@ class ClipLoRAResult:
     def export(self, path: str | os.PathLike[str]) -> Path:
         """Write the merged model as an open_clip safetensors checkpoint (``pretrained=<path>`` loads it)."""
         return export_open_clip_checkpoint(self.backbone.model, path, {"method": METHOD})
-
-    def record(self) -> dict[str, Any]:
-        """What a result record keeps: hyperparameters, the selection rule, steps, history, accuracies."""
-        return {
-            "method": METHOD,
-            "config": asdict(self.config),
-            "selection": SELECTION,
-            "logit_scale": LOGIT_SCALE,
-            "n_trainable": self.n_trainable,
-            "steps": self.steps,
-            "total_steps": self.total_steps,
-            "resumed_from": self.resumed_from,
-            "history": list(self.history),
-            "validation_accuracy": dict(self.validation_accuracy),
-            "pipeline": dict(self.pipeline),
-        }
 
 
 def _class_tokens(backbone: Backbone, class_names: Sequence[str]) -> Tensor:
@@ -239,57 +217,53 @@ def train_clip_lora(
     device = backbone.device
     pools = source_pools(task)
     total = clip_lora_iterations(config, task)
-    flags = {name: p.requires_grad for name, p in backbone.model.named_parameters()}
-    backbone.model.requires_grad_(False)  # only the adapters train
-    layers = apply_lora(backbone.model, config.rank, config.alpha, config.dropout, config.scaling,
-                        generator(seed, METHOD, "lora-init"))
-    try:
-        parameters = lora_parameters(layers)
-        optimizer = torch.optim.AdamW(parameters.values(), lr=config.lr, betas=ADAM_BETAS,
-                                      weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_to_floor(total, config.min_lr / config.lr))
-        tokens = _class_tokens(backbone, task.class_names)
-        transform = prompt_train_transform(backbone.image_size, TRAIN_CROP_SCALE, True)
-        sampler = PooledEpochSampler([len(p) for p in pools], config.batch_size, seed, total, purpose=METHOD,
-                                     drop_last=False)
+    clock = PhaseClock(device)
+    with clock.phase("training"), frozen_parameters(backbone.model):  # only the adapters train
+        layers = apply_lora(backbone.model, config.rank, config.alpha, config.dropout, config.scaling,
+                            generator(seed, METHOD, "lora-init"))
+        try:
+            parameters = lora_parameters(layers)
+            optimizer = torch.optim.AdamW(parameters.values(), lr=config.lr, betas=ADAM_BETAS,
+                                          weight_decay=config.weight_decay)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                          cosine_to_floor(total, config.min_lr / config.lr))
+            tokens = _class_tokens(backbone, task.class_names)
+            transform = prompt_train_transform(backbone.image_size, TRAIN_CROP_SCALE, True)
+            sampler = PooledEpochSampler([len(p) for p in pools], config.batch_size, seed, total, purpose=METHOD,
+                                         drop_last=False)
 
-        def step_loss(step: int, images: Tensor, labels: Tensor) -> Tensor:
-            masks = torch.Generator(device=device).manual_seed(derive_seed(seed, METHOD, "dropout", step))
-            set_dropout_generator(layers, masks)
-            with backbone.autocast():
-                text = backbone.text.encode_tokens(tokens)
-                image = backbone.image_encoder(images)
-            logits = LOGIT_SCALE * F.normalize(image.float(), dim=-1) @ F.normalize(text.float(), dim=-1).T
-            return F.cross_entropy(logits, labels)
+            def step_loss(step: int, images: Tensor, labels: Tensor) -> Tensor:
+                masks = torch.Generator(device=device).manual_seed(derive_seed(seed, METHOD, "dropout", step))
+                set_dropout_generator(layers, masks)
+                with backbone.autocast():
+                    text = backbone.text.encode_tokens(tokens)
+                    image = backbone.image_encoder(images)
+                logits = LOGIT_SCALE * F.normalize(image.float(), dim=-1) @ F.normalize(text.float(), dim=-1).T
+                return F.cross_entropy(logits, labels)
 
-        run_fingerprint = fingerprint(describe_fingerprint_inputs(
-            METHOD, seed, config, backbone.spec.describe(), pools, task.class_names))
+            run_fingerprint = fingerprint(describe_fingerprint_inputs(
+                METHOD, seed, config, backbone.spec.describe(), pools, task.class_names))
+            for layer in layers.values():
+                layer.train()  # only the adapters' dropout differs in training; the encoders stay in evaluation mode
+            progress = train_steps(
+                method=METHOD, pools=pools, transform=transform, sampler=sampler, parameters=parameters,
+                optimizer=optimizer, scheduler=scheduler, schedule_unit="step", step_loss=step_loss, device=device,
+                run_fingerprint=run_fingerprint, run_dir=run_dir, checkpoint_every=config.checkpoint_every,
+                stop_at_step=stop_at_step, num_workers=num_workers,
+            )
+        except BaseException:
+            remove_lora(backbone.model)
+            raise
         for layer in layers.values():
-            layer.train()  # only the adapters' dropout differs in training; the encoders stay in evaluation mode
-        progress = train_steps(
-            method=METHOD, pools=pools, transform=transform, sampler=sampler, parameters=parameters,
-            optimizer=optimizer, scheduler=scheduler, schedule_unit="step", step_loss=step_loss, device=device,
-            run_fingerprint=run_fingerprint, run_dir=run_dir, checkpoint_every=config.checkpoint_every,
-            stop_at_step=stop_at_step, num_workers=num_workers,
-        )
-    except BaseException:
-        remove_lora(backbone.model)
-        _restore_flags(backbone, flags)
-        raise
-    for layer in layers.values():
-        layer.eval()
-    set_dropout_generator(layers, None)
-    result = _finish(backbone, task.class_names, config, layers, steps=progress.steps, total_steps=total,
-                     resumed_from=progress.resumed_from, history=progress.history,
-                     pipeline=describe_pipeline(device))
-    _restore_flags(backbone, flags)
-    result.validation_accuracy = source_accuracies(result, task, num_workers=num_workers)
+            layer.eval()
+        set_dropout_generator(layers, None)
+        result = _finish(backbone, task.class_names, config, layers, steps=progress.steps, total_steps=total,
+                         resumed_from=progress.resumed_from, history=progress.history,
+                         pipeline=describe_pipeline(device))
+    with clock.phase("source_validation"):
+        result.validation_accuracy = source_accuracies(result, task, num_workers=num_workers)
+    result.seconds = dict(clock.seconds)
     return result
-
-
-def _restore_flags(backbone: Backbone, flags: Mapping[str, bool]) -> None:
-    for name, parameter in backbone.model.named_parameters():
-        parameter.requires_grad_(flags[name])
 
 
 def load_clip_lora(

@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -44,17 +43,28 @@ from tqdm.auto import tqdm
 from guidg.backbone import Backbone, TextEncoder
 from guidg.divergence import check_finite
 from guidg.evaluation import accuracy, image_features
+from guidg.feature_training import PhaseClock
 from guidg.features import encode_views
 from guidg.image_pipeline import describe_pipeline, eval_batch_size
 from guidg.losses import LOGIT_SCALE
+from guidg.model_selection import pooled_validation_images
 from guidg.prompts import CLASS_POSITIONS, DEVICE_RULES, SHARED_ENCODINGS, PromptLearner
 from guidg.schedule import constant_warmup_cosine_lambda
 from guidg.seeding import derive_seed, generator
+from guidg.settings import (
+    OneOf,
+    Ordered,
+    Range,
+    Section,
+    Words,
+    at_least,
+    positive,
+    setting,
+)
 from guidg.shared_prefix import encode_shared_prefix, length_groups
 from guidg.transforms import eval_transform, prompt_train_transform
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.loading import LabeledImages, TaskData
-from guidg.model_selection import pooled_validation_images
 
 logger = logging.getLogger(__name__)
 
@@ -70,123 +80,47 @@ class CoCoOpError(ImageNetDGError):
 
 
 @dataclass(frozen=True)
-class Interval:
-    """Numbers from ``low`` to ``high`` (None: unbounded), each end included unless it is open."""
+class CoCoOpConfig(Section):
+    """CoCoOp's settings, with the defaults of the reference configuration ``vit_b16_c4_ep10_batch1_ctxv1``
+    (16 shots) and of the Dassl settings it leaves unchanged (``docs/methods.md``, "CoCoOp")."""
 
-    low: float | None = None
-    high: float | None = None
-    open_low: bool = False
-    open_high: bool = False
-
-    def __contains__(self, value: object) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            return False
-        if self.low is not None and (value < self.low or (self.open_low and value == self.low)):
-            return False
-        return not (self.high is not None and (value > self.high or (self.open_high and value == self.high)))
-
-    def __str__(self) -> str:
-        if self.high is None:
-            return f"{'>' if self.open_low else '>='} {self.low}"
-        return f"{'(' if self.open_low else '['}{self.low}, {self.high}{')' if self.open_high else ']'}"
-
-
-@dataclass(frozen=True)
-class CoCoOpConfig:
-    """CoCoOp's hyperparameters, with the defaults of the reference configuration
-    ``vit_b16_c4_ep10_batch1_ctxv1`` (16 shots) and of the Dassl settings it leaves unchanged.
-
-    The type of each field is its annotation; its allowed values are :data:`ALLOWED` (checked on creation).
-    """
-
-    n_ctx: int = 4
-    """Number of context vectors when ``ctx_init`` is None (then drawn from N(0, 0.02^2))."""
-    ctx_init: str | None = "a photo of a"
-    """Words whose token embeddings initialise the context (M = their number of tokens); None: random."""
-    class_position: str = "end"
-    """Where the class name stands in the prompt; the reference has it last."""
-    meta_reduction: int = 16
-    """The Meta-Net's hidden width is D // meta_reduction."""
-    lr: float = 0.002
-    momentum: float = 0.9
-    """SGD momentum (Dassl's default; dampening 0, no Nesterov)."""
-    weight_decay: float = 5e-4
-    """SGD weight decay on the context and the Meta-Net (Dassl's default)."""
-    batch_size: int = 1
-    epochs: int = 10
-    warmup_epochs: int = 1
-    """Epochs at the constant ``warmup_lr`` before the cosine schedule starts (Dassl's constant warm-up)."""
-    warmup_lr: float = 1e-5
-    eval_every: int = 5
-    """Epochs between selection evaluations on the sources' validation images (and after the last epoch)."""
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    """RandomResizedCrop's area range (bicubic), Dassl's ``INPUT.RRCROP_SCALE``."""
-    flip: bool = True
-    cached_views: int = 10
-    """Augmented views per training image whose features are computed once (epoch e uses view e mod
-    cached_views, so at most ``epochs`` are used); 0 encodes every batch afresh."""
-    share_prefix: bool = True
-    """Run the class-independent prefix once per image (exact: attention is causal)."""
-    max_sequences: int = 512
-    """Most (image, class) prompts in one pass through the text tower in training, where a pass keeps its
-    activations for the backward pass (about 1.2 MiB a prompt for ViT-B/16 in fp32): bounds memory, not the
-    result. A step of more passes recomputes them in the backward pass."""
-    eval_max_sequences: int = 4096
-    """Most prompts in one pass without gradients (selection, evaluation), where a pass keeps no activations
-    (about 0.1 MiB a prompt for ViT-B/16 in fp32)."""
-
-    def __post_init__(self) -> None:
-        for name, allowed in ALLOWED.items():
-            value = getattr(self, name)
-            if isinstance(allowed, Interval):
-                if value not in allowed or (name in INTEGERS and not isinstance(value, int)):
-                    kind = "an integer" if name in INTEGERS else "a number"
-                    raise CoCoOpError(f"cocoop.{name} {value!r}: expected {kind} {allowed}")
-            elif name == "ctx_init":
-                if value is not None and (not isinstance(value, str) or not value.strip()):
-                    raise CoCoOpError(f"cocoop.ctx_init {value!r}: expected {allowed}")
-            elif name == "crop_scale":
-                if (
-                    not isinstance(value, (tuple, list)) or len(value) != 2
-                    or not all(v in Interval(0, 1, open_low=True) for v in value) or value[0] > value[1]
-                ):
-                    raise CoCoOpError(f"cocoop.crop_scale {value!r}: expected {allowed}")
-            elif value not in allowed or type(value) is not type(allowed[0]):
-                raise CoCoOpError(f"cocoop.{name} {value!r}: expected one of {', '.join(map(str, allowed))}")
-        if self.warmup_epochs > self.epochs:
-            raise CoCoOpError(
-                f"cocoop.warmup_epochs {self.warmup_epochs}: expected at most cocoop.epochs ({self.epochs})"
-            )
-
-
-ALLOWED: Mapping[str, Interval | tuple[Any, ...] | str] = MappingProxyType(
-    {
-        "n_ctx": Interval(1),
-        "ctx_init": "words (a non-empty string) or None",
-        "class_position": CLASS_POSITIONS,
-        "meta_reduction": Interval(1),
-        "lr": Interval(0, open_low=True),
-        "momentum": Interval(0, 1, open_high=True),
-        "weight_decay": Interval(0),
-        "batch_size": Interval(1),
-        "epochs": Interval(1),
-        "warmup_epochs": Interval(0),
-        "warmup_lr": Interval(0, open_low=True),
-        "eval_every": Interval(1),
-        "crop_scale": "two numbers low <= high in (0, 1]",
-        "flip": (True, False),
-        "cached_views": Interval(0),
-        "share_prefix": (True, False),
-        "max_sequences": Interval(1),
-        "eval_max_sequences": Interval(1),
+    NAME: ClassVar[str] = "cocoop"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"lr": 0.02, "batch_size": 8, "epochs": 2, "eval_every": 1, "cached_views": 1},
+        "mini": {"epochs": 2, "eval_every": 1, "cached_views": 2},
     }
-)
-"""Allowed values of each :class:`CoCoOpConfig` field: an interval, the choices, or (for the two fields of
-their own shape) a description; ``warmup_epochs`` is moreover at most ``epochs``."""
 
-INTEGERS = frozenset({"n_ctx", "meta_reduction", "batch_size", "epochs", "warmup_epochs", "eval_every",
-                      "cached_views", "max_sequences", "eval_max_sequences"})
-"""The fields whose interval holds integers only."""
+    n_ctx: int = setting(4, at_least(1), "context vectors M without ctx_init (then drawn from N(0, 0.02^2))")
+    ctx_init: str | None = setting(
+        "a photo of a", Words(), "words whose token embeddings initialise the context (M: their token count); "
+        "null draws it")
+    class_position: str = setting("end", OneOf(CLASS_POSITIONS), "where the class name stands in the prompt")
+    meta_reduction: int = setting(16, at_least(1), "the Meta-Net's hidden width is D // meta_reduction")
+    lr: float = setting(0.002, positive(), "SGD learning rate after warm-up")
+    momentum: float = setting(0.9, Range(0.0, 1.0, open_high=True), "SGD momentum (no dampening, no Nesterov)")
+    weight_decay: float = setting(5e-4, at_least(0.0), "SGD weight decay on the context and the Meta-Net")
+    batch_size: int = setting(1, at_least(1), "images per step")
+    epochs: int = setting(10, at_least(1), "passes over the training shots")
+    warmup_epochs: int = setting(1, at_least(0), "epochs at the constant warmup_lr before the cosine schedule")
+    warmup_lr: float = setting(1e-5, positive(), "learning rate of the warm-up epochs")
+    eval_every: int = setting(5, at_least(1), "epochs between selection evaluations (and after the last)")
+    crop_scale: tuple[float, float] = setting(
+        (0.08, 1.0), Ordered(Range(0.0, 1.0, open_low=True)), "RandomResizedCrop's area range (bicubic)")
+    flip: bool = setting(True, None, "random horizontal flips")
+    cached_views: int = setting(
+        10, at_least(0), "augmented views per training image encoded once (epoch e uses view e mod cached_views); "
+        "0 encodes every batch afresh")
+    share_prefix: bool = setting(
+        True, None, "run the class-independent prefix once per image (exact: attention is causal)")
+    max_sequences: int = setting(
+        512, at_least(1), "most (image, class) prompts in one pass with gradients (about 1.2 MiB a prompt for "
+        "ViT-B/16 in fp32); a step of more passes recomputes them in the backward pass")
+    eval_max_sequences: int = setting(
+        4096, at_least(1), "most prompts in one pass without gradients (about 0.1 MiB a prompt for ViT-B/16)")
+
+    def relations(self) -> Iterator[str]:
+        if self.warmup_epochs > self.epochs:
+            yield f"warmup_epochs ({self.warmup_epochs}) must be at most epochs ({self.epochs})"
 
 
 class MetaNet(nn.Module):
@@ -412,6 +346,8 @@ class CoCoOpResult:
     history: list[dict[str, float]] = field(default_factory=list)
     text_encoding: dict[str, Any] = field(default_factory=dict)
     pipeline: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall-clock seconds of training's phases: ``encode_views`` (the cached features) and ``train``."""
 
     @property
     def n_trainable(self) -> int:
@@ -489,19 +425,20 @@ def train_cocoop(
     text_record = {"text_encoding": learner.text_encoding, "chosen_by": chosen_by}
     transform = prompt_train_transform(backbone.image_size, config.crop_scale, config.flip)
     labels = torch.tensor(train.labels, dtype=torch.long, device=device)
-    cached = None
-    if config.cached_views > 0:
-        cached = encode_views(
-            backbone, train, transform, views=config.cached_views, seed=seed,
-            batch_size=eval_batch_size(device), num_workers=num_workers,
-        )
-    select_features = select_labels = None
-    if len(select) > 0:
-        select_features = encode_views(
-            backbone, select, eval_transform(backbone.image_size), batch_size=eval_batch_size(device),
-            num_workers=num_workers,
-        )[:, 0]
-        select_labels = torch.tensor(select.labels, dtype=torch.long, device=device)
+    clock = PhaseClock(device)
+    cached = select_features = select_labels = None
+    with clock.phase("encode_views"):
+        if config.cached_views > 0:
+            cached = encode_views(
+                backbone, train, transform, views=config.cached_views, seed=seed,
+                batch_size=eval_batch_size(device), num_workers=num_workers,
+            )
+        if len(select) > 0:
+            select_features = encode_views(
+                backbone, select, eval_transform(backbone.image_size), batch_size=eval_batch_size(device),
+                num_workers=num_workers,
+            )[:, 0]
+            select_labels = torch.tensor(select.labels, dtype=torch.long, device=device)
 
     optimizer = torch.optim.SGD(
         learner.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -511,47 +448,49 @@ def train_cocoop(
     best_state, best_epoch, best_accuracy = learner.trained_state(), config.epochs, None
     history: list[dict[str, float]] = []
     step = 0
-    for epoch in tqdm(range(config.epochs), desc=METHOD, unit="epoch", disable=None, leave=False):
-        order = torch.randperm(len(train), generator=generator(seed, "epoch", epoch)).to(device)
-        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
-        losses = []
-        for start in range(0, len(train), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            if cached is not None:
-                features = cached[batch, epoch % cached.shape[1]]
-            else:
-                features = encode_views(
-                    backbone, train.select(batch.tolist()), transform,
-                    seed=derive_seed(seed, "augment", epoch, start), batch_size=config.batch_size,
-                    num_workers=num_workers,
-                )[:, 0]
-            with backbone.autocast():
-                logits = learner(features)
-            loss = F.cross_entropy(logits.float(), labels[batch])
-            # The previous step's loss is checked, not this one's, so the device never waits for the host.
-            if losses:
-                check_finite(losses[-1], step - 1, METHOD)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            losses.append(loss.detach())
-        check_finite(losses[-1], step - 1, METHOD)  # before the epoch's record and any selection
-        scheduler.step()
-        record["loss"] = float(torch.stack(losses).mean())
-        last = epoch + 1 == config.epochs
-        if select_features is not None and ((epoch + 1) % config.eval_every == 0 or last):
-            with torch.no_grad(), backbone.autocast():
-                score = accuracy(learner(select_features), select_labels)
-            record["select_accuracy"] = score
-            if best_accuracy is None or score > best_accuracy:
-                best_accuracy, best_epoch, best_state = score, epoch + 1, learner.trained_state()
-        elif select_features is None and last:
-            best_state = learner.trained_state()
-        history.append(record)
-        logger.debug("%s: epoch %d loss %.4f", METHOD, epoch + 1, record["loss"])
+    with clock.phase("train"):
+        for epoch in tqdm(range(config.epochs), desc=METHOD, unit="epoch", disable=None, leave=False):
+            order = torch.randperm(len(train), generator=generator(seed, "epoch", epoch)).to(device)
+            record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+            losses = []
+            for start in range(0, len(train), config.batch_size):
+                batch = order[start : start + config.batch_size]
+                if cached is not None:
+                    features = cached[batch, epoch % cached.shape[1]]
+                else:
+                    features = encode_views(
+                        backbone, train.select(batch.tolist()), transform,
+                        seed=derive_seed(seed, "augment", epoch, start), batch_size=config.batch_size,
+                        num_workers=num_workers,
+                    )[:, 0]
+                with backbone.autocast():
+                    logits = learner(features)
+                loss = F.cross_entropy(logits.float(), labels[batch])
+                # The previous step's loss is checked, not this one's, so the device never waits for the host.
+                if losses:
+                    check_finite(losses[-1], step - 1, METHOD)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                losses.append(loss.detach())
+            check_finite(losses[-1], step - 1, METHOD)  # before the epoch's record and any selection
+            scheduler.step()
+            record["loss"] = float(torch.stack(losses).mean())
+            last = epoch + 1 == config.epochs
+            if select_features is not None and ((epoch + 1) % config.eval_every == 0 or last):
+                with torch.no_grad(), backbone.autocast():
+                    score = accuracy(learner(select_features), select_labels)
+                record["select_accuracy"] = score
+                if best_accuracy is None or score > best_accuracy:
+                    best_accuracy, best_epoch, best_state = score, epoch + 1, learner.trained_state()
+            elif select_features is None and last:
+                best_state = learner.trained_state()
+            history.append(record)
+            logger.debug("%s: epoch %d loss %.4f", METHOD, epoch + 1, record["loss"])
     learner.load_trained_state(best_state)
     return CoCoOpResult(
-        learner, backbone, best_epoch, best_accuracy, history, text_record, describe_pipeline(device)
+        learner, backbone, best_epoch, best_accuracy, history, text_record, describe_pipeline(device),
+        dict(clock.seconds),
     )
 

@@ -45,10 +45,11 @@ from imagenet_dg.sources import (
     scan_images,
 )
 from imagenet_dg.suites import IMAGENET_DG, Suite, get_suite, suite_of_manifest
-from guidg.backbone import BackboneSpec
+from guidg.backbone import BackboneSpec, tower_depths
 from guidg.bases import BASES
 from guidg.distributed import barrier, init_from_environment, rank_device
 from guidg.methods import METHODS, all_sections, families_with_base, get_method, resolve_method
+from guidg.methods.interface import RunShape
 from guidg.presets import PRESETS, method_config
 from guidg.run import RunOutcome, RunSpec, default_workers, is_done, run_folder
 from guidg.settings import MethodConfig, SettingError, parse_setting, section_settings, suggest
@@ -269,6 +270,19 @@ def check_overrides(
                 raise SweepError(f"{shown}: {error} (preset {preset}, method {method}{chosen})") from None
 
 
+def check_method_settings(
+    changes: Mapping[str, Mapping[str, Any]], methods: Sequence[str], presets: Sequence[str], shape: RunShape
+) -> None:
+    """Refuse a configuration a method cannot run with on this model or protocol (:attr:`Method.check`), under
+    any preset the sweep uses, before anything is read."""
+    for preset in presets:
+        for method in methods:
+            problems = METHODS[method].problems(method_config(method, preset, changes), shape)
+            if problems:
+                chosen = "" if len(presets) == 1 else "; give --preset to choose one"
+                raise SweepError(f"{'; '.join(problems)} (preset {preset}, method {method}{chosen})")
+
+
 def resolve_device(device: str | None) -> str:
     """The torch device to run on: ``cuda`` when a GPU is visible and none was named, else ``cpu``.
 
@@ -330,6 +344,8 @@ def validate(sweep: Sweep) -> Checked:
     pretrained = None if sweep.pretrained.lower() == "none" else sweep.pretrained
     backbone = BackboneSpec(sweep.model, pretrained)
     backbone.describe()  # an unknown tag or a missing checkpoint file is refused before anything runs
+    check_method_settings(changes, methods, sweep_presets(sweep, suite),
+                          RunShape(sweep.protocol, tower_depths(backbone.arch)))
     check_request(data_request(sweep, suite))  # writes nothing
     if sweep.hub is not None and sweep.benchmark is not None:
         raise SweepError("--hub builds the manifests from the Hub copy; leave --benchmark out")

@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from types import MappingProxyType
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -37,14 +36,21 @@ from torch import Tensor, nn
 from guidg.backbone import Backbone, TextEncoder
 from guidg.checkpoints import fingerprint
 from guidg.divergence import check_finite_outputs
+from guidg.feature_training import PhaseClock
 from guidg.features import encode_views
 from guidg.image_pipeline import describe_pipeline, eval_batch_size
 from guidg.pooled_training import (
-    PooledEpochSampler, describe_fingerprint_inputs, epoch_steps, source_accuracies, source_pools, train_steps,
+    PooledEpochSampler,
+    describe_fingerprint_inputs,
+    epoch_steps,
+    frozen_parameters,
+    source_accuracies,
+    source_pools,
+    train_steps,
 )
 from guidg.schedule import constant_warmup_cosine_lambda
 from guidg.seeding import generator
-from guidg.setting_ranges import Allowed, Interval, Words, check_settings
+from guidg.settings import Range, Section, Words, at_least, positive, setting
 from guidg.transforms import eval_transform, prompt_train_transform
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.loading import LabeledImages, TaskData
@@ -60,63 +66,45 @@ PLACEHOLDER_WORD = "X"
 TRAIN_CROP_SCALE = (0.08, 1.0)
 """RandomResizedCrop's area range (bicubic, then a horizontal flip): Dassl's ``random_resized_crop`` default."""
 
-SELECTION = "last"
-"""Model selection: the last epoch (Dassl's ``TEST.FINAL_MODEL = last_step``); no data chooses anything."""
-
-
 class MaPLeError(ImageNetDGError):
     """MaPLe cannot run as configured on this model or task, or a saved state does not fit."""
 
 
 @dataclass(frozen=True)
-class MaPLeConfig:
-    """MaPLe's hyperparameters: the defaults of the reference configuration ``vit_b16_c2_ep5_batch4_2ctx``
-    (the base-to-novel one; :data:`CROSS_DATASET` is the reference's cross-dataset and domain-generalisation
-    configuration) and of the Dassl settings it leaves unchanged. Allowed values: :data:`ALLOWED`."""
+class MaPLeConfig(Section):
+    """MaPLe's settings: the defaults of the reference configuration ``vit_b16_c2_ep5_batch4_2ctx`` (the
+    base-to-novel one, ``configs/trainers/MaPLe/``; :data:`CROSS_DATASET` is the reference's cross-dataset and
+    domain-generalisation configuration) and of the Dassl settings it leaves unchanged (``dassl/config/defaults.py``).
+    ``depth`` is moreover at most the towers' layers and ``n_ctx`` at most the tokens of ``ctx_init`` (checked
+    against the model)."""
 
-    depth: int = 9
-    """J, the number of layers with prompts, the first included (``PROMPT_DEPTH``); at most the number of layers
-    of either tower."""
-    n_ctx: int = 2
-    """Prompt tokens per layer (``N_CTX``)."""
-    ctx_init: str | None = "a photo of a"
-    """The prompt's words; the first-layer prompt starts as the embeddings of their first ``n_ctx`` tokens
-    (``CTX_INIT``). None: the words are ``n_ctx`` placeholders and the prompt starts from N(0, 0.02^2)."""
-    lr: float = 0.0035
-    momentum: float = 0.9
-    """SGD momentum (Dassl's default; no dampening, no Nesterov)."""
-    weight_decay: float = 5e-4
-    """SGD weight decay on every prompt and coupling parameter (Dassl's default)."""
-    batch_size: int = 4
-    epochs: int = 5
-    warmup_epochs: int = 1
-    """Epochs at the constant ``warmup_lr`` before the cosine schedule (Dassl's constant warm-up)."""
-    warmup_lr: float = 1e-5
-    checkpoint_every: int = 500
-    """Steps between training checkpoints of a run with a run folder (does not change the result)."""
+    NAME: ClassVar[str] = "maple"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"depth": 2, "epochs": 1, "warmup_epochs": 0, "batch_size": 16, "lr": 0.01},
+        "mini": {"depth": 2, "epochs": 10, "batch_size": 8, "lr": 0.01},
+    }
 
-    def __post_init__(self) -> None:
-        check_settings(self, ALLOWED, METHOD)
+    depth: int = setting(9, at_least(1), "J: layers with prompts, the first included (PROMPT_DEPTH); at most the "
+                         "layers of either tower")
+    n_ctx: int = setting(2, at_least(1), "prompt tokens per layer (N_CTX)")
+    ctx_init: str | None = setting(
+        "a photo of a", Words(), "the prompt's words; the first-layer prompt starts as the embeddings of their first "
+        "n_ctx tokens (CTX_INIT); null: n_ctx placeholders, the prompt drawn from N(0, 0.02^2)")
+    lr: float = setting(0.0035, positive(), "SGD learning rate after warm-up (OPTIM.LR)")
+    momentum: float = setting(0.9, Range(0.0, 1.0, open_high=True), "SGD momentum (Dassl's; no dampening, no Nesterov)")
+    weight_decay: float = setting(5e-4, at_least(0.0), "SGD weight decay on every prompt and coupling (Dassl's)")
+    batch_size: int = setting(4, at_least(1), "images per step (DATALOADER.TRAIN_X.BATCH_SIZE)")
+    epochs: int = setting(5, at_least(1), "passes over the pooled training images (OPTIM.MAX_EPOCH)")
+    warmup_epochs: int = setting(1, at_least(0), "epochs at the constant warmup_lr before the cosine schedule "
+                                 "(WARMUP_EPOCH)")
+    warmup_lr: float = setting(1e-5, positive(), "learning rate of the warm-up epochs (WARMUP_CONS_LR)")
+    checkpoint_every: int = setting(500, at_least(1), "steps between training checkpoints of a run with a run "
+                                    "folder (does not change the result)")
+
+    def relations(self) -> Iterator[str]:
         if self.warmup_epochs > self.epochs:
-            raise MaPLeError(f"{METHOD}.warmup_epochs {self.warmup_epochs}: expected at most {METHOD}.epochs "
-                             f"({self.epochs})")
+            yield f"warmup_epochs ({self.warmup_epochs}) must be at most epochs ({self.epochs})"
 
-
-ALLOWED: Mapping[str, Allowed] = MappingProxyType({
-    "depth": Interval(1, integer=True),
-    "n_ctx": Interval(1, integer=True),
-    "ctx_init": (None, Words()),
-    "lr": Interval(0, open_low=True),
-    "momentum": Interval(0, 1, open_high=True),
-    "weight_decay": Interval(0),
-    "batch_size": Interval(1, integer=True),
-    "epochs": Interval(1, integer=True),
-    "warmup_epochs": Interval(0, integer=True),
-    "warmup_lr": Interval(0, open_low=True),
-    "checkpoint_every": Interval(1, integer=True),
-})
-"""Allowed values of each :class:`MaPLeConfig` field; ``warmup_epochs`` is moreover at most ``epochs``, ``depth``
-at most the towers' layers and ``n_ctx`` at most the tokens of ``ctx_init`` (checked against the model)."""
 
 CROSS_DATASET = MaPLeConfig(depth=3, lr=0.0026, epochs=2)
 """The reference's ``vit_b16_c2_ep5_batch4_2ctx_cross_datasets``: what its cross-dataset and domain-generalisation
@@ -268,6 +256,15 @@ def encode_prompted_image(visual: VisionTransformer, images: Tensor, prompts: Se
     return pooled
 
 
+def prompted_image_features(backbone: Backbone, images: Tensor, vision_prompts: Sequence[Tensor]) -> Tensor:
+    """L2-normalised image features (B, D), float32, of preprocessed images through ``backbone``'s image tower
+    with the image prompts ``V_0 .. V_{J-1}`` (:meth:`MultiModalPrompts.vision_prompts`) in place."""
+    with backbone.autocast():
+        features = encode_prompted_image(check_vision_tower(backbone.model.visual), images.to(backbone.device),
+                                         vision_prompts)
+    return F.normalize(features.float(), dim=-1)
+
+
 class MaPLeModel(nn.Module):
     """MaPLe on a backbone: the prompts (:attr:`prompts`, the only parameters and state of this module) and the
     class prompts' fixed token embeddings; the backbone's towers are referenced, not owned."""
@@ -278,7 +275,7 @@ class MaPLeModel(nn.Module):
         visual = check_vision_tower(backbone.model.visual)
         layers = min(len(text.transformer.resblocks), len(visual.transformer.resblocks))
         if config.depth > layers:
-            raise MaPLeError(f"{METHOD}.depth {config.depth}: this model's towers have "
+            raise MaPLeError(f"{MaPLeConfig.NAME}.depth {config.depth}: this model's towers have "
                              f"{len(text.transformer.resblocks)} (text) and {len(visual.transformer.resblocks)} "
                              f"(image) layers; use at most {layers}")
         if not class_names:
@@ -289,8 +286,8 @@ class MaPLeModel(nn.Module):
         word_tokens = backbone.tokenizer([words])
         word_count = int(text.pool_positions(word_tokens)[0]) - 1
         if word_count < n:
-            raise MaPLeError(f"{METHOD}.ctx_init {config.ctx_init!r} has {word_count} tokens, fewer than "
-                             f"{METHOD}.n_ctx ({n}); use more words or fewer prompt tokens")
+            raise MaPLeError(f"{MaPLeConfig.NAME}.ctx_init {config.ctx_init!r} has {word_count} tokens, fewer than "
+                             f"{MaPLeConfig.NAME}.n_ctx ({n}); use more words or fewer prompt tokens")
         tokens = backbone.tokenizer([f"{words} {name}." for name in class_names])
         if not torch.equal(tokens[:, : 1 + word_count], word_tokens[:, : 1 + word_count].expand(len(class_names), -1)):
             raise MaPLeError(f"the tokenizer does not keep the tokens of {words!r} at the start of every class prompt")
@@ -327,10 +324,7 @@ class MaPLeModel(nn.Module):
 
     def encode_images(self, images: Tensor) -> Tensor:
         """L2-normalised image features (B, D), float32, of preprocessed images through the prompted tower."""
-        with self.backbone.autocast():
-            features = encode_prompted_image(self.backbone.model.visual, images.to(self.backbone.device),
-                                             self.prompts.vision_prompts())
-        return F.normalize(features.float(), dim=-1)
+        return prompted_image_features(self.backbone, images, self.prompts.vision_prompts())
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits (B, C): ``logit_scale * cos(image, class text)``."""
@@ -353,6 +347,8 @@ class MaPLeResult:
     validation_accuracy: dict[str, float] = field(default_factory=dict)
     """Accuracy in percent of the result on each source's validation images (recorded; selects nothing)."""
     pipeline: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds of the named phases of training (``training``, ``source_validation``)."""
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -382,33 +378,6 @@ class MaPLeResult:
         couplings, as contiguous CPU tensors (safetensors-saveable)."""
         return {f"prompts.{k}": v.detach().to("cpu", copy=True).contiguous()
                 for k, v in self.model.prompts.state_dict().items()}
-
-    def record(self) -> dict[str, Any]:
-        """What a result record keeps: hyperparameters, the selection rule, steps, history, accuracies."""
-        return {
-            "method": METHOD,
-            "config": asdict(self.config),
-            "selection": SELECTION,
-            "logit_scale": self.model.logit_scale,
-            "n_trainable": self.n_trainable,
-            "steps": self.steps,
-            "total_steps": self.total_steps,
-            "resumed_from": self.resumed_from,
-            "history": list(self.history),
-            "validation_accuracy": dict(self.validation_accuracy),
-            "pipeline": dict(self.pipeline),
-        }
-
-
-def _frozen_flags(backbone: Backbone) -> dict[str, bool]:
-    flags = {name: p.requires_grad for name, p in backbone.model.named_parameters()}
-    backbone.model.requires_grad_(False)
-    return flags
-
-
-def _restore_flags(backbone: Backbone, flags: Mapping[str, bool]) -> None:
-    for name, parameter in backbone.model.named_parameters():
-        parameter.requires_grad_(flags[name])
 
 
 def train_maple(
@@ -447,19 +416,19 @@ def train_maple(
 
     run_fingerprint = fingerprint(describe_fingerprint_inputs(
         METHOD, seed, config, backbone.spec.describe(), pools, task.class_names))
-    flags = _frozen_flags(backbone)
-    try:
+    clock = PhaseClock(device)
+    with clock.phase("training"), frozen_parameters(backbone.model):
         progress = train_steps(
             method=METHOD, pools=pools, transform=transform, sampler=sampler, parameters=parameters,
             optimizer=optimizer, scheduler=scheduler, schedule_unit="epoch", step_loss=step_loss, device=device,
             run_fingerprint=run_fingerprint, run_dir=run_dir, checkpoint_every=config.checkpoint_every,
             stop_at_step=stop_at_step, num_workers=num_workers,
         )
-    finally:
-        _restore_flags(backbone, flags)
-    result = _result(model, config, steps=progress.steps, total_steps=total, resumed_from=progress.resumed_from,
-                     history=progress.history, pipeline=describe_pipeline(device))
-    result.validation_accuracy = source_accuracies(result, task, num_workers=num_workers)
+        result = _result(model, config, steps=progress.steps, total_steps=total, resumed_from=progress.resumed_from,
+                         history=progress.history, pipeline=describe_pipeline(device))
+    with clock.phase("source_validation"):
+        result.validation_accuracy = source_accuracies(result, task, num_workers=num_workers)
+    result.seconds = dict(clock.seconds)
     return result
 
 

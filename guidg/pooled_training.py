@@ -17,6 +17,7 @@ selection, where a method has any, uses the sources' validation images (:func:`g
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import Counter
@@ -35,10 +36,10 @@ from guidg.distributed import current_replica
 from guidg.divergence import check_finite
 from guidg.evaluation import accuracy
 from guidg.finetune import StepItem, step_batches
+from guidg.model_selection import validation_images
 from guidg.seeding import derive_seed, generator
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.loading import LabeledImages, TaskData
-from guidg.model_selection import validation_images
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,20 @@ class PooledTrainingError(ImageNetDGError):
 def source_pools(task: TaskData) -> list[LabeledImages]:
     """The sources' training images, one entry per source in ``task.sources`` order (``task.expert``)."""
     return [task.expert[source] for source in task.sources]
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Within the block no parameter of ``model`` trains (only what a method adds beside it); afterwards each
+    parameter takes back the ``requires_grad`` it had, by name. Whatever the block added to the model must be
+    gone (or merged) by then."""
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    model.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(flags[name])
 
 
 def task_shots(task: TaskData) -> int | None:

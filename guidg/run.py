@@ -47,6 +47,7 @@ from guidg.divergence import NonFiniteOutputError
 from guidg.evaluation import predict
 from guidg.experts import ExpertStore
 from guidg.finetune import CHECKPOINT_FILE
+from guidg.pooled_training import CHECKPOINT_FILE as POOLED_CHECKPOINT_FILE
 from guidg.image_cache import run_cache_settings, using_image_cache
 from guidg.image_pipeline import describe_pipeline, machine_workers
 from guidg.interruption import RunInterrupted
@@ -63,6 +64,8 @@ PREDICTOR_FILE = "predictor.safetensors"
 """The trained predictor's tensors (:meth:`guidg.methods.Predictor.state_dict`) and what its fit recorded."""
 LOG_FILE = "run.log"
 BOOKKEEPING_FILES = frozenset({LOCK_FILE, RUN_FILE, LOG_FILE})
+TRAINING_STATE_FILES = (CHECKPOINT_FILE, POOLED_CHECKPOINT_FILE)
+"""The resumable training states a run may leave in its folder (image-encoder fine-tuning, pooled-source training)."""
 """What a run folder holds before the run has produced anything worth keeping."""
 
 @dataclass(frozen=True)
@@ -485,7 +488,8 @@ def _train_and_score(
 def _clear_training_state(folder: Path, keep_predictor: bool) -> None:
     """A finished run needs its resumable state no more (it can be as large as the model); an exported run keeps
     its predictor."""
-    (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
+    for name in TRAINING_STATE_FILES:
+        (folder / name).unlink(missing_ok=True)
     if not keep_predictor:
         (folder / PREDICTOR_FILE).unlink(missing_ok=True)
 

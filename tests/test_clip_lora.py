@@ -11,18 +11,27 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from guidg.backbone import TINY_MODEL, BackboneSpec, load_backbone, register_model_configs
+from guidg.backbone import (
+    TINY_MODEL,
+    BackboneSpec,
+    load_backbone,
+    register_model_configs,
+)
 from guidg.clip_lora import (
-    ClipLoRAConfig, ClipLoRAError, clip_lora_iterations, load_clip_lora, train_clip_lora,
+    ClipLoRAConfig,
+    ClipLoRAError,
+    clip_lora_iterations,
+    load_clip_lora,
+    train_clip_lora,
 )
 from guidg.evaluation import image_features
-from guidg.losses import LOGIT_SCALE
 from guidg.lora import attention_blocks
+from guidg.losses import LOGIT_SCALE
+from guidg.model_selection import validation_images
 from guidg.pooled_training import source_pools
-from guidg.setting_ranges import SettingError
+from guidg.settings import SettingError
 from guidg.zeroshot import zeroshot_classifier
 from imagenet_dg.loading import LabeledImages
-from guidg.model_selection import validation_images
 
 MINI = BackboneSpec(TINY_MODEL, "mini")
 QUICK = ClipLoRAConfig(iterations=24, lr=5e-3, checkpoint_every=8)
@@ -65,18 +74,18 @@ def test_the_defaults_are_the_reference_code_s():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"rank": 0}, "clip-lora.rank"), ({"dropout": 1.0}, "clip-lora.dropout"), ({"scaling": "r"}, "clip-lora.scaling"),
-    ({"iterations": 0}, "clip-lora.iterations"), ({"min_lr": 1.0}, "clip-lora.min_lr"),
+    ({"rank": 0}, "clip_lora.rank"), ({"dropout": 1.0}, "clip_lora.dropout"), ({"scaling": "r"}, "clip_lora.scaling"),
+    ({"iterations": 0}, "clip_lora.iterations"), ({"min_lr": 1.0}, "clip_lora: min_lr"),
 ])
 def test_settings_outside_their_ranges_are_refused(change, message):
-    with pytest.raises((SettingError, ClipLoRAError), match=message):
+    with pytest.raises(SettingError, match=message):
         ClipLoRAConfig(**change)
 
 
 def test_a_run_is_500_iterations_per_shot_and_the_full_protocol_needs_a_count(mini_task):
     assert clip_lora_iterations(ClipLoRAConfig(), mini_task) == 500 * 16
     assert clip_lora_iterations(ClipLoRAConfig(iterations=7), replace(mini_task, protocol="full")) == 7
-    with pytest.raises(ClipLoRAError, match="set clip-lora.iterations"):
+    with pytest.raises(ClipLoRAError, match="set clip_lora.iterations"):
         clip_lora_iterations(ClipLoRAConfig(), replace(mini_task, protocol="full"))
 
 

@@ -100,6 +100,35 @@ def test_validation_refuses_a_bad_sweep_before_anything_runs(changes, message, t
     assert not any(tmp_path.iterdir())  # nothing scanned, built or written
 
 
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"methods": ("maple",), "preset": "paper"},
+      r"maple.depth = 9: this model's towers have 2 \(text\) and 2 \(image\) layers; use at most 2"),
+     ({"methods": ("maple",), "preset": "smoke", "overrides": ("maple.depth=3",)}, "maple.depth = 3"),
+     ({"methods": ("maple",), "model": "RN50"}, "prompts a transformer image tower"),
+     ({"methods": ("clip-lora",), "suite": "mini-pacs", "protocol": "full", "preset": "paper"},
+      r"clip_lora.iterations: the full protocol has no shots.*--set clip_lora.iterations=N")],
+)
+def test_a_setting_the_model_or_protocol_cannot_run_is_refused_before_anything_runs(changes, message,
+                                                                                     tmp_path) -> None:
+    with pytest.raises(ImageNetDGError, match=message):
+        harness.validate(sweep(runs=tmp_path, mini=True, root=None, **changes)
+                         if changes.get("suite") is None else sweep(runs=tmp_path, root=None, **changes))
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"methods": ("maple",), "preset": "smoke", "overrides": ("maple.depth=2",)},
+     {"methods": ("clip-lora",), "suite": "mini-pacs", "protocol": "full", "preset": "paper",
+      "overrides": ("clip_lora.iterations=5",)}],
+)
+def test_the_same_settings_within_the_models_depth_or_given_what_the_protocol_needs_pass(changes, tmp_path) -> None:
+    kwargs = {"mini": True} if changes.get("suite") is None else {}
+    checked = harness.validate(sweep(runs=tmp_path, root=None, **kwargs, **changes))
+    assert checked.methods == changes["methods"]
+
+
 def test_default_presets_fit_the_suite() -> None:
     assert harness.default_preset(get_suite("pacs"), "sketch", synthetic=False) == "paper"
     assert harness.default_preset(get_suite("imagenet-dg"), "a", synthetic=False) == "paper-imagenet-dg"

@@ -12,17 +12,30 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from guidg.backbone import MODEL_CONFIG_DIR, TINY_MODEL, BackboneSpec, load_backbone, register_model_configs
-from guidg.maple import (
-    CROSS_DATASET, MaPLeConfig, MaPLeError, MaPLeModel, MultiModalPrompts, encode_prompted_image,
-    encode_prompted_text, load_maple, train_maple,
+from guidg.backbone import (
+    MODEL_CONFIG_DIR,
+    TINY_MODEL,
+    BackboneSpec,
+    load_backbone,
+    register_model_configs,
 )
+from guidg.maple import (
+    CROSS_DATASET,
+    MaPLeConfig,
+    MaPLeError,
+    MaPLeModel,
+    MultiModalPrompts,
+    encode_prompted_image,
+    encode_prompted_text,
+    load_maple,
+    train_maple,
+)
+from guidg.model_selection import validation_images
 from guidg.pooled_training import source_pools
-from guidg.setting_ranges import SettingError
+from guidg.settings import SettingError
+from guidg.transforms import eval_transform
 from guidg.zeroshot import zeroshot_classifier
 from imagenet_dg.loading import LabeledImages
-from guidg.transforms import eval_transform
-from guidg.model_selection import validation_images
 
 MINI = BackboneSpec(TINY_MODEL, "mini")
 QUICK = MaPLeConfig(depth=2, epochs=3, batch_size=8, lr=0.01, checkpoint_every=20)
@@ -89,7 +102,7 @@ def test_the_defaults_are_the_reference_configuration_s():
 
 @pytest.mark.parametrize("change", [{"depth": 0}, {"n_ctx": 0}, {"ctx_init": ""}, {"warmup_epochs": 6}, {"lr": 0.0}])
 def test_settings_outside_their_ranges_are_refused(change):
-    with pytest.raises((SettingError, MaPLeError), match="maple."):
+    with pytest.raises(SettingError, match="maple[.:]"):
         MaPLeConfig(**change)
 
 

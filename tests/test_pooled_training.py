@@ -1,14 +1,19 @@
 """Training on the pooled sources: seeded epochs that are permutations of the pooled images, steps independent of
-each other, the task's shots, and the declared settings ranges."""
+each other, and the task's shots."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pytest
 
-from guidg.pooled_training import PooledEpochSampler, PooledTrainingError, epoch_steps, source_pools, task_shots
-from guidg.setting_ranges import Interval, SettingError, Words, check_settings
+from guidg.pooled_training import (
+    PooledEpochSampler,
+    PooledTrainingError,
+    epoch_steps,
+    source_pools,
+    task_shots,
+)
 
 SIZES = [5, 3, 4]
 
@@ -61,27 +66,3 @@ def test_the_shots_of_a_fewshot_task_and_none_under_full(mini_task):
     assert task_shots(replace(mini_task, protocol="full")) is None
     assert [len(p) for p in source_pools(mini_task)] == [len(mini_task.expert[s]) for s in mini_task.sources]
 
-
-@dataclass(frozen=True)
-class _Settings:
-    rank: int = 2
-    rate: float = 0.5
-    words: str | None = None
-    mode: str = "a"
-
-
-_ALLOWED = {"rank": Interval(1, integer=True), "rate": Interval(0, 1, open_high=True), "words": (None, Words()),
-            "mode": ("a", "b")}
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"rank": 0}, "s.rank 0: expected an integer >= 1"),
-    ({"rank": 2.0}, "s.rank 2.0: expected an integer >= 1"),
-    ({"rate": 1.0}, r"s.rate 1.0: expected a number in \[0, 1\)"),
-    ({"words": " "}, "s.words ' ': expected one of None, words"),
-    ({"mode": "c"}, "s.mode 'c': expected one of 'a', 'b'"),
-])
-def test_a_setting_outside_its_declared_range_is_named_with_what_is_allowed(change, message):
-    check_settings(_Settings(), _ALLOWED, "s")
-    with pytest.raises(SettingError, match=message):
-        check_settings(_Settings(**change), _ALLOWED, "s")

@@ -1,9 +1,9 @@
 """The methods, registered by name: one module per method, each declaring a :class:`Method`.
 
 Registered, in the order of the leaderboard's rows (the paper's tables): ``zeroshot``, ``zeroshot-ensemble``,
-``linear-probe``, ``coop``, ``clip-adapter``, ``tip-adapter``, ``tip-adapter-f``, then every base of
-:data:`guidg.bases.BASES` alone and with GuiDG on top (``erm``, ``guidg+erm``, ``ueo``, ``guidg+ueo``,
-``clipood``, ``guidg+clipood``).
+``linear-probe``, ``coop``, ``cocoop``, ``maple``, ``clip-adapter``, ``tip-adapter``, ``tip-adapter-f``,
+``clip-lora``, then every base of :data:`guidg.bases.BASES` alone and with GuiDG on top (``erm``, ``guidg+erm``,
+``ueo``, ``guidg+ueo``, ``clipood``, ``guidg+clipood``).
 
 The contract (:mod:`guidg.methods.interface`; ``docs/methods.md``, "The method interface"):
 
@@ -36,6 +36,8 @@ from guidg.backbone import Backbone
 from guidg.bases import BASES
 from guidg.citations import Citation
 from guidg.experts import ExpertStore
+from guidg.methods.clip_lora import CLIP_LORA
+from guidg.methods.cocoop import COCOOP
 from guidg.methods.coop import COOP
 from guidg.methods.feature_methods import (
     CLIP_ADAPTER,
@@ -47,6 +49,7 @@ from guidg.methods.finetuned import FINETUNED
 from guidg.methods.guidg import FAMILY as GUIDG
 from guidg.methods.guidg import GUIDED
 from guidg.methods.interface import RUN_SECTIONS, FitContext, Method, Predictor
+from guidg.methods.maple import MAPLE
 from guidg.methods.zeroshot import ZEROSHOT, ZEROSHOT_ENSEMBLE
 from guidg.settings import MethodConfig, Section
 from imagenet_dg.errors import ImageNetDGError
@@ -62,9 +65,12 @@ REGISTERED: tuple[Method, ...] = (
     ZEROSHOT_ENSEMBLE,
     LINEAR_PROBE,
     COOP,
+    COCOOP,
+    MAPLE,
     CLIP_ADAPTER,
     TIP_ADAPTER,
     TIP_ADAPTER_F,
+    CLIP_LORA,
     *(method for base in BASES for method in (FINETUNED[base], GUIDED[base])),
 )
 """Every method, in the leaderboard's row order."""

@@ -6,14 +6,14 @@ says how to add one.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from torch import Tensor
 
-from guidg.backbone import Backbone
+from guidg.backbone import Backbone, TowerDepths
 from guidg.citations import Citation
 from guidg.evaluation import EvalConfig
 from guidg.experts import ExpertStore
@@ -31,6 +31,16 @@ RUN_SECTIONS: tuple[type[Section], ...] = (EvalConfig, PipelineConfig)
 
 class MethodDeclarationError(ImageNetDGError):
     """A method's declaration is incomplete or contradicts itself."""
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """What is known of a run before anything is read or loaded: for the checks of :attr:`Method.check`."""
+
+    protocol: str
+    """``fewshot`` or ``full``."""
+    towers: TowerDepths | None
+    """The model's tower depths, from its architecture's config; None where the config is not known locally."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,9 @@ class Method:
     """The base under a method that runs on one (GuiDG); None for the others."""
     routing: Callable[[MethodConfig], str | None] | None = None
     """For a method with CMAttn: its routing under a configuration (recorded, and a row of its own)."""
+    check: Callable[[MethodConfig, RunShape], Iterator[str]] | None = None
+    """What is wrong with a configuration for a run of this shape (a setting against the model's depth, or one
+    a protocol needs), each problem naming the setting; the sweep refuses it before anything is read."""
 
     def __post_init__(self) -> None:
         if not self.family:
@@ -151,6 +164,10 @@ class Method:
     def all_sections(self) -> tuple[type[Section], ...]:
         """Every section a run of this method has: its own and :data:`RUN_SECTIONS`, without repeats."""
         return tuple(dict.fromkeys((*self.sections, *RUN_SECTIONS)))
+
+    def problems(self, config: MethodConfig, shape: RunShape) -> list[str]:
+        """What :attr:`check` finds wrong with ``config`` for a run of ``shape`` (nothing without a check)."""
+        return [] if self.check is None else list(self.check(config, shape))
 
     def routing_of(self, config: MethodConfig) -> str | None:
         """The CMAttn routing this method runs with under ``config``; None for a method without CMAttn."""

@@ -1,0 +1,71 @@
+"""CoCoOp as a registered method: a run through the run path on the miniature world, its record's accuracy
+that of the predictor rebuilt from the state the run saved, its parameter count as the paper counts it, and its
+predictions the same however many images are scored together."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from guidg.backbone import TINY_SPEC, load_backbone
+from guidg.checkpoints import load_tensors
+from guidg.cocoop import CoCoOpConfig, CoCoOpResult, build_learner
+from guidg.evaluation import predict
+from guidg.methods import METHODS, REGISTERED, load_method
+from guidg.methods.cocoop import COCOOP, CoCoOpPredictor
+from guidg.presets import get_preset
+from guidg.run import PREDICTOR_FILE, RunSpec, attempt
+from imagenet_dg.loading import load_task
+
+CONFIG = "a-16shot-seed1"
+
+
+def test_cocoop_is_registered_after_coop() -> None:
+    names = [method.name for method in REGISTERED]
+    assert METHODS["cocoop"] is COCOOP
+    assert names.index("cocoop") == names.index("coop") + 1
+    assert COCOOP.sections == (CoCoOpConfig,) and COCOOP.selection == "source-validation-epoch"
+
+
+def test_a_run_records_the_accuracy_of_its_saved_predictor(mini_benchmark, mini_releases, tmp_path) -> None:
+    roots = dict(mini_releases.paths)
+    spec = RunSpec(mini_benchmark, CONFIG, "cocoop", TINY_SPEC, "smoke", get_preset("smoke"), 1)
+    outcome = attempt(spec, roots, tmp_path, device="cpu", export_model=True)
+    assert outcome.status == "ran" and outcome.record is not None
+    assert outcome.record.method == "cocoop"
+    assert set(outcome.record.phase_seconds) >= {"encode_views", "train"}
+
+    task = load_task(mini_benchmark, CONFIG, roots)
+    backbone = load_backbone(TINY_SPEC)
+    state, metadata = load_tensors(outcome.folder / PREDICTOR_FILE)
+    predictor = load_method("cocoop", backbone, task, spec.hparams, state, seed=1)
+    logits = predict(predictor, backbone, task.test)
+    hits = (logits.argmax(dim=-1) == torch.tensor(task.test.labels)).float()
+    assert outcome.record.accuracy == pytest.approx(100.0 * float(hits.mean()))
+    assert outcome.record.n_trainable == predictor.n_trainable == int(metadata["n_trainable"])
+
+    again = attempt(spec, roots, tmp_path, device="cpu")
+    assert again.status == "done" and again.record.accuracy == outcome.record.accuracy
+
+
+def test_n_trainable_counts_the_context_and_the_meta_net() -> None:
+    backbone = load_backbone(TINY_SPEC)
+    learner = build_learner(backbone, ["dog", "cat", "tree frog"], CoCoOpConfig(), seed=1)
+    m, w, d = learner.prompts.n_ctx, backbone.text.width, backbone.embed_dim
+    hidden = d // CoCoOpConfig().meta_reduction
+    assert CoCoOpPredictor(CoCoOpResult(learner, backbone), 4).n_trainable == m * w + d * hidden + hidden + hidden * w + w
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_scoring_in_batches_gives_the_logits_of_all_images_at_once(batch_size: int) -> None:
+    backbone = load_backbone(TINY_SPEC)
+    names = ["goldfish", "great white shark", "tree frog", "dog", "ant"]
+    learner = build_learner(backbone, names, CoCoOpConfig(eval_max_sequences=7), seed=2)
+    features = F.normalize(torch.randn(10, backbone.embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+    trained = CoCoOpResult(learner, backbone)
+    whole = trained.logits(features)
+    batched = CoCoOpPredictor(trained, batch_size).logits(features)
+    assert batched.shape == (10, len(names))
+    torch.testing.assert_close(batched, whole, rtol=0, atol=1e-4)
+    assert CoCoOpPredictor(trained, batch_size).logits(features[:0]).shape == (0, len(names))
