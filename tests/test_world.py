@@ -113,6 +113,17 @@ def test_a_camera_trap_location_keeps_its_scene_across_frames_and_differs_from_a
     assert same < other
 
 
+def test_a_trail_camera_frame_has_a_scene_of_its_own_unlike_a_fixed_location():
+    def agreement(style: str) -> float:
+        # how alike the average frames of two sets of seeds are, each row less its mean (the sky's brightening)
+        averages = [np.mean([as_array(draw("coyote", style, s)).mean(axis=2) for s in seeds], axis=0)
+                    for seeds in (range(0, 12), range(12, 24))]
+        first, second = (a - a.mean(axis=1, keepdims=True) for a in averages)
+        return float(np.corrcoef(first.ravel(), second.ravel())[0, 1])
+
+    assert agreement("location_43") > 0.8 > 0.5 > agreement("trail-camera")
+
+
 def test_the_source_styles_are_those_of_the_imagenet_dg_sources():
     assert set(SOURCE_STYLES) == {"photo", "photo-v2", "sketch"}
     assert not set(SOURCE_STYLES) & set(RENDITIONS) and "adversarial" not in SOURCE_STYLES
