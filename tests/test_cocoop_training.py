@@ -13,9 +13,9 @@ from safetensors.torch import load_file, save_file
 from guidg.backbone import TINY_MODEL, BackboneSpec, load_backbone
 from guidg.cocoop import CoCoOpConfig, build_learner, load_cocoop, train_cocoop
 from guidg.evaluation import accuracy, image_features
+from guidg.model_selection import pooled_validation_images
 from guidg.schedule import constant_warmup_cosine_lambda
 from imagenet_dg.loading import LabeledImages
-from guidg.model_selection import pooled_validation_images
 
 QUICK = CoCoOpConfig(batch_size=8, epochs=3, eval_every=1, cached_views=3)
 

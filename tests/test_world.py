@@ -5,10 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imagenet_dg.taxonomy import load_taxonomy
-from imagenet_dg.world import CONCEPTS, RENDITIONS, SOURCE_STYLES, STYLE_ALIASES, STYLES, WorldError, draw, resolve_style
 from imagenet_dg.mini import MINI_WNIDS
 from imagenet_dg.suites import SUITES
+from imagenet_dg.taxonomy import load_taxonomy
+from imagenet_dg.world import (
+    CONCEPTS,
+    RENDITIONS,
+    SOURCE_STYLES,
+    STYLE_ALIASES,
+    STYLES,
+    WorldError,
+    draw,
+    resolve_style,
+)
 
 PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
 SUITE_DOMAINS = {
@@ -117,11 +126,11 @@ def test_a_trail_camera_frame_has_a_scene_of_its_own_unlike_a_fixed_location():
     def agreement(style: str) -> float:
         # how alike the average frames of two sets of seeds are, each row less its mean (the sky's brightening)
         averages = [np.mean([as_array(draw("coyote", style, s)).mean(axis=2) for s in seeds], axis=0)
-                    for seeds in (range(0, 12), range(12, 24))]
+                    for seeds in (range(12), range(12, 24))]
         first, second = (a - a.mean(axis=1, keepdims=True) for a in averages)
         return float(np.corrcoef(first.ravel(), second.ravel())[0, 1])
 
-    assert agreement("location_43") > 0.8 > 0.5 > agreement("trail-camera")
+    assert agreement("location_43") > 0.8 and agreement("trail-camera") < 0.5
 
 
 def test_the_source_styles_are_those_of_the_imagenet_dg_sources():

@@ -12,7 +12,13 @@ from PIL import Image
 from safetensors import safe_open
 
 from guidg.backbone import PACKAGED, TINY_MODEL, BackboneSpec, load_backbone
-from guidg.world_pretraining import TAG, WEIGHTS_FILE, PretrainingConfig, contrastive_loss, pretrain
+from guidg.world_pretraining import (
+    TAG,
+    WEIGHTS_FILE,
+    PretrainingConfig,
+    contrastive_loss,
+    pretrain,
+)
 from guidg.zeroshot import zeroshot_classifier
 from imagenet_dg.layouts import scan, scan_domain
 from imagenet_dg.mini_suites import make_mini_suite
