@@ -11,7 +11,7 @@ classes are indexed by their sorted folder names (plain code-point order, as tor
 them); the name put in a prompt is the folder name with ``_`` read as a space.
 
 Every standard suite has a miniature twin (``mini-pacs``, ...), registered with it: the same folder names with
-fewer classes and a few synthetic images, written by :mod:`imagenet_dg.mini_suites` for tests and the demo.
+fewer classes and synthetic images, written by :mod:`imagenet_dg.mini_suites` for tests and the demo.
 
 :data:`SUITES` is a plain dict from name to :class:`Suite`, filled below where each suite is defined. Adding a
 standard suite is one :func:`register` call (and its class list under ``reference/`` when it is long).
