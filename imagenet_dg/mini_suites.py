@@ -4,7 +4,8 @@
 of their suite's real class folder names (see :data:`imagenet_dg.suites.MINIATURE_CLASSES`). Each image is
 one picture of the synthetic world (:mod:`imagenet_dg.world`, which has a concept for every one of these
 classes): the class drawn in its domain's style, from a seed, then resized to a size drawn per image, so
-loaders meet varied sizes as on the real suites. File names follow each suite's own naming. The same settings give byte-identical files, in seconds.
+loaders meet varied sizes as on the real suites. File names follow each suite's own naming. The same settings
+give byte-identical files, in seconds.
 
 A layout *variant* writes the suite under another accepted folder name (``kfold/`` for PACS,
 ``OfficeHomeDataset_10072016/`` with ``Real World``, ...), so discovery can be tested on every one.
