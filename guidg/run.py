@@ -273,7 +273,7 @@ def _record(
         ece=expected_calibration_error(test_logits, task.test.labels),
         nll=negative_log_likelihood(test_logits, task.test.labels),
         validation_accuracy=dict(validation),
-        model_selection=method.selection,
+        model_selection=method.selection_of(spec.hparams),
         test_images=len(task.test),
         # the manifest says so for the miniature releases; a registered miniature suite is synthetic by name too
         synthetic_data=bool(manifest.get("synthetic", False)) or get_suite(suite_name).synthetic,

@@ -144,3 +144,21 @@ def test_every_declaration_is_complete() -> None:
 def test_unknown_method_lists_the_registered_ones() -> None:
     with pytest.raises(ImageNetDGError, match="guidg\\+clipood"):
         get_method("guidg+nothing")
+
+
+@pytest.mark.parametrize("method", REGISTERED, ids=lambda m: m.name)
+def test_the_declared_rule_is_the_rule_under_the_defaults(method) -> None:
+    assert method.selection_of(method_config(method.name, "paper")) == method.selection
+    assert method.selection_of(method_config(method.name, "smoke")) in RULES
+
+
+@pytest.mark.parametrize(
+    ("method", "changes", "rule"),
+    [("clip-adapter", {"clip_adapter": {"checkpoint": "best"}}, "source-validation-epoch"),
+     ("tip-adapter", {"tip_adapter": {"search": False}}, "none"),
+     ("tip-adapter-f", {"tip_adapter_f": {"search": False}}, "source-validation-epoch"),
+     ("tip-adapter-f", {"tip_adapter_f": {"checkpoint": "last"}}, "source-validation-grid"),
+     ("tip-adapter-f", {"tip_adapter_f": {"checkpoint": "last", "search": False}}, "last-step")],
+)
+def test_a_setting_that_changes_what_is_selected_changes_the_recorded_rule(method, changes, rule) -> None:
+    assert get_method(method).selection_of(method_config(method, "paper", changes)) == rule

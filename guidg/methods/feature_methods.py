@@ -20,7 +20,7 @@ from guidg.linear_probe import LinearProbe, LinearProbeConfig, train_linear_prob
 from guidg.methods.coop import COOP_PAPER
 from guidg.methods.interface import FitContext, Method, Predictor
 from guidg.methods.zeroshot import CLIP
-from guidg.settings import Section
+from guidg.settings import MethodConfig, Section
 from guidg.tip_adapter import (
     TipAdapter,
     TipAdapterConfig,
@@ -68,6 +68,7 @@ def _method(
     trains: str,
     trainable_parameters: str,
     selection: str,
+    selection_under: Callable[[MethodConfig], str] | None = None,
 ) -> Method:
     def fit(context: FitContext) -> Predictor:
         return FeatureMethodPredictor(train(context.backbone, context.task, context.settings(config),
@@ -77,7 +78,27 @@ def _method(
         return FeatureMethodPredictor(restore(state))
 
     return Method(name=name, description=description, citations=citations, sections=(config,), trains=trains,
-                  trainable_parameters=trainable_parameters, selection=selection, fit=fit, load=load)
+                  trainable_parameters=trainable_parameters, selection=selection, fit=fit, load=load,
+                  selection_under=selection_under)
+
+
+def _clip_adapter_selection(config: MethodConfig) -> str:
+    """``last-step`` for the last epoch's adapter (the reference), ``source-validation-epoch`` for the best."""
+    return "source-validation-epoch" if config.section(ClipAdapterConfig).checkpoint == "best" else "last-step"
+
+
+def _tip_adapter_selection(config: MethodConfig) -> str:
+    """``source-validation-grid`` when alpha and beta are searched, ``none`` when they are fixed."""
+    return "source-validation-grid" if config.section(TipAdapterConfig).search else "none"
+
+
+def _tip_adapter_f_selection(config: MethodConfig) -> str:
+    """The kept keys by ``source-validation-epoch`` (``checkpoint = best``) or the last epoch's, then alpha and
+    beta by ``source-validation-grid`` unless they are fixed."""
+    settings = config.section(TipAdapterFConfig)
+    return {(True, True): "source-validation-epoch-then-grid", (True, False): "source-validation-epoch",
+            (False, True): "source-validation-grid", (False, False): "last-step"}[
+        (settings.checkpoint == "best", settings.search)]
 
 
 LINEAR_PROBE = _method(
@@ -94,6 +115,7 @@ CLIP_ADAPTER = _method(
     trains="the two linear layers of the visual adapter",
     trainable_parameters="2 x D x D / reduction (the adapter's two bias-free layers)",
     selection="last-step",
+    selection_under=_clip_adapter_selection,
 )
 
 TIP_ADAPTER = _method(
@@ -102,6 +124,7 @@ TIP_ADAPTER = _method(
     trains="nothing (the cache is built, alpha and beta searched)",
     trainable_parameters="0",
     selection="source-validation-grid",
+    selection_under=_tip_adapter_selection,
 )
 
 TIP_ADAPTER_F = _method(
@@ -110,4 +133,5 @@ TIP_ADAPTER_F = _method(
     trains="the cache's keys",
     trainable_parameters="NK x D (keys x feature width)",
     selection="source-validation-epoch-then-grid",
+    selection_under=_tip_adapter_f_selection,
 )

@@ -131,7 +131,7 @@ class Method:
     """How the method's paper counts its trainable parameters, e.g. ``M x W``; ``n_trainable`` of the
     predictor is that number."""
     selection: str
-    """Its model-selection rule, a name of :data:`guidg.model_selection.RULES`."""
+    """Its model-selection rule, a name of :data:`guidg.model_selection.RULES` (under its defaults)."""
     fit: Callable[[FitContext], Predictor]
     """Train on the context's task; return the predictor."""
     load: Callable[[FitContext, Mapping[str, Tensor]], Predictor]
@@ -142,6 +142,9 @@ class Method:
     """The base under a method that runs on one (GuiDG); None for the others."""
     routing: Callable[[MethodConfig], str | None] | None = None
     """For a method with CMAttn: its routing under a configuration (recorded, and a row of its own)."""
+    selection_under: Callable[[MethodConfig], str] | None = None
+    """For a method whose settings choose its rule (CLIP-Adapter's ``checkpoint``): the rule under a
+    configuration; :attr:`selection` is the rule under the defaults."""
     check: Callable[[MethodConfig, RunShape], Iterator[str]] | None = None
     """What is wrong with a configuration for a run of this shape (a setting against the model's depth, or one
     a protocol needs), each problem naming the setting; the sweep refuses it before anything is read."""
@@ -164,6 +167,10 @@ class Method:
     def all_sections(self) -> tuple[type[Section], ...]:
         """Every section a run of this method has: its own and :data:`RUN_SECTIONS`, without repeats."""
         return tuple(dict.fromkeys((*self.sections, *RUN_SECTIONS)))
+
+    def selection_of(self, config: MethodConfig) -> str:
+        """The model-selection rule a run under ``config`` follows (what its record says)."""
+        return self.selection if self.selection_under is None else get_rule(self.selection_under(config)).name
 
     def problems(self, config: MethodConfig, shape: RunShape) -> list[str]:
         """What :attr:`check` finds wrong with ``config`` for a run of ``shape`` (nothing without a check)."""
