@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from guidg.backbone import Backbone
-from guidg.divergence import check_finite, check_finite_outputs
+from guidg.divergence import EpochSteps, check_finite_outputs
 from guidg.evaluation import accuracy
 from guidg.feature_training import (
     CHECKPOINTS,
@@ -235,22 +235,13 @@ def train_clip_adapter(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             model.train()
-            losses = []
+            steps = EpochSteps(NAME, step)
             batches = epoch_batches(len(data.train), config.batch_size, seed=seed, epoch=epoch, drop_last=True)
             for start, batch in batches:
                 features = views.batch(epoch, batch, start)
-                loss = F.cross_entropy(model(features), labels[batch.to(device)])
-                # The previous step's loss is checked, not this one's, so the device never waits for the host.
-                if losses:
-                    check_finite(losses[-1], step - 1, NAME)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                losses.append(loss.detach())
-            if losses:
-                check_finite(losses[-1], step - 1, NAME)
-            record: dict[str, float] = {"epoch": epoch + 1, "lr": lr, "loss": float(torch.stack(losses).mean())}
+                steps.take(F.cross_entropy(model(features), labels[batch.to(device)]), optimizer)
+            step = steps.step
+            record: dict[str, float] = {"epoch": epoch + 1, "lr": lr, "loss": steps.finish()}
             if validation is not None:
                 model.eval()
                 with torch.no_grad():

@@ -41,7 +41,7 @@ from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from guidg.backbone import Backbone, TextEncoder
-from guidg.divergence import check_finite
+from guidg.divergence import EpochSteps
 from guidg.evaluation import accuracy, image_features
 from guidg.feature_training import PhaseClock
 from guidg.features import encode_views
@@ -452,7 +452,7 @@ def train_cocoop(
         for epoch in tqdm(range(config.epochs), desc=METHOD, unit="epoch", disable=None, leave=False):
             order = torch.randperm(len(train), generator=generator(seed, "epoch", epoch)).to(device)
             record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
-            losses = []
+            steps = EpochSteps(METHOD, step)
             for start in range(0, len(train), config.batch_size):
                 batch = order[start : start + config.batch_size]
                 if cached is not None:
@@ -465,18 +465,10 @@ def train_cocoop(
                     )[:, 0]
                 with backbone.autocast():
                     logits = learner(features)
-                loss = F.cross_entropy(logits.float(), labels[batch])
-                # The previous step's loss is checked, not this one's, so the device never waits for the host.
-                if losses:
-                    check_finite(losses[-1], step - 1, METHOD)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                losses.append(loss.detach())
-            check_finite(losses[-1], step - 1, METHOD)  # before the epoch's record and any selection
+                steps.take(F.cross_entropy(logits.float(), labels[batch]), optimizer)
+            step = steps.step
+            record["loss"] = steps.finish()  # checked before the epoch's record and any selection
             scheduler.step()
-            record["loss"] = float(torch.stack(losses).mean())
             last = epoch + 1 == config.epochs
             if select_features is not None and ((epoch + 1) % config.eval_every == 0 or last):
                 with torch.no_grad(), backbone.autocast():

@@ -20,6 +20,40 @@ def check_finite(loss: torch.Tensor, step: int, method: str) -> None:
         )
 
 
+class EpochSteps:
+    """The optimiser steps of one epoch and their losses. Each step's loss is checked for being finite one step
+    late (:func:`check_finite`), so the device never waits for the host; :meth:`finish` checks the last one.
+
+    ``step`` counts the run's steps: give the count before the epoch, read it after.
+    """
+
+    def __init__(self, method: str, step: int) -> None:
+        self.method = method
+        self.step = step
+        self._losses: list[torch.Tensor] = []
+
+    def take(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+        """One step on ``loss``: the previous loss checked, gradients cleared, backward, the optimiser's step and
+        the scheduler's (when given one stepped per step)."""
+        if self._losses:
+            check_finite(self._losses[-1], self.step - 1, self.method)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        self.step += 1
+        self._losses.append(loss.detach())
+
+    def finish(self) -> float:
+        """The epoch's mean loss (NaN for an epoch of no step), after checking its last loss."""
+        if not self._losses:
+            return float("nan")
+        check_finite(self._losses[-1], self.step - 1, self.method)
+        return float(torch.stack(self._losses).mean())
+
+
 class NonFiniteOutputError(TrainingDivergedError):
     """A model's features or logits hold NaN or infinite values, so its predictions would mean nothing."""
 

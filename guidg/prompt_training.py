@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from imagenet_dg.loading import LabeledImages
 from guidg.backbone import Backbone
-from guidg.divergence import check_finite
+from guidg.divergence import EpochSteps
 from guidg.features import encode_views
 from guidg.image_pipeline import describe_pipeline, eval_batch_size
 from guidg.losses import LOGIT_SCALE
@@ -178,7 +178,7 @@ def train_prompt(
         if cached is not None:
             view_of = torch.randint(cached.shape[1], (len(train),), generator=generator(seed, "views", epoch))
             view_of = view_of.to(device)
-        losses = []
+        steps = EpochSteps(method, step)
         for start in range(0, len(train), config.batch_size):
             batch = order[start : start + config.batch_size]
             if cached is not None:
@@ -195,19 +195,9 @@ def train_prompt(
             with backbone.autocast():
                 text = learner()
             logits = LOGIT_SCALE * features @ text.float().T
-            loss = F.cross_entropy(logits, labels[batch])
-            # The previous step's loss is checked, not this one's, so the device never waits for the host.
-            if losses:
-                check_finite(losses[-1], step - 1, method)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            losses.append(loss.detach())
-        if losses:
-            check_finite(losses[-1], step - 1, method)  # before the epoch's record and any selection
-        record = {"epoch": epoch + 1, "loss": float(torch.stack(losses).mean()) if losses else float("nan")}
+            steps.take(F.cross_entropy(logits, labels[batch]), optimizer, scheduler)
+        step = steps.step
+        record = {"epoch": epoch + 1, "loss": steps.finish()}  # checked before the record and any selection
         if select_features is not None and selection.evaluates(epoch + 1):
             with torch.no_grad(), backbone.autocast():
                 text = learner().float()

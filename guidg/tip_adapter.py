@@ -45,7 +45,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from guidg.backbone import Backbone
-from guidg.divergence import check_finite, check_finite_outputs
+from guidg.divergence import EpochSteps, check_finite_outputs
 from guidg.evaluation import accuracy
 from guidg.feature_training import (
     CHECKPOINTS,
@@ -363,22 +363,13 @@ def train_tip_adapter_f(
     step = 0
     with clock.phase("training"):
         for epoch in tqdm(range(config.epochs), desc=FINE_TUNED_NAME, unit="epoch", disable=None, leave=False):
-            losses = []
+            steps = EpochSteps(FINE_TUNED_NAME, step)
             for start, batch in epoch_batches(count, config.batch_size, seed=seed, epoch=epoch, drop_last=False):
                 features = views.batch(epoch, batch, start)
                 logits = tip_logits(features, cache.classifier, keys, cache.values, alpha, beta)
-                loss = F.cross_entropy(logits, cache.labels[batch.to(device)])
-                # The previous step's loss is checked, not this one's, so the device never waits for the host.
-                if losses:
-                    check_finite(losses[-1], step - 1, FINE_TUNED_NAME)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                losses.append(loss.detach())
-            check_finite(losses[-1], step - 1, FINE_TUNED_NAME)
-            record: dict[str, float] = {"epoch": epoch + 1, "loss": float(torch.stack(losses).mean())}
+                steps.take(F.cross_entropy(logits, cache.labels[batch.to(device)]), optimizer, scheduler)
+            step = steps.step
+            record: dict[str, float] = {"epoch": epoch + 1, "loss": steps.finish()}
             if cache.validation is not None:
                 with torch.no_grad():
                     record["select_accuracy"] = accuracy(
