@@ -49,7 +49,6 @@ from guidg.pooled_training import (
     PooledEpochSampler,
     describe_fingerprint_inputs,
     frozen_parameters,
-    source_accuracies,
     source_pools,
     task_shots,
     train_steps,
@@ -149,11 +148,9 @@ class ClipLoRAResult:
     total_steps: int = 0
     resumed_from: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-    validation_accuracy: dict[str, float] = field(default_factory=dict)
-    """Accuracy in percent of the result on each source's validation images (recorded; selects nothing)."""
     pipeline: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-    """Seconds of the named phases of training (``training``, ``source_validation``)."""
+    """Seconds of the named phases of training (``training``); the runner scores the sources' validation images."""
 
     def image_features(self, images: LabeledImages, *, batch_size: int | None = None, num_workers: int = 0
                        ) -> Tensor:
@@ -208,7 +205,7 @@ def train_clip_lora(
 ) -> ClipLoRAResult:
     """Train CLIP-LoRA on the pooled training images of ``task``'s sources and merge it into ``backbone``.
 
-    Reads ``task.expert`` (training) and the sources' validation images (the recorded source accuracies), never
+    Reads ``task.expert`` only (the last step is the result; nothing is selected), never
     ``task.test``. Every random draw (adapter initialisation, epoch orders, augmentation, dropout masks) is
     derived from ``seed``, so two CPU runs are bit-identical. With ``run_dir`` the run checkpoints every
     ``config.checkpoint_every`` steps and a rerun resumes; ``stop_at_step`` stops there after saving. Afterwards
@@ -260,8 +257,6 @@ def train_clip_lora(
         result = _finish(backbone, task.class_names, config, layers, steps=progress.steps, total_steps=total,
                          resumed_from=progress.resumed_from, history=progress.history,
                          pipeline=describe_pipeline(device))
-    with clock.phase("source_validation"):
-        result.validation_accuracy = source_accuracies(result, task, num_workers=num_workers)
     result.seconds = dict(clock.seconds)
     return result
 

@@ -44,7 +44,6 @@ from guidg.pooled_training import (
     describe_fingerprint_inputs,
     epoch_steps,
     frozen_parameters,
-    source_accuracies,
     source_pools,
     train_steps,
 )
@@ -344,11 +343,9 @@ class MaPLeResult:
     total_steps: int = 0
     resumed_from: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-    validation_accuracy: dict[str, float] = field(default_factory=dict)
-    """Accuracy in percent of the result on each source's validation images (recorded; selects nothing)."""
     pipeline: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-    """Seconds of the named phases of training (``training``, ``source_validation``)."""
+    """Seconds of the named phases of training (``training``); the runner scores the sources' validation images."""
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -392,7 +389,7 @@ def train_maple(
 ) -> MaPLeResult:
     """Train MaPLe's prompts on the pooled training images of ``task``'s sources; the backbone is not changed.
 
-    Reads ``task.expert`` (training) and the sources' validation images (the recorded source accuracies), never
+    Reads ``task.expert`` only (the last step is the result; nothing is selected), never
     ``task.test``. Every random draw (initialisation, epoch orders, augmentation) is derived from ``seed``, so
     two CPU runs are bit-identical. With ``run_dir`` the run checkpoints every ``config.checkpoint_every`` steps
     and a rerun resumes; ``stop_at_step`` stops there after saving.
@@ -426,8 +423,6 @@ def train_maple(
         )
         result = _result(model, config, steps=progress.steps, total_steps=total, resumed_from=progress.resumed_from,
                          history=progress.history, pipeline=describe_pipeline(device))
-    with clock.phase("source_validation"):
-        result.validation_accuracy = source_accuracies(result, task, num_workers=num_workers)
     result.seconds = dict(clock.seconds)
     return result
 

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,9 +34,7 @@ from tqdm.auto import tqdm
 from guidg.checkpoints import load_training_state, save_training_state
 from guidg.distributed import current_replica
 from guidg.divergence import check_finite
-from guidg.evaluation import accuracy
 from guidg.finetune import StepItem, step_batches
-from guidg.model_selection import validation_images
 from guidg.seeding import derive_seed, generator
 from imagenet_dg.errors import ImageNetDGError
 from imagenet_dg.loading import LabeledImages, TaskData
@@ -285,22 +283,3 @@ def describe_fingerprint_inputs(
         "labels": [list(pool.labels) for pool in pools],
         "classes": list(class_names),
     }
-
-
-class ImagePredictor(Protocol):
-    """A trained method that scores images through its own image encoder."""
-
-    def image_features(self, images: LabeledImages, *, batch_size: int | None = None, num_workers: int = 0
-                       ) -> Tensor: ...
-
-    def logits_from_features(self, features: Tensor) -> Tensor: ...
-
-
-def source_accuracies(predictor: ImagePredictor, task: TaskData, *, num_workers: int = 0) -> dict[str, float]:
-    """Accuracy in percent of ``predictor`` on each source's validation images (:func:`guidg.model_selection.validation_images`), by source."""
-    found = {}
-    for source in task.sources:
-        images = validation_images(task)[source]
-        logits = predictor.logits_from_features(predictor.image_features(images, num_workers=num_workers))
-        found[source] = accuracy(logits, torch.tensor(images.labels))
-    return found

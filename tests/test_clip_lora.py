@@ -99,8 +99,6 @@ def test_it_trains_on_the_pooled_sources_without_reading_the_target(trained, min
     # The world weights already classify the training images well without augmentation (cross-entropy under 1):
     # this short run at a large learning rate keeps that objective near where it was, not lower.
     assert before < 1.0 and after < 2 * before
-    assert set(trained.validation_accuracy) == set(mini_task.sources)
-    assert all(0.0 <= a <= 100.0 for a in trained.validation_accuracy.values())
 
 
 def test_the_trained_model_is_a_plain_open_clip_model_with_the_trainable_count(trained):

@@ -223,7 +223,6 @@ def test_it_trains_on_the_pooled_sources_without_reading_the_target(trained, min
 
     assert trained.steps == trained.total_steps == 3 * (len(images) // 8)
     assert after < 0.75 * before and trained.history[-1]["loss"] < 0.75 * trained.history[0]["loss"]
-    assert set(trained.validation_accuracy) == set(mini_task.sources)
     assert trained.n_trainable == 2 * 2 * 64 + 2 * (64 * 64 + 64)
 
 
