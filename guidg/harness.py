@@ -247,11 +247,11 @@ def sweep_presets(sweep: Sweep, suite: Suite) -> tuple[str, ...]:
 
 
 def check_overrides(
-    changes: Mapping[str, Mapping[str, Any]], methods: Sequence[str], presets: Sequence[str]
+    changes: Mapping[str, Mapping[str, Any]], methods: Sequence[str], presets: Sequence[str], shape: RunShape
 ) -> None:
-    """Refuse an override no method of the sweep reads, or one that a run's configuration refuses (a rule
-    between several values) under any preset the sweep uses; the error names the setting, the value, the
-    preset and what is allowed."""
+    """Refuse an override no method of the sweep reads, one that a run's configuration refuses (a rule between
+    several values), or a configuration a method cannot run on this model or protocol (:attr:`Method.check`),
+    under any preset the sweep uses; the error names the setting, the value, the preset and what is allowed."""
     for section, values in changes.items():
         readers = [m for m in methods if section in {k.NAME for k in METHODS[m].all_sections}]
         if not readers:
@@ -260,26 +260,16 @@ def check_overrides(
             raise SweepError(f"--set {shown}: no method of this sweep ({', '.join(methods)}) reads the {section} "
                              f"settings; they are read by {', '.join(every)}")
     for preset in presets:
+        chosen = "" if len(presets) == 1 else (
+            f"; preset {preset} is one this sweep may use: give --preset to choose one")
         for method in methods:
             try:
-                method_config(method, preset, changes)
+                config = method_config(method, preset, changes)
             except SettingError as error:
                 shown = " ".join(f"--set {s}.{k}={v}" for s, values in changes.items() for k, v in values.items())
-                chosen = "" if len(presets) == 1 else (
-                    f"; preset {preset} is one this sweep may use: give --preset to choose one")
                 raise SweepError(f"{shown}: {error} (preset {preset}, method {method}{chosen})") from None
-
-
-def check_method_settings(
-    changes: Mapping[str, Mapping[str, Any]], methods: Sequence[str], presets: Sequence[str], shape: RunShape
-) -> None:
-    """Refuse a configuration a method cannot run with on this model or protocol (:attr:`Method.check`), under
-    any preset the sweep uses, before anything is read."""
-    for preset in presets:
-        for method in methods:
-            problems = METHODS[method].problems(method_config(method, preset, changes), shape)
+            problems = METHODS[method].problems(config, shape)
             if problems:
-                chosen = "" if len(presets) == 1 else "; give --preset to choose one"
                 raise SweepError(f"{'; '.join(problems)} (preset {preset}, method {method}{chosen})")
 
 
@@ -319,7 +309,8 @@ def validate(sweep: Sweep) -> Checked:
     if sweep.preset is not None and sweep.preset not in PRESETS:
         raise SweepError(f"--preset {sweep.preset}: unknown preset; expected one of {', '.join(PRESETS)}")
     changes = parse_overrides(sweep.overrides)
-    check_overrides(changes, methods, sweep_presets(sweep, suite))
+    check_overrides(changes, methods, sweep_presets(sweep, suite),
+                    RunShape(sweep.protocol, tower_depths(sweep.model)))
     if sweep.protocol == "full":
         if sweep.shots:
             raise SweepError("--shots: the full protocol trains on every image; leave --shots out")
@@ -344,8 +335,6 @@ def validate(sweep: Sweep) -> Checked:
     pretrained = None if sweep.pretrained.lower() == "none" else sweep.pretrained
     backbone = BackboneSpec(sweep.model, pretrained)
     backbone.describe()  # an unknown tag or a missing checkpoint file is refused before anything runs
-    check_method_settings(changes, methods, sweep_presets(sweep, suite),
-                          RunShape(sweep.protocol, tower_depths(backbone.arch)))
     check_request(data_request(sweep, suite))  # writes nothing
     if sweep.hub is not None and sweep.benchmark is not None:
         raise SweepError("--hub builds the manifests from the Hub copy; leave --benchmark out")

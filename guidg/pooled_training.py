@@ -166,6 +166,16 @@ class TrainingProgress:
     """One entry per finished epoch (and one at the last step): step, epoch, mean loss, learning rate."""
 
 
+def training_details(result: Any, **extra: Any) -> dict[str, Any]:
+    """What a pooled-source training's result (CLIP-LoRA's, MaPLe's) gives its run's record: the steps done and
+    planned, the step it resumed from, the training history and the seconds of its phases, and ``extra``."""
+    return {
+        "steps": result.steps, "total_steps": result.total_steps, "resumed_from": result.resumed_from, **extra,
+        "history": list(result.history),
+        "phase_seconds": {name: round(seconds, 3) for name, seconds in result.seconds.items()},
+    }
+
+
 def train_steps(
     *,
     method: str,

@@ -47,12 +47,12 @@ from guidg.divergence import NonFiniteOutputError
 from guidg.evaluation import predict
 from guidg.experts import ExpertStore
 from guidg.finetune import CHECKPOINT_FILE
-from guidg.pooled_training import CHECKPOINT_FILE as POOLED_CHECKPOINT_FILE
 from guidg.image_cache import run_cache_settings, using_image_cache
 from guidg.image_pipeline import describe_pipeline, machine_workers
 from guidg.interruption import RunInterrupted
 from guidg.methods import Method, Predictor, fit_method, get_method, load_method
 from guidg.model_selection import pooled_validation_images
+from guidg.pooled_training import CHECKPOINT_FILE as POOLED_CHECKPOINT_FILE
 from guidg.run_lock import LOCK_FILE, RunLock
 from guidg.settings import MethodConfig
 
@@ -64,9 +64,9 @@ PREDICTOR_FILE = "predictor.safetensors"
 """The trained predictor's tensors (:meth:`guidg.methods.Predictor.state_dict`) and what its fit recorded."""
 LOG_FILE = "run.log"
 BOOKKEEPING_FILES = frozenset({LOCK_FILE, RUN_FILE, LOG_FILE})
+"""What a run folder holds before the run has produced anything worth keeping."""
 TRAINING_STATE_FILES = (CHECKPOINT_FILE, POOLED_CHECKPOINT_FILE)
 """The resumable training states a run may leave in its folder (image-encoder fine-tuning, pooled-source training)."""
-"""What a run folder holds before the run has produced anything worth keeping."""
 
 @dataclass(frozen=True)
 class RunSpec:

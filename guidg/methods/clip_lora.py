@@ -23,6 +23,7 @@ from guidg.clip_lora import (
     train_clip_lora,
 )
 from guidg.methods.interface import FitContext, Method, Predictor, RunShape
+from guidg.pooled_training import training_details
 from guidg.settings import MethodConfig
 from imagenet_dg.protocols import FEWSHOT
 
@@ -69,20 +70,12 @@ class ClipLoRAPredictor(Predictor):
         return self.result.state_dict()
 
 
-def _details(result: ClipLoRAResult) -> dict[str, Any]:
-    return {
-        "steps": result.steps, "total_steps": result.total_steps, "resumed_from": result.resumed_from,
-        "history": list(result.history),
-        "phase_seconds": {name: round(seconds, 3) for name, seconds in result.seconds.items()},
-    }
-
-
 def fit_clip_lora(context: FitContext) -> Predictor:
     """The adapters trained on the expert pools of all sources, then merged into the backbone; the last iterate
     is the result."""
     result = train_clip_lora(context.backbone, context.task, context.settings(ClipLoRAConfig), seed=context.seed,
                              num_workers=context.num_workers, run_dir=context.run_dir)
-    return ClipLoRAPredictor(result, _details(result))
+    return ClipLoRAPredictor(result, training_details(result))
 
 
 def _load(context: FitContext, state: Mapping[str, Tensor]) -> Predictor:

@@ -23,6 +23,7 @@ from guidg.maple import (
     train_maple,
 )
 from guidg.methods.interface import FitContext, Method, Predictor, RunShape
+from guidg.pooled_training import training_details
 from guidg.settings import MethodConfig
 
 MAPLE_PAPER = Citation(
@@ -56,19 +57,11 @@ class MaPLePredictor(Predictor):
         return self.result.state_dict()
 
 
-def _details(result: MaPLeResult) -> dict[str, Any]:
-    return {
-        "steps": result.steps, "total_steps": result.total_steps, "resumed_from": result.resumed_from,
-        "logit_scale": result.model.logit_scale, "history": list(result.history),
-        "phase_seconds": {name: round(seconds, 3) for name, seconds in result.seconds.items()},
-    }
-
-
 def fit_maple(context: FitContext) -> Predictor:
     """MaPLe's prompts trained on the expert pools of all sources; the last epoch is the result."""
     result = train_maple(context.backbone, context.task, context.settings(MaPLeConfig), seed=context.seed,
                          num_workers=context.num_workers, run_dir=context.run_dir)
-    return MaPLePredictor(result, _details(result))
+    return MaPLePredictor(result, training_details(result, logit_scale=result.model.logit_scale))
 
 
 def _load(context: FitContext, state: Mapping[str, Tensor]) -> Predictor:
