@@ -62,6 +62,9 @@ from imagenet_dg.loading import LabeledImages
 
 logger = logging.getLogger(__name__)
 
+BUILDING_PREFIX = ".building-"
+"""Name prefix of a cache folder being built beside its final place (renamed into it when complete)."""
+
 CACHE_FORMAT = 1
 CACHE_DIR_NAME = "decoded-images"
 """Name of the folder holding the caches under a runs folder; beside a dataset folder ``<name>.decoded-images``."""
@@ -432,10 +435,10 @@ def open_or_build(
     needed = estimated_bytes(images, spec)
     with reporting_write_faults(root, what, needed):
         root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(f".building-{key}-*"):
+        for stale in root.glob(f"{BUILDING_PREFIX}{key}-*"):
             _remove_if_dead(stale)
         require_free_space(root, needed, what)
-        work = Path(tempfile.mkdtemp(prefix=f".building-{key}-{os.getpid()}-", dir=root))
+        work = Path(tempfile.mkdtemp(prefix=f"{BUILDING_PREFIX}{key}-{os.getpid()}-", dir=root))
         try:
             os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes it private; the cache is shared like any output
             record = _write_cache(work, images, spec, key, content_hash, workers, device, shard_bytes)

@@ -17,7 +17,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from small_disk import leftovers
 
 import guidg.interruption as interruption
 from guidg.distributed import LateAgreement, current_replica
@@ -136,7 +135,7 @@ def wait_for_log(runs: Path, text: str, process: subprocess.Popen, timeout: floa
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_evaluate_killed_during_fine_tuning_resumes_to_the_uninterrupted_record(
-    signum, uninterrupted, mini_benchmark, mini_releases, tmp_path
+    signum, uninterrupted, mini_benchmark, mini_releases, tmp_path, leftovers
 ) -> None:
     runs = tmp_path / "runs"
     args = evaluate_args(mini_benchmark, mini_releases.root, runs)

@@ -16,7 +16,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 from click.testing import CliRunner
-from small_disk import leftovers
 
 from guidg import harness, launchers
 from guidg.harness import SweepError
@@ -91,7 +90,7 @@ def test_two_jobs_on_cpu_give_the_records_of_running_in_sequence(
 
 
 def test_sigterm_stops_every_job_resumably_and_the_rerun_gives_the_sequential_records(
-    sequential, mini_benchmark, mini_releases, tmp_path
+    sequential, mini_benchmark, mini_releases, tmp_path, leftovers
 ) -> None:
     runs = tmp_path / "runs"
     args = evaluate(mini_benchmark, mini_releases.root, runs, "--jobs", "2")

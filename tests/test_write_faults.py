@@ -18,7 +18,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from small_disk import leftovers
 
 import guidg.image_cache as image_cache
 import imagenet_dg.atomic as atomic
@@ -79,7 +78,9 @@ def test_the_fault_behind_an_error_is_read_from_its_errno_its_message_or_its_cau
 
 
 @pytest.mark.parametrize("code", FAULTS)
-def test_a_refused_atomic_write_names_folder_file_and_cause_and_keeps_the_old_file(code, tmp_path, monkeypatch) -> None:
+def test_a_refused_atomic_write_names_folder_file_and_cause_and_keeps_the_old_file(
+    code, tmp_path, monkeypatch, leftovers
+) -> None:
     target = tmp_path / "state.json"
     target.write_text("old")
     real = Path.write_bytes
@@ -99,7 +100,7 @@ def test_a_refused_atomic_write_names_folder_file_and_cause_and_keeps_the_old_fi
     assert target.read_text() == "old" and leftovers(tmp_path) == []
 
 
-def test_a_writer_that_hides_the_os_error_still_reports_the_full_disk(tmp_path, monkeypatch) -> None:
+def test_a_writer_that_hides_the_os_error_still_reports_the_full_disk(tmp_path, monkeypatch, leftovers) -> None:
     real = os.write
 
     def filling(fd, data):  # the temporary file's writes fail once 1 kB is in
@@ -115,7 +116,7 @@ def test_a_writer_that_hides_the_os_error_still_reports_the_full_disk(tmp_path, 
     assert leftovers(tmp_path) == [] and not (tmp_path / "finetune-state.pt").exists()
 
 
-def test_training_state_on_a_full_tmpfs_is_one_write_error_with_its_size(small_disk) -> None:
+def test_training_state_on_a_full_tmpfs_is_one_write_error_with_its_size(small_disk, leftovers) -> None:
     disk_ = small_disk("400k")
     with pytest.raises(WriteError) as caught:
         save_training_state(disk_.path / "finetune-state.pt", {"w": torch.zeros(1_000_000), "step": 3})
@@ -157,7 +158,9 @@ def test_the_cache_size_estimate_is_close_to_the_built_cache(photos, tmp_path) -
     assert abs(image_cache.estimated_bytes(photos, spec) - built) < 0.05 * built
 
 
-def test_a_cache_larger_than_the_free_space_is_refused_before_decoding(photos, tmp_path, monkeypatch) -> None:
+def test_a_cache_larger_than_the_free_space_is_refused_before_decoding(
+    photos, tmp_path, monkeypatch, leftovers
+) -> None:
     monkeypatch.setattr(disk, "free_bytes", lambda path: 10_000)
     monkeypatch.setattr(image_cache, "_write_cache", lambda *a, **k: pytest.fail("decoding started"))
     with pytest.raises(NotEnoughSpaceError) as caught:
@@ -166,7 +169,7 @@ def test_a_cache_larger_than_the_free_space_is_refused_before_decoding(photos, t
     assert leftovers(tmp_path) == []
 
 
-def test_a_disk_filling_during_a_cache_build_leaves_no_temporary_folder(photos, small_disk) -> None:
+def test_a_disk_filling_during_a_cache_build_leaves_no_temporary_folder(photos, small_disk, leftovers) -> None:
     disk_ = small_disk("200k")  # room for the estimate's check on a few images, not for all of them
     with pytest.raises(WriteError) as caught:
         image_cache.open_or_build(disk_.path, photos, image_cache.DecodeSpec(96))
@@ -180,7 +183,7 @@ def test_a_disk_filling_during_a_cache_build_leaves_no_temporary_folder(photos, 
 # --- build: the real command line ------------------------------------------------------------------------
 
 
-def test_build_on_a_full_disk_is_one_error_line_and_resumes_once_there_is_room(mini_releases, small_disk, tmp_path):
+def test_build_on_a_full_disk_is_one_error_line_and_resumes_once_there_is_room(mini_releases, small_disk, tmp_path, leftovers):
     disk_ = small_disk("400k")
     out = disk_.path / "imagenet-dg"
     failed = cli("build", "--root", str(mini_releases.root), "--out", str(out), *BUILD, cwd=tmp_path)
@@ -217,7 +220,7 @@ def refuse_rename(monkeypatch, code: int, at: int, name: str | None = None) -> l
 
 @pytest.mark.parametrize("code", FAULTS)
 def test_every_refused_write_of_a_build_is_one_error_line_and_the_rerun_resumes(
-    code, mini_releases, tmp_path, monkeypatch, caplog
+    code, mini_releases, tmp_path, monkeypatch, caplog, leftovers
 ) -> None:
     out = tmp_path / "imagenet-dg"
     args = ["build", "--root", str(mini_releases.root), "--out", str(out), "--tasks", "a", "--shots", "1",
@@ -252,7 +255,7 @@ def test_an_embedded_image_build_too_large_for_the_disk_is_refused_before_writin
 # --- evaluate: records, checkpoints, logs, the cache, the harness's manifests ----------------------------
 
 
-def test_evaluate_on_a_full_disk_is_one_error_line_and_resumes_once_there_is_room(mini_releases, small_disk, tmp_path):
+def test_evaluate_on_a_full_disk_is_one_error_line_and_resumes_once_there_is_room(mini_releases, small_disk, tmp_path, leftovers):
     disk_ = small_disk("300k")
     runs = disk_.path / "runs"
     args = [*EVALUATE, "--mini", "--mini-dir", str(mini_releases.root), "--runs", str(runs)]
@@ -287,7 +290,7 @@ def only_run_folder(runs: Path) -> Path:
 @pytest.mark.parametrize("code", FAULTS)
 @pytest.mark.parametrize(("written", "at"), [(RESULTS_FILE, 1), (DONE_FILE, 1), ("finetune-state.pt", 2)])
 def test_a_refused_record_or_checkpoint_is_one_error_line_and_the_run_finishes_on_the_rerun(
-    written, at, code, evaluate_here, monkeypatch, tmp_path
+    written, at, code, evaluate_here, monkeypatch, tmp_path, leftovers
 ) -> None:
     # the record, its done marker, or the second of the run's two checkpoints
     refuse_rename(monkeypatch, code, at, name=written)
@@ -328,7 +331,7 @@ def test_a_log_line_the_disk_refuses_stops_the_run_with_one_error_line(evaluate_
 
 
 def test_a_cache_the_disk_refuses_is_one_error_line_naming_its_folder(mini_benchmark, mini_releases, tmp_path,
-                                                                      monkeypatch) -> None:
+                                                                      monkeypatch, leftovers) -> None:
     benchmark = tmp_path / "imagenet-dg"
     shutil.copytree(mini_benchmark, benchmark)  # no cache beside it yet
 
