@@ -44,7 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from gpu import generated_images
 
-from guidg.backbone import Backbone, BackboneSpec, load_backbone, register_model_configs
+from guidg.backbone import BackboneSpec, load_backbone, register_model_configs, tower_depths
 from guidg.image_cache import CacheSettings, using_image_cache
 from guidg.methods import METHODS, fit_method, get_method
 from guidg.presets import method_config
@@ -92,24 +92,15 @@ def shortened(method: str, steps: int, layers: int) -> tuple[MethodConfig, dict[
             change.update(epochs=1, steps_per_epoch=steps)
         elif "epochs" in fields:
             change["epochs"] = 1
-        if "epochs" in change or ("epochs" in fields and "iterations" not in fields):
             if "warmup_epochs" in fields:
                 change["warmup_epochs"] = 0
-            if "cached_views" in fields and section.cached_views > 1:
-                change["cached_views"] = 1
-        for key in ("checkpoint_every",):
-            if key in fields:
-                change[key] = max(steps, 1) * 1000  # no training checkpoint inside the timed run
+            if "cached_views" in fields:
+                change["cached_views"] = min(section.cached_views, 1)
+        if "checkpoint_every" in fields:
+            change["checkpoint_every"] = max(steps, 1) * 1000  # no training checkpoint inside the timed run
         if change:
             changes[section.NAME] = change
     return config.replace(**changes), changes
-
-
-def tower_layers(backbone: Backbone) -> int:
-    """Layers of the shallower of the two towers (the most MaPLe can prompt)."""
-    visual = getattr(backbone.model.visual, "transformer", None)
-    text = len(backbone.text.transformer.resblocks)
-    return min(text, len(visual.resblocks)) if visual is not None else text
 
 
 def images_seen(config: MethodConfig, task: TaskData) -> int:
@@ -131,7 +122,8 @@ def measure(method: str, backbone_spec: BackboneSpec, task: TaskData, device: st
             cache: CacheSettings) -> dict[str, Any]:
     """One shortened training of ``method`` on a fresh backbone, timed."""
     backbone = load_backbone(backbone_spec, device=device)
-    config, changes = shortened(method, steps, tower_layers(backbone))
+    towers = tower_depths(backbone_spec.arch)
+    config, changes = shortened(method, steps, min(towers.text, towers.vision or towers.text))
     with using_image_cache(cache):
         if backbone.device.type == "cuda":
             torch.cuda.synchronize(backbone.device)
